@@ -1,0 +1,270 @@
+"""Broker adapter over alpaca-py: translates requests, orders, events and errors; decides nothing."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from datetime import datetime, time
+from decimal import Decimal
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import requests
+from alpaca.common.exceptions import APIError
+from alpaca.trading.client import TradingClient
+from alpaca.trading.enums import OrderClass, OrderSide, QueryOrderStatus, TimeInForce
+from alpaca.trading.models import Order, TradeUpdate
+from alpaca.trading.requests import (
+    GetOrdersRequest,
+    LimitOrderRequest,
+    MarketOrderRequest,
+    StopLossRequest,
+    TakeProfitRequest,
+)
+from alpaca.trading.stream import TradingStream
+from requests.adapters import HTTPAdapter
+
+from engine.domain import Side
+from engine.ports import (
+    BrokerAmbiguous,
+    BrokerError,
+    BrokerNotFound,
+    BrokerOrder,
+    BrokerRejected,
+    BrokerUnauthorized,
+    ConnectHandler,
+    EventHandler,
+    Kind,
+    OrderEvent,
+    Session,
+)
+
+log = logging.getLogger("smartexec.alpaca")
+NEW_YORK = ZoneInfo("America/New_York")
+DUPLICATE_CLIENT_ORDER_ID = 40010001
+
+# One map for every word Alpaca uses, as an order status or as a trade_updates event.
+KINDS: dict[str, Kind] = {
+    "pending_new": Kind.ACK,
+    "new": Kind.ACK,
+    "accepted": Kind.ACK,
+    "accepted_for_bidding": Kind.ACK,
+    "held": Kind.ACK,  # bracket/OCO legs waiting for their parent
+    "pending_review": Kind.ACK,
+    "partial_fill": Kind.PARTIAL_FILL,
+    "partially_filled": Kind.PARTIAL_FILL,
+    "fill": Kind.FILL,
+    "filled": Kind.FILL,
+    "canceled": Kind.DONE,
+    "expired": Kind.DONE,
+    "done_for_day": Kind.DONE,
+    "rejected": Kind.REJECTED,
+    "order_cancel_rejected": Kind.CANCEL_REJECTED,
+    "order_replace_rejected": Kind.INFO,
+    "pending_cancel": Kind.INFO,
+    "pending_replace": Kind.INFO,
+    "replaced": Kind.INFO,
+    "restated": Kind.INFO,
+    "calculated": Kind.INFO,
+    "stopped": Kind.INFO,
+    "suspended": Kind.INFO,
+}
+
+
+def kind_of(word: str) -> Kind:
+    kind = KINDS.get(word)
+    if kind is None:
+        log.warning("unknown Alpaca order word %r treated as informational", word)
+        return Kind.INFO
+    return kind
+
+
+def _word(value: Any) -> str:
+    return str(getattr(value, "value", value))
+
+
+def _decimal(value: Any) -> Decimal | None:
+    if value is None or value == "":
+        return None
+    # The SDK types event price/qty as float: repr gives back the decimal the venue sent.
+    return Decimal(repr(value)) if isinstance(value, float) else Decimal(str(value))
+
+
+def to_broker_order(order: Order) -> BrokerOrder:
+    status = _word(order.status)
+    return BrokerOrder(
+        client_order_id=order.client_order_id,
+        broker_order_id=str(order.id),
+        symbol=order.symbol or "",
+        side=Side(_word(order.side)),
+        order_type=_word(order.order_type or order.type),
+        order_class=_word(order.order_class),
+        status=status,
+        kind=kind_of(status),
+        qty=_decimal(order.qty) or Decimal(0),
+        filled_qty=_decimal(order.filled_qty) or Decimal(0),
+        filled_avg_price=_decimal(order.filled_avg_price),
+        limit_price=_decimal(order.limit_price),
+        stop_price=_decimal(order.stop_price),
+        legs=tuple(to_broker_order(leg) for leg in order.legs or ()),
+        submitted_at=order.submitted_at,
+    )
+
+
+def to_order_event(update: TradeUpdate) -> OrderEvent:
+    word = _word(update.event)
+    return OrderEvent(
+        kind=kind_of(word),
+        event=word,
+        order=to_broker_order(update.order),
+        at=update.timestamp,
+        execution_id=None if update.execution_id is None else str(update.execution_id),
+        price=_decimal(update.price),
+        qty=_decimal(update.qty),
+    )
+
+
+def translate(exc: Exception) -> BrokerError:
+    """The one place SDK and transport errors become engine errors grouped by what to do next."""
+    if isinstance(exc, BrokerError):
+        return exc
+    if isinstance(exc, APIError):
+        status = exc.status_code
+        try:
+            code, message = int(exc.code), str(exc.message)
+        except Exception:  # a body that is not Alpaca's {"code", "message"}
+            code, message = None, f"HTTP {status}"
+        if status == 401:
+            return BrokerUnauthorized(f"Alpaca refused the API keys ({message})")
+        if status == 404:
+            return BrokerNotFound(message)
+        if status == 422 and code == DUPLICATE_CLIENT_ORDER_ID and "unique" in message:
+            return BrokerAmbiguous(f"duplicate client_order_id: the order may already exist ({message})")
+        if status is not None and (status in (408, 429) or status >= 500):
+            return BrokerAmbiguous(f"HTTP {status}: {message}")
+        return BrokerRejected(message, status=status, code=code)
+    if isinstance(exc, requests.exceptions.RequestException):
+        return BrokerAmbiguous(f"no answer from Alpaca: {type(exc).__name__}")
+    return BrokerAmbiguous(f"unexpected {type(exc).__name__} from the Alpaca client")
+
+
+class _TimeoutAdapter(HTTPAdapter):
+    """alpaca-py sets no timeout, so a lost response would block a worker forever."""
+
+    def __init__(self, timeout: float) -> None:
+        super().__init__()
+        self._timeout = timeout
+
+    def send(self, request: Any, **kwargs: Any) -> Any:  # type: ignore[override]
+        if kwargs.get("timeout") is None:
+            kwargs["timeout"] = self._timeout
+        return super().send(request, **kwargs)
+
+
+class _Stream(TradingStream):
+    """TradingStream that reports every (re)connect, so the service can reconcile the gap."""
+
+    def __init__(self, *args: Any, on_connect: ConnectHandler, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._on_connect = on_connect
+
+    async def _start_ws(self) -> None:
+        await super()._start_ws()
+        try:
+            await self._on_connect()
+        except Exception:
+            log.exception("reconnect handler failed")
+
+
+class AlpacaBroker:
+    def __init__(self, api_key: str, secret_key: str, *, paper: bool = True, rest_url: str | None = None,
+                 stream_url: str | None = None, request_timeout: float = 10.0) -> None:
+        self._client = TradingClient(api_key, secret_key, paper=paper, url_override=rest_url)
+        # The engine resolves 429/504 itself (lookup, then its own backoff); the SDK's blind
+        # retries would resend a POST and block a worker for 9 s.
+        self._client._retry = 0
+        adapter = _TimeoutAdapter(request_timeout)
+        self._client._session.mount("http://", adapter)
+        self._client._session.mount("https://", adapter)
+        self._keys = (api_key, secret_key)
+        self._paper = paper
+        self._stream_url = stream_url
+
+    def __repr__(self) -> str:  # never show the keys
+        return f"AlpacaBroker(paper={self._paper})"
+
+    def _call(self, fn: Any, *args: Any) -> Any:
+        try:
+            return fn(*args)
+        except Exception as exc:
+            raise translate(exc) from None
+
+    def _submit(self, request: Any) -> BrokerOrder:
+        return to_broker_order(self._call(self._client.submit_order, request))
+
+    def submit_limit(self, *, client_order_id: str, symbol: str, side: Side, qty: Decimal, limit_price: Decimal,
+                     time_in_force: str, extended_hours: bool) -> BrokerOrder:
+        return self._submit(LimitOrderRequest(
+            symbol=symbol, qty=float(qty), side=OrderSide(side.value), time_in_force=TimeInForce(time_in_force),
+            limit_price=float(limit_price), extended_hours=extended_hours, client_order_id=client_order_id,
+        ))
+
+    def submit_market(self, *, client_order_id: str, symbol: str, side: Side, qty: Decimal) -> BrokerOrder:
+        return self._submit(MarketOrderRequest(
+            symbol=symbol, qty=float(qty), side=OrderSide(side.value), time_in_force=TimeInForce.DAY,
+            client_order_id=client_order_id,
+        ))
+
+    def submit_oco(self, *, client_order_id: str, symbol: str, side: Side, qty: Decimal, take_profit: Decimal,
+                   stop: Decimal) -> BrokerOrder:
+        return self._submit(LimitOrderRequest(
+            symbol=symbol, qty=float(qty), side=OrderSide(side.value), time_in_force=TimeInForce.GTC,
+            order_class=OrderClass.OCO, client_order_id=client_order_id,
+            take_profit=TakeProfitRequest(limit_price=float(take_profit)),
+            stop_loss=StopLossRequest(stop_price=float(stop)),
+        ))
+
+    def get_order(self, client_order_id: str) -> BrokerOrder | None:
+        try:
+            return to_broker_order(self._call(self._client.get_order_by_client_id, client_order_id))
+        except BrokerNotFound:
+            return None
+
+    def cancel(self, broker_order_id: str) -> None:
+        self._call(self._client.cancel_order_by_id, broker_order_id)
+
+    def list_orders(self, *, after: datetime, limit: int = 500) -> list[BrokerOrder]:
+        request = GetOrdersRequest(status=QueryOrderStatus.ALL, after=after, limit=limit, direction="asc",
+                                   nested=True)
+        return [to_broker_order(order) for order in self._call(self._client.get_orders, request)]
+
+    def session(self) -> Session:
+        clock = self._call(self._client.get_clock)
+        if clock.is_open:
+            return Session.REGULAR
+        local = clock.timestamp.astimezone(NEW_YORK)
+        # Alpaca's clock has no extended-session flag: 04:00-20:00 ET on a weekday. (Holidays are
+        # not told apart; Alpaca refuses an extended-hours order then, and the entry ends FAILED.)
+        in_hours = local.weekday() < 5 and time(4, 0) <= local.time() < time(20, 0)
+        return Session.EXTENDED if in_hours else Session.CLOSED
+
+    async def stream(self, on_event: EventHandler, on_connect: ConnectHandler) -> None:
+        api_key, secret_key = self._keys
+        stream = _Stream(api_key, secret_key, paper=self._paper, url_override=self._stream_url,
+                         on_connect=on_connect)
+
+        async def handle(update: TradeUpdate) -> None:
+            try:
+                await on_event(to_order_event(update))
+            except Exception:
+                # The SDK would log and drop the event; say which one was lost.
+                log.exception("trade update %s for %s could not be handled", update.event,
+                              update.order.client_order_id)
+
+        stream.subscribe_trade_updates(handle)
+        try:
+            await stream._run_forever()
+        finally:
+            # Cancelling is how the engine stops the stream: stop_ws() notices only every 5 s.
+            await asyncio.shield(stream.close())
+

@@ -1,0 +1,377 @@
+"""The auditor's reads: lifecycle lists and stories, CSV exports, report rows, and `verify`.
+
+Everything here only reads. `verify` walks the hash chain (engine/chain.py) and replays every
+lifecycle through the same state machine the engine uses, so a hand edit, a deleted, inserted or
+reordered row, or a `lifecycles` row that disagrees with its history is named.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import date, datetime, time, timedelta, timezone
+from decimal import Decimal
+from typing import IO, Any
+
+from sqlalchemy import Connection, Engine, create_engine, event, exists, func, select, text
+from sqlalchemy.engine import make_url
+from sqlalchemy.sql import Select
+
+from engine.chain import ChainHead, Problem, check_chain
+from engine.errors import IllegalTransition
+from engine.ledger import CREATED, TransitionRecord, replay
+from engine.lifecycle import Lifecycle, Outcome, State, classify, destination, snapshot
+from engine.report import OutcomeRow
+from engine.schema import chain_head, fills, lifecycles, orders, transitions_table
+
+VIEWS = ("lifecycle_outcomes", "fill_slippage")
+TABLES = ("lifecycles", "transitions", "orders", "fills")
+EXPORTABLE = (*VIEWS, *TABLES)
+LIFECYCLE_COLUMNS = tuple(f.name for f in dataclasses.fields(Lifecycle))  # a stable order for messages
+
+
+def read_engine(url: str) -> Engine:
+    """An engine for auditors' reads: one consistent snapshot per connection, no write locks.
+
+    The engine's own SQLite connections take the write lock at BEGIN (engine/db.py); a long
+    `verify` must not stall a running engine, and its chain walk and its head read must see the
+    same moment, so SQLite gets a deferred BEGIN (a WAL snapshot) and PostgreSQL a read-only
+    REPEATABLE READ transaction.
+    """
+    if make_url(url).get_backend_name() != "sqlite":
+        return create_engine(url, isolation_level="REPEATABLE READ",
+                             execution_options={"postgresql_readonly": True})
+    engine = create_engine(url)
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+        dbapi_conn.isolation_level = None
+        dbapi_conn.execute("PRAGMA busy_timeout=10000")
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: Any) -> None:
+        conn.exec_driver_sql("BEGIN")
+
+    return engine
+
+
+# --- times given on the command line ---------------------------------------------------------
+
+
+def parse_when(raw: str, *, end_of_day: bool = False) -> datetime:
+    """An ISO date or date-time, read as UTC when it names no zone.
+
+    A bare date means the start of that day, or with `end_of_day` the start of the next one, so
+    that `--since 2026-11-24 --until 2026-11-24` selects that whole day (`until` is exclusive).
+    """
+    text_ = raw.strip()
+    try:
+        if len(text_) == 10:
+            day = date.fromisoformat(text_)
+            start = datetime.combine(day, time(), tzinfo=timezone.utc)
+            return start + timedelta(days=1) if end_of_day else start
+        when = datetime.fromisoformat(text_)
+    except ValueError:
+        example = "2026-11-24 or 2026-11-24T15:30Z"
+        raise ValueError(f"expected an ISO date or date-time such as {example}, was {raw!r}") from None
+    return when.replace(tzinfo=timezone.utc) if when.tzinfo is None else when.astimezone(timezone.utc)
+
+
+# --- JSON and CSV values ---------------------------------------------------------------------
+
+
+def plain(value: Any) -> Any:
+    """A value as JSON carries it: decimals as strings (never floats), times as ISO UTC."""
+    if isinstance(value, Decimal):
+        return str(value)
+    if isinstance(value, datetime):
+        return value.astimezone(timezone.utc).isoformat()
+    if isinstance(value, date):
+        return value.isoformat()
+    if isinstance(value, Mapping):
+        return {str(k): plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [plain(v) for v in value]
+    return value
+
+
+# --- lists and stories -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LifecycleFilter:
+    states: Sequence[str] = ()
+    symbol: str | None = None
+    mode: str | None = None
+    since: datetime | None = None  # on created_at, inclusive
+    until: datetime | None = None  # on created_at, exclusive
+    signal_id: str | None = None
+
+    def apply(self, query: Select[Any]) -> Select[Any]:
+        c = lifecycles.c
+        if self.states:
+            query = query.where(c.state.in_([s.upper() for s in self.states]))
+        if self.symbol:
+            query = query.where(c.symbol == self.symbol.upper())
+        if self.mode:
+            query = query.where(c.mode == self.mode)
+        if self.since:
+            query = query.where(c.created_at >= self.since)
+        if self.until:
+            query = query.where(c.created_at < self.until)
+        if self.signal_id:
+            query = query.where(c.signal_id == self.signal_id)
+        return query
+
+
+def list_lifecycles(conn: Connection, which: LifecycleFilter, limit: int | None = None) -> list[dict[str, Any]]:
+    query = which.apply(select(lifecycles)).order_by(lifecycles.c.id)
+    if limit is not None:
+        query = query.limit(limit)
+    return [dict(row) for row in conn.execute(query).mappings()]
+
+
+@dataclass(frozen=True)
+class Story:
+    """One lifecycle told whole: its row, every transition, every broker order and fill."""
+
+    lifecycle: dict[str, Any]
+    transitions: list[dict[str, Any]]
+    orders: list[dict[str, Any]]
+    fills: list[dict[str, Any]]
+
+    def as_json(self) -> dict[str, Any]:
+        return plain({"lifecycle": self.lifecycle, "transitions": self.transitions, "orders": self.orders,
+                      "fills": self.fills})
+
+
+def lifecycle_story(conn: Connection, key: str) -> Story | None:
+    """By lifecycle id (digits) or by signal id."""
+    where = lifecycles.c.id == int(key) if key.isdigit() else lifecycles.c.signal_id == key
+    row = conn.execute(select(lifecycles).where(where)).mappings().first()
+    if row is None and key.isdigit():  # a purely numeric signal id
+        row = conn.execute(select(lifecycles).where(lifecycles.c.signal_id == key)).mappings().first()
+    if row is None:
+        return None
+    lifecycle_id = row["id"]
+    history = conn.execute(
+        select(transitions_table).where(transitions_table.c.lifecycle_id == lifecycle_id)
+        .order_by(transitions_table.c.seq)
+    ).mappings()
+    its_orders = conn.execute(select(orders).where(orders.c.lifecycle_id == lifecycle_id).order_by(orders.c.id))
+    its_fills = conn.execute(
+        select(fills, orders.c.client_order_id, orders.c.leg)
+        .join(orders, orders.c.id == fills.c.order_id)
+        .where(orders.c.lifecycle_id == lifecycle_id)
+        .order_by(fills.c.at, fills.c.id)
+    )
+    return Story(dict(row), [dict(r) for r in history], [dict(r) for r in its_orders.mappings()],
+                 [dict(r) for r in its_fills.mappings()])
+
+
+# --- CSV export ------------------------------------------------------------------------------
+
+
+def export_csv(conn: Connection, name: str, out: IO[str], which: LifecycleFilter | None = None) -> int:
+    """Write one table or view as CSV (header row first); returns the number of data rows.
+
+    Tables go through the typed schema (exact decimals, ISO UTC times, JSON payloads); views are
+    read as the database returns them (see README, "Audit", for their types on each backend).
+    """
+    if name not in EXPORTABLE:
+        raise ValueError(f"cannot export {name!r}: choose one of {', '.join(EXPORTABLE)}")
+    if name in VIEWS:
+        result = conn.execute(text(f"SELECT * FROM {name} ORDER BY 1"))
+    else:
+        table = {"lifecycles": lifecycles, "transitions": transitions_table, "orders": orders, "fills": fills}[name]
+        query = select(table).order_by(table.c.id)
+        if which is not None and name == "lifecycles":
+            query = which.apply(query)
+        result = conn.execute(query)
+    writer = csv.writer(out)
+    writer.writerow(result.keys())
+    count = 0
+    for row in result:
+        writer.writerow([_csv_cell(value) for value in row])
+        count += 1
+    return count
+
+
+def _csv_cell(value: Any) -> Any:
+    if value is None:
+        return ""
+    if isinstance(value, (dict, list)):
+        return json.dumps(plain(value), sort_keys=True)
+    return plain(value)
+
+
+# --- rows for the monitoring report ----------------------------------------------------------
+
+
+def _happened(*triggers: str) -> Any:
+    t = transitions_table.c
+    return exists().where(t.lifecycle_id == lifecycles.c.id, t.trigger.in_(triggers))
+
+
+def outcome_rows(conn: Connection, since: datetime | None = None, until: datetime | None = None) -> list[OutcomeRow]:
+    """One OutcomeRow per lifecycle created in [since, until), with exact decimals."""
+    c = lifecycles.c
+    query = select(
+        c.id, c.signal_id, c.symbol, c.mode, c.state, c.created_at, c.filled_qty, c.slippage, c.reward_risk,
+        c.reject_reason, c.realized_pnl, c.r_multiple,
+        _happened("timeout").label("timed_out"),
+        _happened("guards_failed", "exits_rejected").label("rejected"),
+        _happened("exits_placed").label("exits_placed"),
+    )
+    query = LifecycleFilter(since=since, until=until).apply(query).order_by(c.id)
+    return [
+        OutcomeRow(
+            lifecycle_id=r.id, signal_id=r.signal_id, symbol=r.symbol, mode=r.mode, state=r.state,
+            created_at=r.created_at, filled_qty=r.filled_qty, slippage=r.slippage, reward_risk=r.reward_risk,
+            reject_reason=r.reject_reason, realized_pnl=r.realized_pnl, r_multiple=r.r_multiple,
+            timed_out=bool(r.timed_out), rejected=bool(r.rejected), exits_placed=bool(r.exits_placed),
+        )
+        for r in conn.execute(query)
+    ]
+
+
+# --- verify ----------------------------------------------------------------------------------
+
+
+@dataclass
+class Verification:
+    transitions: int = 0
+    lifecycles: int = 0
+    head: ChainHead | None = None
+    problems: list[Problem] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+
+def _lifecycle_of(row: Mapping[str, Any]) -> Lifecycle:
+    values = dict(row)
+    values["state"] = State(values["state"])
+    return Lifecycle(**values)
+
+
+def _shown(value: Any) -> str:
+    return "null" if value is None else str(value.value if isinstance(value, State) else value)
+
+
+def _check_history(lifecycle_id: int, rows: Sequence[TransitionRecord]) -> list[Problem]:
+    """Each row must follow from the one before it by a legal edge of the state machine."""
+    problems: list[Problem] = []
+    state: State | None = None
+    for expected_seq, row in enumerate(rows, start=1):
+        def problem(what: str) -> Problem:
+            return Problem(row.id, lifecycle_id, row.seq, what)
+
+        if row.seq != expected_seq:
+            problems.append(problem(f"seq {row.seq} where {expected_seq} was expected: a row is missing or moved"))
+            break
+        if state is None:
+            if row.trigger != CREATED or row.from_state is not None or row.to_state != State.PENDING.value:
+                problems.append(problem(f"the first row must be created -> PENDING, "
+                                        f"is {row.trigger} -> {row.to_state}"))
+                break
+            state = State.PENDING
+            continue
+        if row.from_state != state.value:
+            problems.append(problem(f"from_state {row.from_state} but the row before left it in {state.value}"))
+            break
+        try:
+            moved = classify(state, row.trigger) is Outcome.MOVED
+        except IllegalTransition:
+            moved = False
+        if not moved:
+            problems.append(problem(f"{row.trigger} is not a move from {state.value}"))
+            break
+        reached = destination(state, row.trigger)
+        if row.to_state != reached.value:
+            problems.append(problem(f"to_state {row.to_state} but {row.trigger} from {state.value} reaches "
+                                    f"{reached.value}"))
+            break
+        state = reached
+    return problems
+
+
+def _check_projection(stored: Lifecycle, rows: Sequence[TransitionRecord]) -> list[Problem]:
+    last = rows[-1]
+    try:
+        rebuilt = replay(rows, stored.id)
+    except Exception as exc:  # a payload the replay cannot read is itself evidence
+        return [Problem(last.id, stored.id, last.seq, f"the history cannot be replayed: {exc}")]
+    wanted, have = snapshot(rebuilt), snapshot(stored)
+    differences = [f"{name} is {_shown(have[name])}, the transitions say {_shown(wanted[name])}"
+                   for name in LIFECYCLE_COLUMNS if wanted[name] != have[name]]
+    if not differences:
+        return []
+    return [Problem(last.id, stored.id, last.seq,
+                    "the lifecycles row disagrees with its replay: " + "; ".join(differences))]
+
+
+def verify(conn: Connection, anchors: Iterable[ChainHead] = ()) -> Verification:
+    """Walk the chain, then replay every lifecycle; `problems[0]` names the first bad row.
+
+    Give it a connection from `read_engine`, so the head and the rows it reads are one snapshot.
+    """
+    result = Verification()
+    histories: dict[int, list[TransitionRecord]] = {}
+    record_fields = set(TransitionRecord.__dataclass_fields__)
+
+    def walked(rows: Iterable[Mapping[str, Any]]) -> Iterator[Mapping[str, Any]]:
+        for row in rows:
+            result.transitions += 1
+            histories.setdefault(row["lifecycle_id"], []).append(
+                TransitionRecord(**{k: v for k, v in row.items() if k in record_fields}))
+            yield row
+
+    head_row = conn.execute(select(chain_head.c.last_id, chain_head.c.last_hash)
+                            .where(chain_head.c.id == 1)).first()
+    result.head = None if head_row is None else ChainHead(head_row.last_id, head_row.last_hash)
+    stream = conn.execution_options(yield_per=1000).execute(
+        select(transitions_table).order_by(transitions_table.c.id)).mappings()
+    chain_problems = list(check_chain(walked(stream), result.head))
+    stored = {row["id"]: _lifecycle_of(row) for row in conn.execute(select(lifecycles)).mappings()}
+    anchor_hashes = {
+        anchor: conn.execute(select(transitions_table.c.row_hash)
+                             .where(transitions_table.c.id == anchor.last_id)).scalar()
+        for anchor in anchors
+    }
+
+    result.lifecycles = len(stored)
+    other: list[Problem] = []
+    for anchor, found in anchor_hashes.items():
+        if found != anchor.last_hash:
+            seen = "is gone" if found is None else f"now hashes to {found}"
+            other.append(Problem(anchor.last_id, None, None,
+                                 f"the anchor recorded {anchor.last_hash} for this row, which {seen}: "
+                                 "the chain was rewritten up to here"))
+    for lifecycle_id, rows in histories.items():
+        if lifecycle_id not in stored:
+            other.append(Problem(rows[0].id, lifecycle_id, rows[0].seq, "no lifecycles row for these transitions"))
+            continue
+        found_problems = _check_history(lifecycle_id, rows)
+        other.extend(found_problems or _check_projection(stored[lifecycle_id], rows))
+    for lifecycle_id in stored.keys() - histories.keys():
+        other.append(Problem(None, lifecycle_id, None,
+                             "the lifecycles row has no transitions: its history was deleted"))
+
+    # Chain breaks are the primary evidence and come first, in chain order; what the replay found
+    # follows, in transition order (rows the chain already named often fail the replay too).
+    other.sort(key=lambda p: (p.transition_id is None, p.transition_id or 0))
+    result.problems = chain_problems + other
+    return result
+
+
+def row_counts(conn: Connection) -> dict[str, int]:
+    """Rows per table, for `verify`'s summary."""
+    return {name: conn.execute(select(func.count()).select_from(table)).scalar_one()
+            for name, table in (("lifecycles", lifecycles), ("transitions", transitions_table),
+                                ("orders", orders), ("fills", fills))}
+

@@ -1,0 +1,117 @@
+"""Settings read from the environment, validated once at start-up.
+
+Every variable keeps the product's name so that a trader's existing `.env` works unchanged.
+A bad value stops the engine before it touches the broker, with a message naming the variable.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, fields
+from decimal import Decimal, InvalidOperation
+from typing import Callable, Mapping
+
+from engine.errors import ConfigError
+
+DEFAULT_DATABASE_URL = "sqlite:///smartexec.db"
+
+
+def _parse_bool(name: str, raw: str) -> bool:
+    value = raw.strip().lower()
+    if value in {"1", "true", "yes", "on"}:
+        return True
+    if value in {"0", "false", "no", "off"}:
+        return False
+    raise ConfigError(name, f"expected true or false, was {raw!r}")
+
+
+def _parse_decimal(name: str, raw: str) -> Decimal:
+    try:
+        value = Decimal(raw.strip())
+    except InvalidOperation:
+        raise ConfigError(name, f"expected a number, was {raw!r}") from None
+    if not value.is_finite():
+        raise ConfigError(name, f"expected a finite number, was {raw!r}")
+    return value
+
+
+def _fraction(upper: Decimal) -> Callable[[str, str], Decimal]:
+    """A fraction such as 0.0005 (= 0.05 %): zero allowed, negative or absurd values refused."""
+
+    def parse(name: str, raw: str) -> Decimal:
+        value = _parse_decimal(name, raw)
+        if value < 0:
+            raise ConfigError(name, f"must not be negative, was {raw!r}")
+        if value >= upper:
+            raise ConfigError(name, f"must be a fraction below {upper} (0.001 means 0.1 %), was {raw!r}")
+        return value
+
+    return parse
+
+
+def _positive(name: str, raw: str) -> Decimal:
+    value = _parse_decimal(name, raw)
+    if value <= 0:
+        raise ConfigError(name, f"must be greater than zero, was {raw!r}")
+    return value
+
+
+def _seconds(name: str, raw: str) -> float:
+    return float(_positive(name, raw))
+
+
+def _url(name: str, raw: str) -> str:
+    value = raw.strip()
+    if "://" not in value:
+        raise ConfigError(name, f"expected an SQLAlchemy URL such as sqlite:///smartexec.db, was {raw!r}")
+    return value
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The engine's knobs; defaults are the product spec's."""
+
+    use_smart_executor: bool = True
+    max_slippage_pct: Decimal = Decimal("0.001")
+    limit_buffer_regular: Decimal = Decimal("0.0005")
+    # Spreads are wider outside regular hours, so the extended buffer is twice the regular one.
+    limit_buffer_extended: Decimal = Decimal("0.001")
+    fill_timeout: float = 60.0
+    fill_timeout_extended: float = 90.0
+    min_rr_ratio: Decimal = Decimal("2.0")
+    extended_hours: bool = False
+    # Stop distance from the fill when a signal carries no stop level.
+    default_stop_pct: Decimal = Decimal("0.01")
+    database_url: str = DEFAULT_DATABASE_URL
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
+        source = os.environ if env is None else env
+        values: dict[str, object] = {}
+        for field in fields(cls):
+            variable, parse = ENVIRONMENT[field.name]
+            raw = source.get(variable)
+            if raw is not None and raw.strip() != "":
+                values[field.name] = parse(variable, raw)
+        return cls(**values)  # type: ignore[arg-type]
+
+    def limit_buffer(self, extended: bool) -> Decimal:
+        return self.limit_buffer_extended if extended else self.limit_buffer_regular
+
+    def timeout(self, extended: bool) -> float:
+        return self.fill_timeout_extended if extended else self.fill_timeout
+
+
+# field name -> (environment variable, parser); the README's configuration table mirrors this.
+ENVIRONMENT: dict[str, tuple[str, Callable[[str, str], object]]] = {
+    "use_smart_executor": ("USE_SMART_EXECUTOR", _parse_bool),
+    "max_slippage_pct": ("SMART_EXECUTOR_MAX_SLIPPAGE_PCT", _fraction(Decimal("0.5"))),
+    "limit_buffer_regular": ("SMART_EXECUTOR_LIMIT_BUFFER_REGULAR", _fraction(Decimal("0.5"))),
+    "limit_buffer_extended": ("SMART_EXECUTOR_LIMIT_BUFFER_EXTENDED", _fraction(Decimal("0.5"))),
+    "fill_timeout": ("SMART_EXECUTOR_FILL_TIMEOUT", _seconds),
+    "fill_timeout_extended": ("SMART_EXECUTOR_FILL_TIMEOUT_EXTENDED", _seconds),
+    "min_rr_ratio": ("SMART_EXECUTOR_MIN_RR_RATIO", _positive),
+    "extended_hours": ("SMART_EXECUTOR_EXTENDED_HOURS", _parse_bool),
+    "default_stop_pct": ("SMART_EXECUTOR_DEFAULT_STOP_PCT", _fraction(Decimal("0.5"))),
+    "database_url": ("SMART_EXECUTOR_DATABASE_URL", _url),
+}

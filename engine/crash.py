@@ -1,0 +1,37 @@
+"""Crash points: named step boundaries where the engine can be made to die abruptly, for tests.
+
+Set SMART_EXECUTOR_CRASH_AT to a point's name (optionally `name:N` to die on its N-th passing) and
+the process exits with status 137 at that point, without cleanup, as a kill -9 would leave it.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+VARIABLE = "SMART_EXECUTOR_CRASH_AT"
+POINTS = (
+    "after_intent",  # entry intent committed, broker not yet called
+    "after_entry_submit",  # broker accepted the entry, result not yet committed
+    "before_fill_commit",  # a fill reported, its transition not yet committed
+    "after_validated",  # VALIDATED committed, exit order not yet sent
+    "after_exits_submit",  # exits accepted by the broker, EXITS_PLACED not yet committed
+    "after_rejected",  # REJECTED committed, flatten order not yet sent
+    "after_flatten_submit",  # flatten accepted by the broker, not yet committed
+    "after_timeout",  # CANCEL_REQUESTED committed, cancel not yet sent
+)
+_passes: dict[str, int] = {}
+
+
+def crash_point(name: str) -> None:
+    wanted = os.environ.get(VARIABLE)
+    if not wanted:
+        return
+    point, _, nth = wanted.partition(":")
+    if point != name:
+        return
+    _passes[name] = _passes.get(name, 0) + 1
+    if _passes[name] >= int(nth or 1):
+        sys.stderr.write(f"smartexec: crash point {name} reached, exiting abruptly\n")
+        sys.stderr.flush()
+        os._exit(137)

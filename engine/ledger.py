@@ -1,0 +1,509 @@
+"""The ledger repository: every state change commits with its `transitions` row, or not at all.
+
+Writes go through SQLAlchemy Core with statements built once (the ORM costs about twice as much
+per transition). Callers serialise the events of one lifecycle; the optimistic version check
+catches anyone who does not.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from decimal import Decimal
+from typing import Any, Iterable, Mapping, Sequence
+
+from sqlalchemy import Connection, bindparam, insert, select, update
+from sqlalchemy.exc import IntegrityError, OperationalError
+
+from engine.chain import ChainHead, row_hash
+from engine.db import make_engine
+from engine.domain import Leg, Mode, Side, Signal
+from engine.errors import LedgerUnavailable, SignalConflict, StaleLifecycle
+from engine.lifecycle import (
+    PROJECTED,
+    TERMINAL,
+    Lifecycle,
+    Outcome,
+    State,
+    apply_facts,
+    classify,
+    restore,
+    snapshot,
+    step,
+)
+from engine.schema import chain_head, fills, inbox, lifecycles, orders, transitions_table
+
+CREATED = "created"
+
+_MUTABLE = ("state", "version", "updated_at", *PROJECTED)
+_UPDATE_LIFECYCLE = (
+    update(lifecycles)
+    .where(lifecycles.c.id == bindparam("_id"), lifecycles.c.version == bindparam("_expected"))
+    .values({name: bindparam(name) for name in _MUTABLE})
+)
+_INSERT_TRANSITION = insert(transitions_table)
+# The hash chain's lock (engine/chain.py): only the writer that still sees the head it linked to
+# moves it; anyone else matches no row, re-reads the head and links after the winner.
+_ADVANCE_HEAD = (
+    update(chain_head)
+    .where(chain_head.c.id == 1, chain_head.c.last_id == bindparam("_last_id"))
+    .values(last_id=bindparam("_new_id"), last_hash=bindparam("_new_hash"))
+)
+_READ_HEAD = select(chain_head.c.last_id, chain_head.c.last_hash).where(chain_head.c.id == 1)
+_INSERT_ORDER = insert(orders)
+_INSERT_FILL = insert(fills)
+FINAL_ORDER_STATUSES = frozenset({"filled", "canceled", "expired", "rejected", "done_for_day", "replaced"})
+
+
+def _json_safe(value: Any) -> Any:
+    if isinstance(value, Decimal):
+        return str(value)
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, (State, Side, Mode, Leg)):
+        return value.value
+    if isinstance(value, Mapping):
+        return {str(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    return value
+
+
+@dataclass(frozen=True)
+class OrderIntent:
+    """A broker order the engine is about to send: recorded before the call (persist, then act)."""
+
+    client_order_id: str
+    leg: Leg
+    side: Side
+    order_type: str
+    time_in_force: str
+    qty: Decimal
+    limit_price: Decimal | None = None
+    stop_price: Decimal | None = None
+    extended_hours: bool = False
+
+
+@dataclass(frozen=True)
+class OrderUpdate:
+    """What the broker said about one of our orders."""
+
+    client_order_id: str
+    status: str
+    broker_order_id: str | None = None
+    filled_qty: Decimal | None = None
+    filled_avg_price: Decimal | None = None
+
+
+@dataclass(frozen=True)
+class FillRecord:
+    client_order_id: str
+    execution_id: str
+    qty: Decimal
+    price: Decimal
+    at: datetime
+
+
+@dataclass
+class Writes:
+    """Order and fill rows that must commit in the same transaction as a transition."""
+
+    intents: Sequence[OrderIntent] = ()
+    updates: Sequence[OrderUpdate] = ()
+    fills: Sequence[FillRecord] = ()
+
+
+@dataclass(frozen=True)
+class TransitionRecord:
+    id: int
+    lifecycle_id: int
+    seq: int
+    trigger: str
+    from_state: str | None
+    to_state: str
+    source: str
+    at: datetime
+    payload: dict[str, Any] = field(default_factory=dict)
+    prev_hash: str | None = None  # the hash chain (engine/chain.py); None only for unsaved rows
+    row_hash: str | None = None
+
+
+def _lifecycle_from_row(row: Mapping[str, Any]) -> Lifecycle:
+    values = dict(row)
+    values["state"] = State(values["state"])
+    return Lifecycle(**values)
+
+
+def _signal_of(lc: Lifecycle) -> Signal:
+    return Signal(lc.signal_id, lc.symbol, Side(lc.side), lc.qty, lc.signal_price, lc.stop, lc.target)
+
+
+class Ledger:
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.engine = make_engine(url)
+        # The chain head as of this ledger's last commit: saves a read per transition. Only a
+        # hint: the conditional UPDATE in `_append_transition` catches a stale value.
+        self._head: ChainHead | None = None
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    # --- writes ---------------------------------------------------------------------------
+
+    def open_lifecycle(
+        self,
+        signal: Signal,
+        *,
+        mode: Mode,
+        extended_hours: bool,
+        at: datetime,
+        facts: Mapping[str, Any] | None = None,
+        writes: Writes | None = None,
+        source: str = "intake",
+    ) -> tuple[Lifecycle, bool]:
+        """Record a new signal as a PENDING lifecycle with its first transition.
+
+        Idempotent by signal id: the same signal again returns the recorded lifecycle and False;
+        the same id with different content raises SignalConflict and changes nothing.
+        """
+        existing = self.find_by_signal(signal.signal_id)
+        if existing is not None:
+            return self._same_or_conflict(existing, signal), False
+        facts = dict(facts or {})
+        lc = Lifecycle(
+            id=0,
+            signal_id=signal.signal_id,
+            symbol=signal.symbol,
+            side=signal.side.value,
+            qty=signal.qty,
+            signal_price=signal.price,
+            stop=signal.stop,
+            target=signal.target,
+            mode=mode.value,
+            extended_hours=extended_hours,
+            created_at=at,
+            updated_at=at,
+        )
+        apply_facts(lc, facts)
+        payload = {**signal.as_facts(), "mode": mode.value, "extended_hours": extended_hours, **facts}
+        row = {name: getattr(lc, name) for name in lifecycles.c.keys() if name != "id"}
+        row["state"] = lc.state.value
+        try:
+            with self._begin() as conn:
+                lc.id = conn.execute(insert(lifecycles).values(row).returning(lifecycles.c.id)).scalar_one()
+                head = self._append_transition(
+                    conn, self._transition_row(lc, 1, CREATED, None, source, at, payload))
+                self._apply_writes(conn, lc.id, at, writes)
+        except IntegrityError:
+            self._head = None
+            # Two intakes raced on one signal id: the loser reads the winner's row.
+            winner = self.find_by_signal(signal.signal_id)
+            if winner is None:
+                raise
+            return self._same_or_conflict(winner, signal), False
+        except BaseException:
+            self._head = None
+            raise
+        self._head = head
+        return lc, True
+
+    def record(
+        self,
+        lc: Lifecycle,
+        trigger: str,
+        facts: Mapping[str, Any],
+        *,
+        at: datetime,
+        source: str,
+        writes: Writes | None = None,
+    ) -> Outcome:
+        """Move `lc` by `trigger` and commit state, projection and transition row atomically.
+
+        Stale news returns IGNORED without writing (order rows in `writes` are still saved, so a
+        late broker status is never lost). On any failure the in-memory lifecycle is restored.
+        """
+        if classify(lc.state, trigger) is Outcome.IGNORED:
+            if writes is not None:
+                self.save_orders(lc.id, writes, at=at)
+            return Outcome.IGNORED
+        saved = snapshot(lc)
+        previous = lc.state
+        step(lc, trigger, facts, at)
+        params = {name: getattr(lc, name) for name in _MUTABLE}
+        params.update(state=lc.state.value, _id=lc.id, _expected=saved["version"])
+        try:
+            with self._begin() as conn:
+                if conn.execute(_UPDATE_LIFECYCLE, params).rowcount != 1:
+                    raise StaleLifecycle(lc.id, saved["version"])
+                head = self._append_transition(
+                    conn, self._transition_row(lc, lc.version, trigger, previous.value, source, at, facts))
+                self._apply_writes(conn, lc.id, at, writes)
+        except BaseException:
+            self._head = None
+            restore(lc, saved)
+            raise
+        self._head = head
+        return Outcome.MOVED
+
+    def save_orders(self, lifecycle_id: int, writes: Writes, *, at: datetime) -> None:
+        """Order rows and fills that change no lifecycle state (e.g. an exit leg became `new`)."""
+        with self._begin() as conn:
+            self._apply_writes(conn, lifecycle_id, at, writes)
+
+    # --- reads ----------------------------------------------------------------------------
+
+    def get(self, lifecycle_id: int) -> Lifecycle | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(select(lifecycles).where(lifecycles.c.id == lifecycle_id)).mappings().first()
+        return None if row is None else _lifecycle_from_row(row)
+
+    def find_by_signal(self, signal_id: str) -> Lifecycle | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(select(lifecycles).where(lifecycles.c.signal_id == signal_id)).mappings().first()
+        return None if row is None else _lifecycle_from_row(row)
+
+    def load_open(self) -> list[Lifecycle]:
+        """Every lifecycle not yet in a terminal state, oldest first: what a restart resumes."""
+        terminal = [s.value for s in TERMINAL]
+        query = select(lifecycles).where(lifecycles.c.state.not_in(terminal)).order_by(lifecycles.c.id)
+        with self.engine.connect() as conn:
+            return [_lifecycle_from_row(row) for row in conn.execute(query).mappings()]
+
+    def history(self, lifecycle_id: int) -> list[TransitionRecord]:
+        query = (
+            select(transitions_table)
+            .where(transitions_table.c.lifecycle_id == lifecycle_id)
+            .order_by(transitions_table.c.seq)
+        )
+        with self.engine.connect() as conn:
+            return [TransitionRecord(**row) for row in conn.execute(query).mappings()]
+
+    def orders_of(self, lifecycle_id: int) -> list[dict[str, Any]]:
+        query = select(orders).where(orders.c.lifecycle_id == lifecycle_id).order_by(orders.c.id)
+        with self.engine.connect() as conn:
+            return [dict(row) for row in conn.execute(query).mappings()]
+
+    def orders_of_open(self) -> list[dict[str, Any]]:
+        """Every order of every unfinished lifecycle, in one query (a restart with thousands)."""
+        terminal = [s.value for s in TERMINAL]
+        query = (
+            select(orders)
+            .join(lifecycles, lifecycles.c.id == orders.c.lifecycle_id)
+            .where(lifecycles.c.state.not_in(terminal))
+            .order_by(orders.c.id)
+        )
+        with self.engine.connect() as conn:
+            return [dict(row) for row in conn.execute(query).mappings()]
+
+    def order(self, client_order_id: str) -> dict[str, Any] | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(select(orders).where(orders.c.client_order_id == client_order_id)).mappings().first()
+        return None if row is None else dict(row)
+
+    def has_fill(self, execution_id: str) -> bool:
+        with self.engine.connect() as conn:
+            query = select(fills.c.id).where(fills.c.execution_id == execution_id)
+            return conn.execute(query).first() is not None
+
+    # --- the inbox: signals handed over by another process -------------------------------------
+
+    def post_signal(self, payload: Mapping[str, Any], *, at: datetime | None = None) -> int:
+        row = {"signal_id": str(payload.get("signal_id", "")), "payload": _json_safe(payload),
+               "received_at": at or datetime.now(timezone.utc)}
+        with self._begin() as conn:
+            return conn.execute(insert(inbox).values(row).returning(inbox.c.id)).scalar_one()
+
+    def pending_signals(self, limit: int = 100) -> list[tuple[int, dict[str, Any]]]:
+        query = select(inbox.c.id, inbox.c.payload).where(inbox.c.processed_at.is_(None)).order_by(inbox.c.id)
+        with self.engine.connect() as conn:
+            return [(row.id, dict(row.payload)) for row in conn.execute(query.limit(limit))]
+
+    def mark_signal(self, entry_id: int, *, lifecycle_id: int | None = None, error: str | None = None) -> None:
+        values = {"processed_at": datetime.now(timezone.utc), "lifecycle_id": lifecycle_id, "error": error}
+        with self._begin() as conn:
+            conn.execute(update(inbox).where(inbox.c.id == entry_id).values(values))
+
+    def inbox_entry(self, entry_id: int) -> dict[str, Any]:
+        with self.engine.connect() as conn:
+            return dict(conn.execute(select(inbox).where(inbox.c.id == entry_id)).mappings().one())
+
+    # --- replay ---------------------------------------------------------------------------
+
+    def replay(self, lifecycle_id: int) -> Lifecycle:
+        """Rebuild a lifecycle from its transitions alone."""
+        return replay(self.history(lifecycle_id), lifecycle_id)
+
+    def replay_differences(self, lifecycle_id: int) -> list[str]:
+        """Columns where the stored projection disagrees with the replay ([] when consistent)."""
+        stored = self.get(lifecycle_id)
+        if stored is None:
+            return ["<missing lifecycles row>"]
+        rebuilt = self.replay(lifecycle_id)
+        return [name for name, value in snapshot(stored).items() if snapshot(rebuilt)[name] != value]
+
+    # --- internals ------------------------------------------------------------------------
+
+    def _begin(self) -> "_Guarded":
+        return _Guarded(self.engine.begin())
+
+    def _same_or_conflict(self, existing: Lifecycle, signal: Signal) -> Lifecycle:
+        differences = _signal_of(existing).differences(signal)
+        if differences:
+            raise SignalConflict(signal.signal_id, differences)
+        return existing
+
+    def _append_transition(self, conn: Connection, row: dict[str, Any]) -> ChainHead:
+        """Insert `row` as the chain's next link; returns the new head (cached after the commit).
+
+        The id comes from the head, not the table's sequence, so that id order is chain order
+        even when PostgreSQL transactions interleave.
+        """
+        head = self._head or _read_head(conn)
+        while True:
+            row["id"] = head.last_id + 1
+            row["prev_hash"] = head.last_hash
+            row["row_hash"] = row_hash(head.last_hash, row)
+            advance = {"_last_id": head.last_id, "_new_id": row["id"], "_new_hash": row["row_hash"]}
+            if conn.execute(_ADVANCE_HEAD, advance).rowcount == 1:
+                break
+            fresh = _read_head(conn)
+            if fresh == head:
+                raise LedgerUnavailable("the chain head refused the update without moving; "
+                                        "run `smartexec ledger verify`")
+            head = fresh
+        conn.execute(_INSERT_TRANSITION, row)
+        return ChainHead(row["id"], row["row_hash"])
+
+    @staticmethod
+    def _transition_row(
+        lc: Lifecycle,
+        seq: int,
+        trigger: str,
+        from_state: str | None,
+        source: str,
+        at: datetime,
+        payload: Mapping[str, Any],
+    ) -> dict[str, Any]:
+        return {
+            "lifecycle_id": lc.id,
+            "seq": seq,
+            "trigger": trigger,
+            "from_state": from_state,
+            "to_state": lc.state.value,
+            "source": source,
+            "at": at,
+            "payload": _json_safe(payload),
+        }
+
+    @staticmethod
+    def _apply_writes(conn: Connection, lifecycle_id: int, at: datetime, writes: Writes | None) -> None:
+        if writes is None:
+            return
+        for intent in writes.intents:
+            conn.execute(
+                _INSERT_ORDER,
+                {
+                    "lifecycle_id": lifecycle_id,
+                    "client_order_id": intent.client_order_id,
+                    "broker_order_id": None,
+                    "leg": intent.leg.value,
+                    "side": intent.side.value,
+                    "order_type": intent.order_type,
+                    "time_in_force": intent.time_in_force,
+                    "extended_hours": intent.extended_hours,
+                    "qty": intent.qty,
+                    "limit_price": intent.limit_price,
+                    "stop_price": intent.stop_price,
+                    "status": "intended",
+                    "filled_qty": Decimal(0),
+                    "filled_avg_price": None,
+                    "created_at": at,
+                    "updated_at": at,
+                },
+            )
+        for change in writes.updates:
+            _update_order(conn, change, at)
+        for fill in writes.fills:
+            order_id = conn.execute(
+                select(orders.c.id).where(orders.c.client_order_id == fill.client_order_id)
+            ).scalar_one()
+            conn.execute(
+                _INSERT_FILL,
+                {"order_id": order_id, "execution_id": fill.execution_id, "qty": fill.qty, "price": fill.price,
+                 "at": fill.at},
+            )
+
+
+def _read_head(conn: Connection) -> ChainHead:
+    row = conn.execute(_READ_HEAD).first()
+    if row is None:
+        raise LedgerUnavailable("the ledger has no chain_head row: it was deleted; run `smartexec ledger verify`")
+    return ChainHead(row.last_id, row.last_hash)
+
+
+def _update_order(conn: Connection, change: OrderUpdate, at: datetime) -> None:
+    current = conn.execute(
+        select(orders.c.filled_qty, orders.c.status).where(orders.c.client_order_id == change.client_order_id)
+    ).first()
+    if current is None:
+        raise KeyError(f"no order with client_order_id {change.client_order_id!r} in the ledger")
+    values: dict[str, Any] = {"updated_at": at}
+    # A reply or event that arrives after a final status (e.g. the submit's own `new` after the
+    # `fill` event) must not make a finished order look open again.
+    if current.status not in FINAL_ORDER_STATUSES or change.status in FINAL_ORDER_STATUSES:
+        values["status"] = change.status
+    if change.broker_order_id is not None:
+        values["broker_order_id"] = change.broker_order_id
+    # Cumulative quantities are the truth and only grow: a late or reordered report cannot
+    # shrink what has already been seen.
+    if change.filled_qty is not None and change.filled_qty >= current.filled_qty:
+        values["filled_qty"] = change.filled_qty
+        if change.filled_avg_price is not None:
+            values["filled_avg_price"] = change.filled_avg_price
+    conn.execute(update(orders).where(orders.c.client_order_id == change.client_order_id).values(values))
+
+
+class _Guarded:
+    """`engine.begin()` whose driver-level failures surface as LedgerUnavailable."""
+
+    def __init__(self, ctx: Any) -> None:
+        self._ctx = ctx
+
+    def __enter__(self) -> Connection:
+        try:
+            return self._ctx.__enter__()
+        except OperationalError as exc:
+            raise LedgerUnavailable(f"cannot open a ledger transaction: {exc.orig}") from exc
+
+    def __exit__(self, *exc_info: Any) -> bool | None:
+        try:
+            return self._ctx.__exit__(*exc_info)
+        except OperationalError as exc:
+            raise LedgerUnavailable(f"cannot commit to the ledger: {exc.orig}") from exc
+
+
+def replay(history: Iterable[TransitionRecord], lifecycle_id: int) -> Lifecycle:
+    rows = list(history)
+    if not rows or rows[0].trigger != CREATED:
+        raise ValueError(f"lifecycle {lifecycle_id}: history does not start with a '{CREATED}' row")
+    first = rows[0].payload
+    signal = Signal.parse(first)
+    lc = Lifecycle(
+        id=lifecycle_id,
+        signal_id=signal.signal_id,
+        symbol=signal.symbol,
+        side=signal.side.value,
+        qty=signal.qty,
+        signal_price=signal.price,
+        stop=signal.stop,
+        target=signal.target,
+        mode=first["mode"],
+        extended_hours=bool(first["extended_hours"]),
+        created_at=rows[0].at,
+        updated_at=rows[0].at,
+    )
+    apply_facts(lc, first)
+    for row in rows[1:]:
+        step(lc, row.trigger, row.payload, row.at)
+    return lc

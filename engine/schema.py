@@ -1,0 +1,205 @@
+"""The SQL ledger's tables (SQLAlchemy 2 typed models): the interface auditors query.
+
+`transitions` is append-only; `lifecycles` is its projection (replaying one must give the other);
+`orders` and `fills` record every broker order the engine created or learned of. The README
+documents every column; Alembic migrations in `migrations/` create them.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    DateTime,
+    Dialect,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    Numeric,
+    String,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.types import TypeEngine
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class Money(TypeDecorator[Decimal]):
+    """Exact decimals: NUMERIC on PostgreSQL, decimal text on SQLite (whose NUMERIC is a float)."""
+
+    impl = Numeric
+    cache_ok = True
+
+    def load_dialect_impl(self, dialect: Dialect) -> TypeEngine[Any]:
+        if dialect.name == "sqlite":
+            return dialect.type_descriptor(String(40))
+        return dialect.type_descriptor(Numeric())
+
+    def process_bind_param(self, value: Decimal | None, dialect: Dialect) -> Any:
+        if value is None:
+            return None
+        if not isinstance(value, Decimal):
+            raise TypeError(f"money must be Decimal, was {type(value).__name__}")
+        return str(value) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> Decimal | None:
+        return None if value is None else Decimal(str(value))
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Timezone-aware UTC in and out, on both backends (SQLite drops the offset)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> Any:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("ledger times must be timezone-aware")
+        return value.astimezone(timezone.utc)
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)
+
+
+Payload = JSON().with_variant(JSONB(), "postgresql")
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+class LifecycleRow(Base):
+    __tablename__ = "lifecycles"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    signal_id: Mapped[str] = mapped_column(String(64), unique=True)
+    symbol: Mapped[str] = mapped_column(String(16), index=True)
+    side: Mapped[str] = mapped_column(String(4))
+    qty: Mapped[Decimal] = mapped_column(Money)
+    signal_price: Mapped[Decimal] = mapped_column(Money)
+    stop: Mapped[Decimal | None] = mapped_column(Money)
+    target: Mapped[Decimal | None] = mapped_column(Money)
+    mode: Mapped[str] = mapped_column(String(8))
+    extended_hours: Mapped[bool] = mapped_column(Boolean)
+    state: Mapped[str] = mapped_column(String(24), index=True)
+    version: Mapped[int] = mapped_column(Integer)
+    limit_price: Mapped[Decimal | None] = mapped_column(Money)
+    entry_deadline: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    filled_qty: Mapped[Decimal] = mapped_column(Money)
+    filled_avg_price: Mapped[Decimal | None] = mapped_column(Money)
+    slippage: Mapped[Decimal | None] = mapped_column(Money)
+    exit_stop: Mapped[Decimal | None] = mapped_column(Money)
+    exit_target: Mapped[Decimal | None] = mapped_column(Money)
+    reward_risk: Mapped[Decimal | None] = mapped_column(Money)
+    reject_reason: Mapped[str | None] = mapped_column(Text)
+    exit_price: Mapped[Decimal | None] = mapped_column(Money)
+    realized_pnl: Mapped[Decimal | None] = mapped_column(Money)
+    r_multiple: Mapped[Decimal | None] = mapped_column(Money)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class TransitionRow(Base):
+    __tablename__ = "transitions"
+    __table_args__ = (UniqueConstraint("lifecycle_id", "seq", name="uq_transitions_lifecycle_seq"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    lifecycle_id: Mapped[int] = mapped_column(ForeignKey("lifecycles.id"))
+    seq: Mapped[int] = mapped_column(Integer)
+    trigger: Mapped[str] = mapped_column(String(32))
+    from_state: Mapped[str | None] = mapped_column(String(24))
+    to_state: Mapped[str] = mapped_column(String(24))
+    source: Mapped[str] = mapped_column(String(16))
+    at: Mapped[datetime] = mapped_column(UTCDateTime)
+    payload: Mapped[dict[str, Any]] = mapped_column(Payload)
+    # The tamper-evident chain (engine/chain.py): hex sha256 of the previous row and of this one.
+    prev_hash: Mapped[str] = mapped_column(String(64))
+    row_hash: Mapped[str] = mapped_column(String(64))
+
+
+class ChainHeadRow(Base):
+    """One row (id 1): the newest transition's id and hash. Writers advance it with a conditional
+    UPDATE in the transaction that inserts the row, which serialises the chain on PostgreSQL and
+    lets `verify` notice rows cut off the end."""
+
+    __tablename__ = "chain_head"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    last_id: Mapped[int] = mapped_column(Integer)
+    last_hash: Mapped[str] = mapped_column(String(64))
+
+
+class OrderRow(Base):
+    __tablename__ = "orders"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    lifecycle_id: Mapped[int] = mapped_column(ForeignKey("lifecycles.id"), index=True)
+    client_order_id: Mapped[str] = mapped_column(String(128), unique=True)
+    broker_order_id: Mapped[str | None] = mapped_column(String(64), index=True)
+    leg: Mapped[str] = mapped_column(String(16))
+    side: Mapped[str] = mapped_column(String(4))
+    order_type: Mapped[str] = mapped_column(String(16))
+    time_in_force: Mapped[str] = mapped_column(String(8))
+    extended_hours: Mapped[bool] = mapped_column(Boolean)
+    qty: Mapped[Decimal] = mapped_column(Money)
+    limit_price: Mapped[Decimal | None] = mapped_column(Money)
+    stop_price: Mapped[Decimal | None] = mapped_column(Money)
+    status: Mapped[str] = mapped_column(String(24))
+    filled_qty: Mapped[Decimal] = mapped_column(Money)
+    filled_avg_price: Mapped[Decimal | None] = mapped_column(Money)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class FillRow(Base):
+    __tablename__ = "fills"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    order_id: Mapped[int] = mapped_column(ForeignKey("orders.id"), index=True)
+    execution_id: Mapped[str] = mapped_column(String(64), unique=True)
+    qty: Mapped[Decimal] = mapped_column(Money)
+    price: Mapped[Decimal] = mapped_column(Money)
+    at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class InboxRow(Base):
+    """Signals posted by another process (`smartexec submit`, the bot) for a running engine."""
+
+    __tablename__ = "inbox"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    signal_id: Mapped[str] = mapped_column(String(64), index=True)
+    payload: Mapped[dict[str, Any]] = mapped_column(Payload)
+    received_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    processed_at: Mapped[datetime | None] = mapped_column(UTCDateTime, index=True)
+    lifecycle_id: Mapped[int | None] = mapped_column(ForeignKey("lifecycles.id"))
+    error: Mapped[str | None] = mapped_column(Text)
+
+
+Index("ix_transitions_at", TransitionRow.at)
+
+lifecycles = LifecycleRow.__table__
+transitions_table = TransitionRow.__table__
+orders = OrderRow.__table__
+fills = FillRow.__table__
+inbox = InboxRow.__table__
+chain_head = ChainHeadRow.__table__

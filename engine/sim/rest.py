@@ -1,0 +1,260 @@
+"""The Trading REST API under `/v2`, as alpaca-py's TradingClient calls it.
+
+Requests pass, outermost first: the submission log (every POST /v2/orders attempt), error
+encoding (everything becomes `{"code", "message"}`), injected route faults, key check and rate
+limit, and a clock sync so each answer reflects the simulated now.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Awaitable, Callable
+from datetime import timedelta
+from decimal import Decimal
+from typing import Any
+
+from aiohttp import web
+
+from engine.sim import errors, sessions, wire
+from engine.sim.exchange import Exchange
+from engine.sim.faults import Faults
+from engine.sim.ratelimit import SlidingWindow
+from engine.sim.submissions import LOST, SubmissionLog
+
+log = logging.getLogger("smartexec.sim.rest")
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+ORDERS_PATH = "/v2/orders"
+MAX_LIMIT = 500
+CREATED_ID = web.RequestKey("created_client_order_id", str)
+LOST_ANSWER = web.RequestKey("lost_answer", bool)
+
+
+def json_response(data: Any, status: int = 200) -> web.Response:
+    return web.Response(text=json.dumps(data, separators=(",", ":")), status=status, content_type="application/json")
+
+
+def error_response(exc: errors.VenueError) -> web.Response:
+    return json_response(exc.body(), exc.status)
+
+
+def injected(status: int) -> web.Response:
+    if status == 429:
+        return error_response(errors.rate_limited())
+    reason = {500: "internal server error", 502: "bad gateway", 503: "service unavailable", 504: "gateway timeout"}
+    return json_response({"code": status * 100_000 + 10_000, "message": reason.get(status, f"injected {status}")},
+                         status)
+
+
+async def read_json(request: web.Request) -> Any:
+    text = await request.text()
+    try:
+        # Prices arrive as JSON numbers (alpaca-py sends floats): read them as Decimal, never float.
+        return json.loads(text, parse_float=Decimal) if text else {}
+    except ValueError:
+        raise errors.VenueError(400, errors.MALFORMED_BODY, "request body format is invalid") from None
+
+
+def query_bool(request: web.Request, name: str, default: bool = False) -> bool:
+    value = request.query.get(name)
+    return default if value is None or value == "" else wire.boolean(value, name)
+
+
+class RestApi:
+    def __init__(self, exchange: Exchange, faults: Faults, submissions: SubmissionLog, *, api_key: str,
+                 secret_key: str, rate_limit_per_min: int | None) -> None:
+        self.exchange = exchange
+        self.faults = faults
+        self.submissions = submissions
+        self.keys = (api_key, secret_key)
+        self.rate_limit = SlidingWindow(rate_limit_per_min)
+
+    def install(self, app: web.Application) -> None:
+        app.middlewares.extend([self._record, self._errors, self._faults, self._auth])
+        r = app.router
+        # The literal colon route must be registered before `/v2/orders/{order_id}` could match.
+        r.add_get("/v2/orders:by_client_order_id", self.get_order_by_client_id)
+        r.add_post(ORDERS_PATH, self.submit_order)
+        r.add_get(ORDERS_PATH, self.list_orders)
+        r.add_delete(ORDERS_PATH, self.cancel_orders)
+        r.add_get("/v2/orders/{order_id}", self.get_order)
+        r.add_patch("/v2/orders/{order_id}", self.replace_order)
+        r.add_delete("/v2/orders/{order_id}", self.cancel_order)
+        r.add_get("/v2/positions", self.list_positions)
+        r.add_delete("/v2/positions", self.close_all_positions)
+        r.add_get("/v2/positions/{symbol}", self.get_position)
+        r.add_delete("/v2/positions/{symbol}", self.close_position)
+        r.add_get("/v2/account", self.get_account)
+        r.add_get("/v2/clock", self.get_clock)
+        r.add_get("/v2/calendar", self.get_calendar)
+
+    # --- middleware -----------------------------------------------------------------------------
+
+    @web.middleware
+    async def _record(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        if not (request.method == "POST" and request.path == ORDERS_PATH):
+            return await handler(request)
+        client_order_id = ""
+        try:
+            body = json.loads(await request.text() or "{}")
+            if isinstance(body, dict) and isinstance(body.get("client_order_id"), str):
+                client_order_id = body["client_order_id"]
+        except ValueError:
+            pass
+        response = await handler(request)
+        # Without a client_order_id the order is logged under the id the venue generated.
+        key = client_order_id or request.get(CREATED_ID, "")
+        self.submissions.record(key, LOST if request.get(LOST_ANSWER) else response.status)
+        return response
+
+    @web.middleware
+    async def _errors(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        try:
+            return await handler(request)
+        except errors.VenueError as exc:
+            return error_response(exc)
+        except web.HTTPNotFound:
+            return error_response(errors.not_found("endpoint not found"))
+        except web.HTTPMethodNotAllowed:
+            return json_response({"code": 40510000, "message": "method not allowed"}, 405)
+        except web.HTTPException:
+            raise
+        except Exception:
+            log.exception("venue error on %s %s", request.method, request.path)
+            return json_response({"code": errors.INTERNAL, "message": "internal server error"}, 500)
+
+    @web.middleware
+    async def _faults(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        if not request.path.startswith("/v2/"):
+            return await handler(request)
+        rules = self.faults.take_route_faults(request.method, request.path)
+        for rule in rules:
+            if rule.kind == "latency":
+                await asyncio.sleep(rule.seconds)
+        status = next((r for r in rules if r.kind == "status"), None)
+        if status is not None and not status.after_handler:
+            return injected(status.status)
+        response = await handler(request)
+        if status is not None:
+            response = injected(status.status)
+        lose = next((r for r in rules if r.kind == "lose"), None)
+        if lose is not None:
+            await asyncio.sleep(lose.seconds)
+            request[LOST_ANSWER] = True
+            if request.transport is not None:
+                request.transport.abort()
+        return response
+
+    @web.middleware
+    async def _auth(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        if not request.path.startswith("/v2/"):
+            return await handler(request)
+        key = request.headers.get("APCA-API-KEY-ID")
+        if (key, request.headers.get("APCA-API-SECRET-KEY")) != self.keys:
+            raise errors.unauthorized()
+        allowed, remaining, reset = self.rate_limit.allow(key or "")
+        if not allowed:
+            raise errors.rate_limited()
+        self.exchange.sync()
+        response = await handler(request)
+        if self.rate_limit.per_minute:
+            response.headers["X-RateLimit-Limit"] = str(self.rate_limit.per_minute)
+            response.headers["X-RateLimit-Remaining"] = str(remaining)
+            response.headers["X-RateLimit-Reset"] = str(int(reset) + 1)
+        return response
+
+    # --- orders ---------------------------------------------------------------------------------
+
+    async def submit_order(self, request: web.Request) -> web.Response:
+        order, reply = self.exchange.submit(wire.new_order(await read_json(request)))
+        request[CREATED_ID] = order.client_order_id
+        return json_response(reply)
+
+    async def list_orders(self, request: web.Request) -> web.Response:
+        q = request.query
+        status = q.get("status", "open").lower()
+        if status not in ("open", "closed", "all"):
+            raise errors.invalid(f"invalid status: {status!r}")
+        direction = q.get("direction", "desc").lower()
+        if direction not in ("asc", "desc"):
+            raise errors.invalid(f"invalid direction: {direction!r}")
+        try:
+            limit = int(q.get("limit", "50"))
+        except ValueError:
+            raise errors.invalid("invalid limit") from None
+        if limit < 1:
+            raise errors.invalid("limit must be >= 1")
+        side = q.get("side")
+        if side is not None and side not in ("buy", "sell"):
+            raise errors.invalid(f"invalid side: {side!r}")
+        nested = query_bool(request, "nested")
+        symbols = [s for s in q.get("symbols", "").split(",") if s.strip()] or None
+        orders = self.exchange.query(
+            status=status, limit=min(limit, MAX_LIMIT), direction=direction, nested=nested, symbols=symbols, side=side,
+            after=wire.timestamp(q["after"], "after") if q.get("after") else None,
+            until=wire.timestamp(q["until"], "until") if q.get("until") else None,
+        )
+        return json_response([wire.order(o, nested=nested) for o in orders])
+
+    async def get_order(self, request: web.Request) -> web.Response:
+        order = self.exchange.get(request.match_info["order_id"])
+        return json_response(wire.order(order, nested=query_bool(request, "nested")))
+
+    async def get_order_by_client_id(self, request: web.Request) -> web.Response:
+        client_order_id = request.query.get("client_order_id")
+        if not client_order_id:
+            raise errors.invalid("client_order_id is required")
+        return json_response(wire.order(self.exchange.order_by_client_id(client_order_id), nested=True))
+
+    async def replace_order(self, request: web.Request) -> web.Response:
+        _, reply = self.exchange.replace(request.match_info["order_id"], wire.replace_order(await read_json(request)))
+        return json_response(reply)
+
+    async def cancel_order(self, request: web.Request) -> web.Response:
+        self.exchange.cancel(request.match_info["order_id"])
+        return web.Response(status=204)
+
+    async def cancel_orders(self, request: web.Request) -> web.Response:
+        return json_response(self.exchange.cancel_all(), 207)
+
+    # --- positions ------------------------------------------------------------------------------
+
+    async def list_positions(self, request: web.Request) -> web.Response:
+        return json_response([wire.position(v.position, mark=v.mark, qty_available=v.qty_available)
+                              for v in self.exchange.position_views()])
+
+    async def get_position(self, request: web.Request) -> web.Response:
+        view = self.exchange.position_view(request.match_info["symbol"])
+        return json_response(wire.position(view.position, mark=view.mark, qty_available=view.qty_available))
+
+    async def close_position(self, request: web.Request) -> web.Response:
+        q = request.query
+        _, reply = self.exchange.close_position(
+            request.match_info["symbol"], qty=wire.decimal(q.get("qty"), "qty"),
+            percentage=wire.decimal(q.get("percentage"), "percentage"))
+        return json_response(reply)
+
+    async def close_all_positions(self, request: web.Request) -> web.Response:
+        return json_response(self.exchange.close_all(query_bool(request, "cancel_orders")), 207)
+
+    # --- account, clock, calendar ---------------------------------------------------------------
+
+    async def get_account(self, request: web.Request) -> web.Response:
+        ex = self.exchange
+        return json_response(wire.account(api_key=self.keys[0], valuation=ex.valuation(),
+                                          buying_power=ex.buying_power(), initial_cash=ex.account.initial_cash,
+                                          created_at=ex.opened_at))
+
+    async def get_clock(self, request: web.Request) -> web.Response:
+        return json_response(wire.clock(self.exchange.now))
+
+    async def get_calendar(self, request: web.Request) -> web.Response:
+        today = self.exchange.now.astimezone(sessions.ET).date()
+        start = wire.timestamp(request.query["start"], "start").date() if request.query.get("start") else today
+        # Alpaca lists decades by default; a month is plenty for a simulator.
+        end = (wire.timestamp(request.query["end"], "end").date() if request.query.get("end")
+               else start + timedelta(days=30))
+        if (end - start).days > 3660:
+            raise errors.invalid("calendar range is limited to ten years")
+        return json_response([wire.calendar_day(day) for day in sessions.trading_days(start, end)])

@@ -1,0 +1,138 @@
+"""Order-entry rules that depend on the request alone (the account rules live in the exchange).
+
+Each refusal carries Alpaca's status, code and message: 422/40010001 for a malformed or
+contradictory request, 422/42210000 for one Alpaca understands but will not take.
+"""
+
+from __future__ import annotations
+
+import re
+from decimal import Decimal
+
+from engine.sim import errors, wire
+from engine.sim.orders import ORDER_CLASSES, ORDER_TYPES, SIDES, TIMES_IN_FORCE, NewOrder
+
+_SYMBOL = re.compile(r"^[A-Z][A-Z0-9.]{0,14}$")
+CENT = Decimal("0.01")
+ONE = Decimal(1)
+
+
+def sub_penny(price: Decimal) -> bool:
+    """Reg NMS ticks: a cent at or above $1, a hundredth of a cent below."""
+    tick = CENT if price >= ONE else Decimal("0.0001")
+    return price % tick != 0
+
+
+def check_price(name: str, price: Decimal) -> None:
+    if price <= 0:
+        raise errors.invalid(f"{name} must be > 0")
+    if sub_penny(price):
+        raise errors.unprocessable(
+            f"invalid {name} {wire.num(price)}. sub-penny increment does not fulfill minimum pricing criteria")
+
+
+def validate(r: NewOrder, touch: Decimal | None) -> None:
+    """`touch`: the ask for a buy, the bid for a sell (a market bracket's base price), if quoted."""
+    if not r.symbol:
+        raise errors.invalid("symbol is required")
+    if not _SYMBOL.match(r.symbol):
+        raise errors.invalid(f'asset "{r.symbol}" not found')
+    if r.side not in SIDES:
+        raise errors.invalid(f"invalid side: {r.side!r}")
+    if r.type not in ORDER_TYPES:
+        raise errors.invalid(f"invalid order type: {r.type!r}")
+    if r.type == "trailing_stop":
+        raise errors.invalid("trailing_stop orders are not supported by the simulator")
+    if r.time_in_force not in TIMES_IN_FORCE:
+        raise errors.invalid(f"invalid time_in_force: {r.time_in_force!r}")
+    if r.time_in_force in ("opg", "cls"):
+        raise errors.invalid(f"time_in_force {r.time_in_force} is not supported by the simulator")
+    if r.order_class not in ORDER_CLASSES:
+        raise errors.invalid(f"invalid order_class: {r.order_class!r}")
+    if r.order_class == "mleg":
+        raise errors.invalid("mleg orders are not supported by the simulator")
+    if r.client_order_id is not None and len(r.client_order_id) > 128:
+        raise errors.invalid("client_order_id must be no more than 128 characters")
+    _quantity(r)
+    _prices(r)
+    if r.extended_hours:
+        if r.type != "limit":
+            raise errors.invalid('only type="limit" is allowed for extended hours orders')
+        if r.time_in_force != "day":
+            raise errors.invalid('only time_in_force="day" is allowed for extended hours orders')
+        if r.order_class != "simple":
+            raise errors.invalid("extended_hours must be false or omitted for advanced orders")
+    if r.order_class in ("bracket", "oco", "oto"):
+        _advanced(r, touch)
+
+
+def _quantity(r: NewOrder) -> None:
+    if (r.qty is None) == (r.notional is None):
+        raise errors.invalid("qty or notional is required" if r.qty is None
+                             else "only one of qty or notional may be given")
+    if r.qty is not None and r.qty <= 0:
+        raise errors.invalid("qty must be > 0")
+    if r.notional is not None:
+        if r.notional <= 0:
+            raise errors.invalid("notional must be > 0")
+        if r.type != "market" or r.order_class != "simple" or r.time_in_force != "day":
+            raise errors.unprocessable("notional orders must be simple market day orders")
+    fractional = r.notional is not None or (r.qty is not None and r.qty != r.qty.to_integral_value())
+    if fractional:
+        if r.time_in_force != "day":
+            raise errors.invalid("fractional orders must be DAY orders")
+        if r.order_class != "simple" or r.type not in ("market", "limit"):
+            raise errors.unprocessable("fractional orders must be simple market or limit orders")
+        if r.extended_hours:
+            raise errors.unprocessable("fractional orders are not allowed in extended hours")
+
+
+def _prices(r: NewOrder) -> None:
+    # An OCO takes its limit from take_profit; alpaca-py may omit the top-level one.
+    if r.type in ("limit", "stop_limit") and r.order_class != "oco" and r.limit_price is None:
+        raise errors.invalid(f"limit_price is required for {r.type} orders")
+    if r.type in ("stop", "stop_limit") and r.stop_price is None:
+        raise errors.invalid(f"stop_price is required for {r.type} orders")
+    if r.type in ("market", "stop") and r.limit_price is not None:
+        raise errors.invalid(f"limit_price must not be given for {r.type} orders")
+    if r.type in ("market", "limit") and r.stop_price is not None:
+        raise errors.invalid(f"stop_price must not be given for {r.type} orders")
+    prices = {"limit_price": r.limit_price, "stop_price": r.stop_price,
+              "take_profit.limit_price": r.take_profit.limit_price if r.take_profit else None,
+              "stop_loss.stop_price": r.stop_loss.stop_price if r.stop_loss else None,
+              "stop_loss.limit_price": r.stop_loss.limit_price if r.stop_loss else None}
+    for name, price in prices.items():
+        if price is not None:
+            check_price(name, price)
+
+
+def _advanced(r: NewOrder, touch: Decimal | None) -> None:
+    kind = r.order_class
+    if r.time_in_force not in ("day", "gtc"):
+        raise errors.invalid(f"{kind} orders must be day or gtc orders")
+    if kind in ("bracket", "oco") and (r.take_profit is None or r.stop_loss is None):
+        raise errors.invalid(f"{kind} orders require take_profit and stop_loss")
+    if kind == "oto" and (r.take_profit is None) == (r.stop_loss is None):
+        raise errors.invalid("oto orders require exactly one of take_profit or stop_loss")
+    if kind == "oco":
+        if r.type != "limit":
+            raise errors.invalid("oco orders must be limit orders")
+        # The OCO is itself the exit: a sell takes profit above its stop, a buy below it.
+        assert r.take_profit is not None and r.stop_loss is not None
+        profit_above = r.side == "sell"
+        if (r.take_profit.limit_price > r.stop_loss.stop_price) != profit_above:
+            raise errors.unprocessable("take_profit.limit_price must be on the profit side of stop_loss.stop_price")
+        return
+    # Bracket/OTO exits must sit at least a cent beyond the entry's price, on their own sides.
+    base = r.limit_price if r.type in ("limit", "stop_limit") else r.stop_price
+    base = base if base is not None else touch
+    if base is None:
+        return
+    exits_up = r.side == "buy"
+    sign = ONE if exits_up else -ONE
+    if r.take_profit is not None and (r.take_profit.limit_price - base) * sign < CENT:
+        where = ">= base_price + 0.01" if exits_up else "<= base_price - 0.01"
+        raise errors.unprocessable(f"take_profit.limit_price must be {where}")
+    if r.stop_loss is not None and (base - r.stop_loss.stop_price) * sign < CENT:
+        where = "<= base_price - 0.01" if exits_up else ">= base_price + 0.01"
+        raise errors.unprocessable(f"stop_loss.stop_price must be {where}")

@@ -1,0 +1,14 @@
+"""Fixtures for the auditor's side: the sample ledger (sample_ledger.py) on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import pytest
+
+from engine.ledger import Ledger
+from sample_ledger import Sample, build
+
+
+@pytest.fixture
+def sample(ledger: Ledger) -> Sample:
+    """Nine lifecycles, one of every outcome, written through Ledger.open_lifecycle / record."""
+    return build(ledger)

@@ -1,0 +1,64 @@
+"""Settings come from the environment with the product's names; a bad value stops start-up."""
+
+from __future__ import annotations
+
+from decimal import Decimal as D
+
+import pytest
+
+from engine.config import DEFAULT_DATABASE_URL, ENVIRONMENT, Settings
+from engine.errors import ConfigError
+
+
+def test_defaults_are_the_product_spec() -> None:
+    s = Settings.from_env({})
+    assert s.use_smart_executor is True
+    assert s.max_slippage_pct == D("0.001")
+    assert s.limit_buffer_regular == D("0.0005")
+    assert s.limit_buffer_extended == D("0.001")
+    assert s.fill_timeout == 60.0
+    assert s.min_rr_ratio == D("2.0")
+    assert s.extended_hours is False
+    assert s.database_url == DEFAULT_DATABASE_URL
+
+
+def test_every_variable_is_read() -> None:
+    env = {
+        "USE_SMART_EXECUTOR": "False",
+        "SMART_EXECUTOR_MAX_SLIPPAGE_PCT": "0.002",
+        "SMART_EXECUTOR_LIMIT_BUFFER_REGULAR": "0.0004",
+        "SMART_EXECUTOR_LIMIT_BUFFER_EXTENDED": "0.0015",
+        "SMART_EXECUTOR_FILL_TIMEOUT": "1.5",
+        "SMART_EXECUTOR_FILL_TIMEOUT_EXTENDED": "30",
+        "SMART_EXECUTOR_MIN_RR_RATIO": "3",
+        "SMART_EXECUTOR_EXTENDED_HOURS": "yes",
+        "SMART_EXECUTOR_DEFAULT_STOP_PCT": "0.02",
+        "SMART_EXECUTOR_DATABASE_URL": "postgresql+psycopg://u@h/db",
+    }
+    assert set(env) == {variable for variable, _ in ENVIRONMENT.values()}
+    s = Settings.from_env(env)
+    assert (s.use_smart_executor, s.max_slippage_pct, s.limit_buffer_regular, s.limit_buffer_extended) == (
+        False, D("0.002"), D("0.0004"), D("0.0015"))
+    assert (s.fill_timeout, s.fill_timeout_extended, s.min_rr_ratio, s.extended_hours) == (1.5, 30.0, D(3), True)
+    assert (s.default_stop_pct, s.database_url) == (D("0.02"), "postgresql+psycopg://u@h/db")
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "reason"),
+    [
+        ("SMART_EXECUTOR_LIMIT_BUFFER_REGULAR", "-0.0005", "must not be negative"),
+        ("SMART_EXECUTOR_MAX_SLIPPAGE_PCT", "abc", "expected a number"),
+        ("SMART_EXECUTOR_MAX_SLIPPAGE_PCT", "NaN", "finite"),
+        ("SMART_EXECUTOR_MIN_RR_RATIO", "0", "greater than zero"),
+        ("SMART_EXECUTOR_FILL_TIMEOUT", "-1", "greater than zero"),
+        ("USE_SMART_EXECUTOR", "maybe", "true or false"),
+        ("SMART_EXECUTOR_LIMIT_BUFFER_REGULAR", "5", "fraction"),
+        ("SMART_EXECUTOR_DATABASE_URL", "ledger.db", "SQLAlchemy URL"),
+    ],
+)
+def test_a_bad_value_names_the_variable(variable: str, value: str, reason: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        Settings.from_env({variable: value})
+    assert caught.value.field == variable
+    assert str(caught.value).startswith(f"{variable}: ")
+    assert reason in str(caught.value)

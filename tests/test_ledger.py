@@ -1,0 +1,200 @@
+"""The SQL ledger on SQLite and PostgreSQL: atomic transitions, optimistic versions, exact replay."""
+
+from __future__ import annotations
+
+import itertools
+from datetime import datetime, timedelta, timezone
+from decimal import Decimal as D
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
+
+from engine.domain import Leg, Mode, Side, Signal, client_order_id
+from engine.errors import SignalConflict, StaleLifecycle
+from engine.ledger import FillRecord, Ledger, OrderIntent, OrderUpdate, Writes
+from engine.lifecycle import TRANSITIONS, Outcome, State
+from engine.schema import fills, lifecycles, orders, transitions_table
+
+T0 = datetime(2026, 11, 24, 15, 0, tzinfo=timezone.utc)
+_ids = itertools.count()
+
+
+def a_signal(**change: object) -> Signal:
+    data = {"signal_id": f"sig-{next(_ids)}", "symbol": "CRWD", "side": "buy", "qty": 10, "price": "534.82",
+            "stop": "529.47", **change}
+    return Signal.parse(data)
+
+
+def entry_intent(signal: Signal) -> OrderIntent:
+    return OrderIntent(client_order_id(signal.signal_id, Leg.ENTRY), Leg.ENTRY, signal.side, "limit", "day",
+                       signal.qty, limit_price=D("535.09"))
+
+
+def count(ledger: Ledger, table) -> int:  # type: ignore[no-untyped-def]
+    with ledger.engine.connect() as conn:
+        return conn.execute(select(func.count()).select_from(table)).scalar_one()
+
+
+def test_open_records_the_signal_and_its_first_transition(ledger: Ledger) -> None:
+    signal = a_signal()
+    lc, created = ledger.open_lifecycle(signal, mode=Mode.SMART, extended_hours=False, at=T0,
+                                        facts={"limit_price": D("535.09")},
+                                        writes=Writes(intents=[entry_intent(signal)]))
+    assert created and lc.state is State.PENDING and lc.version == 1
+    [row] = ledger.history(lc.id)
+    assert (row.seq, row.trigger, row.from_state, row.to_state, row.source) == (1, "created", None, "PENDING",
+                                                                                "intake")
+    assert row.payload["price"] == "534.82" and row.payload["limit_price"] == "535.09"
+    assert ledger.get(lc.id) == lc
+    [order] = ledger.orders_of(lc.id)
+    assert (order["client_order_id"], order["status"], order["limit_price"]) == ("sx-%s-en1" % signal.signal_id,
+                                                                                 "intended", D("535.09"))
+
+
+def test_intake_is_idempotent_by_signal_id_and_refuses_different_content(ledger: Ledger) -> None:
+    signal = a_signal()
+    first, _ = ledger.open_lifecycle(signal, mode=Mode.SMART, extended_hours=False, at=T0)
+    again, created = ledger.open_lifecycle(signal, mode=Mode.SMART, extended_hours=False, at=T0)
+    assert (again.id, created) == (first.id, False)
+    changed = Signal.parse({**signal.as_facts(), "price": "534.90"})
+    with pytest.raises(SignalConflict, match="price"):
+        ledger.open_lifecycle(changed, mode=Mode.SMART, extended_hours=False, at=T0)
+    assert count(ledger, lifecycles) == 1 and count(ledger, transitions_table) == 1
+
+
+def test_a_transition_commits_state_row_and_orders_together(ledger: Ledger) -> None:
+    signal = a_signal()
+    lc, _ = ledger.open_lifecycle(signal, mode=Mode.SMART, extended_hours=False, at=T0,
+                                  writes=Writes(intents=[entry_intent(signal)]))
+    coid = client_order_id(signal.signal_id, Leg.ENTRY)
+    outcome = ledger.record(lc, "submitted", {"entry_deadline": T0 + timedelta(seconds=60)}, at=T0, source="engine",
+                            writes=Writes(updates=[OrderUpdate(coid, "new", broker_order_id="b-1")]))
+    assert outcome is Outcome.MOVED
+    stored = ledger.get(lc.id)
+    assert stored is not None and stored.state is State.LIMIT_SUBMITTED and stored.version == 2
+    assert stored.entry_deadline == T0 + timedelta(seconds=60)
+    assert [r.to_state for r in ledger.history(lc.id)] == ["PENDING", "LIMIT_SUBMITTED"]
+    assert ledger.order(coid)["broker_order_id"] == "b-1"
+
+
+def test_a_failed_commit_changes_nothing_and_restores_memory(ledger: Ledger) -> None:
+    """Prevents a lifecycle that believes it moved while the ledger says it did not."""
+    signal = a_signal()
+    lc, _ = ledger.open_lifecycle(signal, mode=Mode.SMART, extended_hours=False, at=T0,
+                                  writes=Writes(intents=[entry_intent(signal)]))
+    duplicate = Writes(intents=[entry_intent(signal)])  # client_order_id is unique: the INSERT fails
+    with pytest.raises(IntegrityError):
+        ledger.record(lc, "submitted", {"limit_price": "1.00"}, at=T0, source="engine", writes=duplicate)
+    assert (lc.state, lc.version, lc.limit_price) == (State.PENDING, 1, None)
+    assert ledger.get(lc.id) == lc
+    assert len(ledger.history(lc.id)) == 1
+
+
+def test_a_stale_version_is_refused(ledger: Ledger) -> None:
+    """Prevents two writers (e.g. a timer and a fill) from both moving the same lifecycle."""
+    lc, _ = ledger.open_lifecycle(a_signal(), mode=Mode.SMART, extended_hours=False, at=T0)
+    ledger.record(lc, "submitted", {}, at=T0, source="engine")
+    other = ledger.get(lc.id)
+    assert other is not None
+    ledger.record(lc, "fill", {"filled_qty": "10", "filled_avg_price": "535.00"}, at=T0, source="stream")
+    with pytest.raises(StaleLifecycle):
+        ledger.record(other, "timeout", {}, at=T0, source="timer")
+    assert other.state is State.LIMIT_SUBMITTED and other.version == 2
+    assert ledger.get(lc.id).state is State.FILLED
+    assert [r.trigger for r in ledger.history(lc.id)] == ["created", "submitted", "fill"]
+
+
+def test_stale_news_writes_no_transition_but_keeps_order_status(ledger: Ledger) -> None:
+    signal = a_signal()
+    lc, _ = ledger.open_lifecycle(signal, mode=Mode.SMART, extended_hours=False, at=T0,
+                                  writes=Writes(intents=[entry_intent(signal)]))
+    ledger.record(lc, "fill", {"filled_qty": "10", "filled_avg_price": "535.00"}, at=T0, source="stream")
+    coid = client_order_id(signal.signal_id, Leg.ENTRY)
+    late = Writes(updates=[OrderUpdate(coid, "filled", filled_qty=D(10), filled_avg_price=D("535.00"))])
+    assert ledger.record(lc, "submitted", {}, at=T0, source="stream", writes=late) is Outcome.IGNORED
+    assert len(ledger.history(lc.id)) == 2
+    assert ledger.order(coid)["status"] == "filled"
+
+
+def test_cumulative_fill_quantities_never_shrink(ledger: Ledger) -> None:
+    signal = a_signal()
+    lc, _ = ledger.open_lifecycle(signal, mode=Mode.SMART, extended_hours=False, at=T0,
+                                  writes=Writes(intents=[entry_intent(signal)]))
+    coid = client_order_id(signal.signal_id, Leg.ENTRY)
+    ledger.save_orders(lc.id, Writes(updates=[OrderUpdate(coid, "partially_filled", filled_qty=D(6),
+                                                          filled_avg_price=D("535.01"))]), at=T0)
+    ledger.save_orders(lc.id, Writes(updates=[OrderUpdate(coid, "partially_filled", filled_qty=D(4),
+                                                          filled_avg_price=D("535.05"))]), at=T0)
+    assert (ledger.order(coid)["filled_qty"], ledger.order(coid)["filled_avg_price"]) == (D(6), D("535.01"))
+
+
+def test_fills_are_unique_by_execution_id(ledger: Ledger) -> None:
+    signal = a_signal()
+    lc, _ = ledger.open_lifecycle(signal, mode=Mode.SMART, extended_hours=False, at=T0,
+                                  writes=Writes(intents=[entry_intent(signal)]))
+    fill = FillRecord(client_order_id(signal.signal_id, Leg.ENTRY), "exec-1", D(10), D("535.00"), T0)
+    ledger.save_orders(lc.id, Writes(fills=[fill]), at=T0)
+    assert ledger.has_fill("exec-1")
+    with pytest.raises(IntegrityError):
+        ledger.save_orders(lc.id, Writes(fills=[fill]), at=T0)
+    assert count(ledger, fills) == 1
+
+
+def test_decimals_survive_a_round_trip_exactly(ledger: Ledger) -> None:
+    signal = a_signal(price="1234567.123456", stop="1234000.000001", qty=3)
+    lc, _ = ledger.open_lifecycle(signal, mode=Mode.LEGACY, extended_hours=True, at=T0,
+                                  facts={"limit_price": D("0.0001")})
+    stored = ledger.get(lc.id)
+    assert stored is not None
+    assert (stored.signal_price, stored.stop, stored.limit_price) == (D("1234567.123456"), D("1234000.000001"),
+                                                                    D("0.0001"))
+    assert str(stored.signal_price) == "1234567.123456"
+    assert stored.created_at == T0 and stored.created_at.tzinfo is not None
+
+
+def test_load_open_returns_only_unfinished_lifecycles(ledger: Ledger) -> None:
+    done, _ = ledger.open_lifecycle(a_signal(), mode=Mode.SMART, extended_hours=False, at=T0)
+    ledger.record(done, "rejected", {"reject_reason": "venue said no"}, at=T0, source="engine")
+    live, _ = ledger.open_lifecycle(a_signal(), mode=Mode.SMART, extended_hours=False, at=T0)
+    assert [lc.id for lc in ledger.load_open()] == [live.id]
+
+
+# --- replay == projection, for random legal histories ------------------------------------------
+
+EDGES: dict[State, list[str]] = {}
+for trigger, sources, _dest in TRANSITIONS:
+    for source in sources:
+        EDGES.setdefault(source, []).append(trigger)
+
+money = st.decimals(min_value=D("0.0001"), max_value=D("99999"), places=4).map(str)
+FACT_KEYS = ["limit_price", "filled_qty", "filled_avg_price", "slippage", "exit_stop", "exit_target",
+             "reward_risk", "exit_price", "realized_pnl", "r_multiple"]
+facts_strategy = st.dictionaries(st.sampled_from(FACT_KEYS), money, max_size=4) | st.fixed_dictionaries(
+    {"reject_reason": st.text(max_size=20)})
+
+
+@st.composite
+def histories(draw: st.DrawFn) -> list[tuple[str, dict[str, str]]]:
+    state, steps = State.PENDING, []
+    for _ in range(draw(st.integers(0, 8))):
+        options = EDGES.get(state)
+        if not options:
+            break
+        trigger = draw(st.sampled_from(options))
+        steps.append((trigger, draw(facts_strategy)))
+        state = next(dst for t, srcs, dst in TRANSITIONS if t == trigger and state in srcs)
+    return steps
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(history=histories(), side=st.sampled_from(["buy", "sell"]))
+def test_replaying_the_transitions_reproduces_the_lifecycles_row(ledger: Ledger, history, side: str) -> None:
+    stop = "529.47" if side == "buy" else "540.17"
+    lc, _ = ledger.open_lifecycle(a_signal(side=side, stop=stop), mode=Mode.SMART, extended_hours=False, at=T0)
+    for n, (trigger, facts) in enumerate(history, start=1):
+        ledger.record(lc, trigger, facts, at=T0 + timedelta(seconds=n), source="engine")
+    assert ledger.replay_differences(lc.id) == []
+    assert ledger.replay(lc.id) == ledger.get(lc.id) == lc

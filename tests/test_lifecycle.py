@@ -1,0 +1,110 @@
+"""The OrderLifecycle table: every (state, trigger) pair either moves, is ignored, or raises."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from decimal import Decimal as D
+
+import pytest
+
+from engine.errors import IllegalTransition
+from engine.lifecycle import MACHINE, TERMINAL, TRIGGERS, Lifecycle, Outcome, State, step
+
+S = State
+NOW = datetime(2026, 11, 24, 15, 0, tzinfo=timezone.utc)
+
+# The specification, written out independently of engine.lifecycle: (state, trigger) -> destination.
+LEGAL = {
+    (S.PENDING, "submitted"): S.LIMIT_SUBMITTED,
+    (S.PENDING, "partial_fill"): S.PARTIALLY_FILLED,
+    (S.PENDING, "fill"): S.FILLED,
+    (S.PENDING, "rejected"): S.FAILED,
+    (S.LIMIT_SUBMITTED, "partial_fill"): S.PARTIALLY_FILLED,
+    (S.LIMIT_SUBMITTED, "fill"): S.FILLED,
+    (S.LIMIT_SUBMITTED, "timeout"): S.CANCEL_REQUESTED,
+    (S.LIMIT_SUBMITTED, "canceled"): S.CANCELED,
+    (S.LIMIT_SUBMITTED, "rejected"): S.FAILED,
+    (S.PARTIALLY_FILLED, "partial_fill"): S.PARTIALLY_FILLED,
+    (S.PARTIALLY_FILLED, "fill"): S.FILLED,
+    (S.PARTIALLY_FILLED, "timeout"): S.CANCEL_REQUESTED,
+    (S.PARTIALLY_FILLED, "canceled_partial"): S.FILLED,
+    (S.CANCEL_REQUESTED, "partial_fill"): S.CANCEL_REQUESTED,
+    (S.CANCEL_REQUESTED, "fill"): S.FILLED,
+    (S.CANCEL_REQUESTED, "canceled"): S.CANCELED,
+    (S.CANCEL_REQUESTED, "canceled_partial"): S.FILLED,
+    (S.FILLED, "guards_passed"): S.VALIDATED,
+    (S.FILLED, "guards_failed"): S.REJECTED,
+    (S.VALIDATED, "exits_placed"): S.EXITS_PLACED,
+    (S.VALIDATED, "exits_rejected"): S.REJECTED,
+    (S.REJECTED, "flattened"): S.FLATTENED,
+    (S.EXITS_PLACED, "exit_filled"): S.CLOSED,
+}
+ENTRY_NEWS = {"submitted", "partial_fill", "fill", "timeout", "canceled", "canceled_partial", "rejected"}
+IGNORED = (
+    {(S.LIMIT_SUBMITTED, "submitted"), (S.PARTIALLY_FILLED, "submitted"),
+     (S.CANCEL_REQUESTED, "submitted"), (S.CANCEL_REQUESTED, "timeout"),
+     (S.VALIDATED, "guards_passed"), (S.REJECTED, "guards_failed"), (S.REJECTED, "exits_rejected"),
+     (S.EXITS_PLACED, "exits_placed")}
+    | {(s, t) for s in (S.FILLED, S.VALIDATED, S.REJECTED, S.EXITS_PLACED) for t in ENTRY_NEWS}
+    | {(s, t) for s in TERMINAL for t in TRIGGERS}
+)
+ALL_PAIRS = [(state, trigger) for state in State for trigger in TRIGGERS]
+
+
+def lifecycle_in(state: State) -> Lifecycle:
+    lc = Lifecycle(id=1, signal_id="t", symbol="CRWD", side="buy", qty=D(10), signal_price=D("534.82"),
+                   stop=D("529.47"), target=None, mode="smart", extended_hours=False,
+                   created_at=NOW, updated_at=NOW)
+    lc.state = state
+    return lc
+
+
+def test_no_pair_is_both_legal_and_ignored() -> None:
+    assert not set(LEGAL) & IGNORED
+    assert {"exit_filled", "flattened", "guards_passed"} <= set(TRIGGERS)
+
+
+@pytest.mark.parametrize(("state", "trigger"), ALL_PAIRS, ids=[f"{s.value}-{t}" for s, t in ALL_PAIRS])
+def test_every_state_trigger_pair(state: State, trigger: str) -> None:
+    lc = lifecycle_in(state)
+    if (state, trigger) in LEGAL:
+        assert step(lc, trigger, {}, NOW) is Outcome.MOVED
+        assert lc.state is LEGAL[(state, trigger)]
+        assert lc.version == 2
+    elif (state, trigger) in IGNORED:
+        assert step(lc, trigger, {}, NOW) is Outcome.IGNORED
+        assert (lc.state, lc.version) == (state, 1)
+    else:
+        with pytest.raises(IllegalTransition, match=f"{state.value} -> {trigger}"):
+            step(lc, trigger, {}, NOW)
+        assert (lc.state, lc.version) == (state, 1)
+
+
+def test_terminal_states_absorb_everything() -> None:
+    for state in TERMINAL:
+        lc = lifecycle_in(state)
+        assert all(step(lc, t, {"filled_qty": "5"}, NOW) is Outcome.IGNORED for t in TRIGGERS)
+        assert lc.filled_qty == 0
+
+
+def test_a_fill_after_the_cancel_request_is_legal() -> None:
+    lc = lifecycle_in(S.LIMIT_SUBMITTED)
+    step(lc, "timeout", {}, NOW)
+    step(lc, "fill", {"filled_qty": "10", "filled_avg_price": "535.00"}, NOW)
+    assert (lc.state, lc.filled_qty, lc.filled_avg_price) == (S.FILLED, D(10), D("535.00"))
+
+
+def test_facts_are_folded_into_the_projection_and_other_keys_are_not() -> None:
+    lc = lifecycle_in(S.PENDING)
+    step(lc, "submitted", {"limit_price": "535.09", "broker_order_id": "x"}, NOW)
+    assert lc.limit_price == D("535.09")
+    assert not hasattr(lc, "broker_order_id")
+
+
+def test_one_machine_serves_every_lifecycle_without_registering_them() -> None:
+    many = [lifecycle_in(S.PENDING) for _ in range(1000)]
+    for lc in many:
+        step(lc, "submitted", {}, NOW)
+    assert all(lc.state is S.LIMIT_SUBMITTED for lc in many)
+    assert MACHINE.models == []  # nothing is held, so nothing leaks
+    assert not hasattr(many[0], "submitted")  # no per-model bound triggers or to_X shortcuts

@@ -1,0 +1,61 @@
+"""A malformed signal is refused with the field named; nothing reaches the ledger."""
+
+from __future__ import annotations
+
+from decimal import Decimal as D
+from typing import Any
+
+import pytest
+
+from engine.domain import Leg, Side, Signal, client_order_id
+from engine.errors import InvalidSignal
+
+GOOD: dict[str, Any] = {"signal_id": "crwd-1", "symbol": "CRWD", "side": "buy", "qty": 10, "price": "534.82",
+                        "stop": "529.47"}
+
+
+def test_a_good_signal_parses_to_decimals() -> None:
+    s = Signal.parse(GOOD)
+    assert (s.symbol, s.side, s.qty, s.price, s.stop, s.target) == ("CRWD", Side.BUY, D(10), D("534.82"),
+                                                                     D("529.47"), None)
+
+
+def test_floats_become_their_shortest_decimal() -> None:
+    assert Signal.parse({**GOOD, "price": 534.82}).price == D("534.82")
+
+
+@pytest.mark.parametrize(
+    ("change", "field", "reason"),
+    [
+        ({"symbol": None}, "symbol", "is required"),
+        ({"symbol": "crwd!"}, "symbol", "not a ticker"),
+        ({"signal_id": ""}, "signal_id", "is required"),
+        ({"signal_id": "a b"}, "signal_id", "letters"),
+        ({"qty": 0}, "qty", "greater than zero"),
+        ({"qty": -5}, "qty", "greater than zero"),
+        ({"qty": "1.5"}, "qty", "whole number"),
+        ({"qty": None}, "qty", "is required"),
+        ({"price": float("nan")}, "price", "finite"),
+        ({"price": "NaN"}, "price", "finite"),
+        ({"price": -1}, "price", "greater than zero"),
+        ({"price": 0}, "price", "greater than zero"),
+        ({"price": "abc"}, "price", "expected a number"),
+        ({"price": True}, "price", "expected a number"),
+        ({"stop": "540"}, "stop", "below the price"),
+        ({"side": "sell", "stop": "520"}, "stop", "above the price"),
+        ({"target": "500"}, "target", "above the price"),
+        ({"side": "hold"}, "side", "buy or sell"),
+        ({"side": None}, "side", "buy or sell"),
+    ],
+)
+def test_bad_input_names_the_field(change: dict[str, Any], field: str, reason: str) -> None:
+    with pytest.raises(InvalidSignal) as caught:
+        Signal.parse({**GOOD, **change})
+    assert caught.value.field == field
+    assert reason in caught.value.reason
+
+
+def test_client_order_ids_are_deterministic_per_leg_and_attempt() -> None:
+    assert client_order_id("crwd-1", Leg.ENTRY) == "sx-crwd-1-en1"
+    assert client_order_id("crwd-1", Leg.FLATTEN, 2) == "sx-crwd-1-fl2"
+    assert len(client_order_id("x" * 64, Leg.TAKE_PROFIT, 999)) <= 128  # Alpaca's limit
