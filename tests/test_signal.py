@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 from decimal import Decimal as D
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+from engine import db
+from engine.cli import main
 from engine.domain import Leg, Side, Signal, client_order_id
 from engine.errors import InvalidSignal
+from engine.ledger import Ledger
 
 GOOD: dict[str, Any] = {"signal_id": "crwd-1", "symbol": "CRWD", "side": "buy", "qty": 10, "price": "534.82",
                         "stop": "529.47"}
@@ -59,3 +63,34 @@ def test_client_order_ids_are_deterministic_per_leg_and_attempt() -> None:
     assert client_order_id("crwd-1", Leg.ENTRY) == "sx-crwd-1-en1"
     assert client_order_id("crwd-1", Leg.FLATTEN, 2) == "sx-crwd-1-fl2"
     assert len(client_order_id("x" * 64, Leg.TAKE_PROFIT, 999)) <= 128  # Alpaca's limit
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--qty", "0"], "qty: must be greater than zero"),
+        (["--price", "NaN"], "price: must be a finite number"),
+        (["--stop", "540"], "stop: must be below the price"),
+        (["--side", "hold"], "side: must be buy or sell"),
+    ],
+)
+def test_a_bad_signal_on_the_command_line_is_refused_and_nothing_is_recorded(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], flags: list[str], message: str
+) -> None:
+    """Prevents a malformed signal from reaching the inbox that a running engine consumes."""
+    url = f"sqlite:///{tmp_path / 'ledger.db'}"
+    db.upgrade(url)
+    ledger = Ledger(url)
+    try:
+        ledger.post_signal(GOOD)  # already recorded: must survive untouched
+        before = ledger.pending_signals()
+        good_flags = {"--signal-id": "crwd-2", "--symbol": "CRWD", "--side": "buy", "--qty": "10",
+                      "--price": "534.82", "--stop": "529.47"}
+        argv = ["submit", "--database-url", url]
+        for name, value in {**good_flags, **dict(zip(flags[::2], flags[1::2]))}.items():
+            argv += [name, value]
+        assert main(argv) == 2
+        assert message in capsys.readouterr().err
+        assert ledger.pending_signals() == before
+    finally:
+        ledger.close()
