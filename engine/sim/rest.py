@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from decimal import Decimal
@@ -135,10 +136,16 @@ class RestApi:
         status = next((r for r in rules if r.kind == "status"), None)
         if status is not None and not status.after_handler:
             return injected(status.status)
-        response = await handler(request)
+        lose = next((r for r in rules if r.kind == "lose"), None)
+        try:
+            response = await handler(request)
+        except errors.VenueError as exc:
+            if status is None and lose is None:
+                raise
+            # The handler refused, but the fault still decides what the client sees.
+            response = error_response(exc)
         if status is not None:
             response = injected(status.status)
-        lose = next((r for r in rules if r.kind == "lose"), None)
         if lose is not None:
             await asyncio.sleep(lose.seconds)
             request[LOST_ANSWER] = True
@@ -161,7 +168,7 @@ class RestApi:
         if self.rate_limit.per_minute:
             response.headers["X-RateLimit-Limit"] = str(self.rate_limit.per_minute)
             response.headers["X-RateLimit-Remaining"] = str(remaining)
-            response.headers["X-RateLimit-Reset"] = str(int(reset) + 1)
+            response.headers["X-RateLimit-Reset"] = str(int(time.time() + reset) + 1)  # a Unix time, as Alpaca
         return response
 
     # --- orders ---------------------------------------------------------------------------------

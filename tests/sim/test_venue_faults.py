@@ -157,6 +157,19 @@ def test_lost_response_places_the_order_but_the_client_sees_a_reset(aapl: Venue,
     assert client.get_order_by_client_id("lost").status == OrderStatus.FILLED
 
 
+def test_a_refused_request_is_still_lost_or_overridden_by_its_fault(aapl: Venue, client: TradingClient) -> None:
+    """Prevents a fault from being used up without effect when the venue refuses the request itself."""
+    aapl.faults.lose_response()
+    with pytest.raises(requests.exceptions.ConnectionError):
+        client.submit_order(buy("refused-lost", price=100.055))  # sub-penny: the venue refuses it
+    assert aapl.received("refused-lost").statuses == [LOST]
+    aapl.faults.fail_route("POST", "/v2/orders", 500, after_handler=True)
+    with pytest.raises(APIError) as caught:
+        client.submit_order(buy("refused-500", price=100.055))
+    assert caught.value.status_code == 500
+    assert aapl.order("refused-lost") is None and aapl.order("refused-500") is None
+
+
 def test_lost_response_past_the_clients_own_timeout_is_a_read_timeout(aapl: Venue) -> None:
     aapl.faults.lose_response(hold=1.0)
     with pytest.raises(requests.exceptions.ReadTimeout):

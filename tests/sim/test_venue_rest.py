@@ -3,11 +3,13 @@ models accept (they run with raw_data=False throughout), with Alpaca's statuses 
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from uuid import UUID, uuid4
 
 import pytest
+import requests
 from alpaca.common.exceptions import APIError
 from alpaca.trading.client import TradingClient
 from alpaca.trading.enums import (
@@ -338,8 +340,12 @@ def test_rate_limit_answers_429_42910000_over_the_window(make_venue: object) -> 
     venue = make_venue(rate_limit_per_min=5)  # type: ignore[operator]
     client = trading_client(venue)
     client._retry = 0
-    for _ in range(5):
+    for _ in range(4):
         client.get_clock()
+    answer = requests.get(f"{venue.rest_url}/v2/clock", headers={  # type: ignore[attr-defined]
+        "APCA-API-KEY-ID": "sim-key", "APCA-API-SECRET-KEY": "sim-secret"})
+    assert (answer.headers["X-RateLimit-Limit"], answer.headers["X-RateLimit-Remaining"]) == ("5", "0")
+    assert 0 < int(answer.headers["X-RateLimit-Reset"]) - time.time() <= 61  # a Unix time, as Alpaca sends
     err = api_error(client.get_clock)
     assert (err.status_code, err.code, err.message) == (429, 42910000, "rate limit exceeded")
     assert err.response.headers.get("Content-Type", "").startswith("application/json")
