@@ -253,7 +253,11 @@ class AlpacaBroker:
         stream = _Stream(api_key, secret_key, paper=self._paper, url_override=self._stream_url,
                          on_connect=on_connect)
 
+        stopping = False
+
         async def handle(update: TradeUpdate) -> None:
+            if stopping:  # a frame read after the engine stopped the stream: the next start reconciles
+                return
             try:
                 await on_event(to_order_event(update))
             except Exception:
@@ -262,9 +266,19 @@ class AlpacaBroker:
                               update.order.client_order_id)
 
         stream.subscribe_trade_updates(handle)
+        # The SDK runs in a task of its own: Python 3.11's asyncio.wait_for, which it reads frames
+        # with, swallows a cancel that lands as a frame arrives (cpython #86296), and the stream
+        # would never stop. asyncio.wait keeps the engine's cancel here, where it always stops it.
+        runner = asyncio.ensure_future(stream._run_forever())
         try:
-            await stream._run_forever()
+            await asyncio.wait([runner])
+            runner.result()
         finally:
-            # Cancelling is how the engine stops the stream: stop_ws() notices only every 5 s.
+            # Cancelling is how the engine stops the stream; stop_ws() alone is noticed only every
+            # 5 s, but with it even a swallowed cancel ends the SDK's loop once the socket closes.
+            stopping = True
+            await stream.stop_ws()
+            runner.cancel()
             await asyncio.shield(stream.close())
+            await asyncio.wait([runner], timeout=5)
 

@@ -25,10 +25,12 @@ from engine.errors import IllegalTransition
 from engine.ledger import CREATED, TransitionRecord, replay
 from engine.lifecycle import Lifecycle, Outcome, State, classify, destination, snapshot
 from engine.report import OutcomeRow
-from engine.schema import chain_head, fills, lifecycles, orders, transitions_table
+from engine.schema import chain_head, fills, lifecycles, orders, orphan_orders, transitions_table
 
 VIEWS = ("lifecycle_outcomes", "fill_slippage")
-TABLES = ("lifecycles", "transitions", "orders", "fills")
+_TABLES = {"lifecycles": lifecycles, "transitions": transitions_table, "orders": orders, "fills": fills,
+           "orphan_orders": orphan_orders}
+TABLES = tuple(_TABLES)
 EXPORTABLE = (*VIEWS, *TABLES)
 LIFECYCLE_COLUMNS = tuple(f.name for f in dataclasses.fields(Lifecycle))  # a stable order for messages
 
@@ -186,7 +188,7 @@ def export_csv(conn: Connection, name: str, out: IO[str], which: LifecycleFilter
     if name in VIEWS:
         result = conn.execute(text(f"SELECT * FROM {name} ORDER BY 1"))
     else:
-        table = {"lifecycles": lifecycles, "transitions": transitions_table, "orders": orders, "fills": fills}[name]
+        table = _TABLES[name]
         query = select(table).order_by(table.c.id)
         if which is not None and name == "lifecycles":
             query = which.apply(query)
@@ -372,6 +374,5 @@ def verify(conn: Connection, anchors: Iterable[ChainHead] = ()) -> Verification:
 def row_counts(conn: Connection) -> dict[str, int]:
     """Rows per table, for `verify`'s summary."""
     return {name: conn.execute(select(func.count()).select_from(table)).scalar_one()
-            for name, table in (("lifecycles", lifecycles), ("transitions", transitions_table),
-                                ("orders", orders), ("fills", fills))}
+            for name, table in _TABLES.items()}
 

@@ -194,6 +194,9 @@ def cmd_verify(args: argparse.Namespace, settings: Settings) -> int:
         print(f"  transitions {counts['transitions']}: the hash chain is intact")
         print(f"  lifecycles  {counts['lifecycles']}: every one replays to its row")
         print(f"  orders      {counts['orders']}, fills {counts['fills']} (not chained)")
+        if counts["orphan_orders"]:
+            print(f"  ATTENTION   {counts['orphan_orders']} orphan order(s): under this engine's prefix but never "
+                  "placed by it (see the orphan_orders table)")
         if head is not None and head.last_id:
             print(f"  anchor      {head.last_id}:{head.last_hash}")
             print("              (keep it: `verify --anchor` later proves nothing up to it was rewritten)")

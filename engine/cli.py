@@ -161,6 +161,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    # The state machine library logs two INFO lines per state change; the engine logs one itself.
+    logging.getLogger("transitions").setLevel(logging.DEBUG if args.verbose else logging.WARNING)
     try:
         settings = Settings.from_env()
         handler: Handler = args.handler

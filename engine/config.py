@@ -83,6 +83,9 @@ class Settings:
     # Stop distance from the fill when a signal carries no stop level.
     default_stop_pct: Decimal = Decimal("0.01")
     database_url: str = DEFAULT_DATABASE_URL
+    # Seconds without news after which a waiting lifecycle is looked up by REST: the stream can
+    # stay connected yet deliver nothing.
+    poll_interval: float = 15.0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
@@ -114,4 +117,5 @@ ENVIRONMENT: dict[str, tuple[str, Callable[[str, str], object]]] = {
     "extended_hours": ("SMART_EXECUTOR_EXTENDED_HOURS", _parse_bool),
     "default_stop_pct": ("SMART_EXECUTOR_DEFAULT_STOP_PCT", _fraction(Decimal("0.5"))),
     "database_url": ("SMART_EXECUTOR_DATABASE_URL", _url),
+    "poll_interval": ("SMART_EXECUTOR_POLL_INTERVAL", _seconds),
 }

@@ -2,6 +2,8 @@
 
 Set SMART_EXECUTOR_CRASH_AT to a point's name (optionally `name:N` to die on its N-th passing) and
 the process exits with status 137 at that point, without cleanup, as a kill -9 would leave it.
+Set SMART_EXECUTOR_CRASH_TRACE to a file and every point passed is appended to it, one name per
+line: a crash-free run's trace tells which points lie on its path.
 """
 
 from __future__ import annotations
@@ -10,20 +12,27 @@ import os
 import sys
 
 VARIABLE = "SMART_EXECUTOR_CRASH_AT"
+TRACE_VARIABLE = "SMART_EXECUTOR_CRASH_TRACE"
 POINTS = (
     "after_intent",  # entry intent committed, broker not yet called
     "after_entry_submit",  # broker accepted the entry, result not yet committed
-    "before_fill_commit",  # a fill reported, its transition not yet committed
+    "before_fill_commit",  # an entry fill reported, its transition not yet committed
+    "after_timeout",  # CANCEL_REQUESTED committed, cancel not yet sent
+    "after_cancel_submit",  # cancel sent to the broker, its outcome not yet committed
     "after_validated",  # VALIDATED committed, exit order not yet sent
     "after_exits_submit",  # exits accepted by the broker, EXITS_PLACED not yet committed
+    "before_exit_fill_commit",  # an exit leg filled, CLOSED not yet committed
     "after_rejected",  # REJECTED committed, flatten order not yet sent
     "after_flatten_submit",  # flatten accepted by the broker, not yet committed
-    "after_timeout",  # CANCEL_REQUESTED committed, cancel not yet sent
 )
 _passes: dict[str, int] = {}
 
 
 def crash_point(name: str) -> None:
+    trace = os.environ.get(TRACE_VARIABLE)
+    if trace:
+        with open(trace, "a", encoding="utf-8") as fh:
+            fh.write(name + "\n")
     wanted = os.environ.get(VARIABLE)
     if not wanted:
         return

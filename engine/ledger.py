@@ -10,9 +10,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from decimal import Decimal
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Iterable, Literal, Mapping, Sequence
 
-from sqlalchemy import Connection, bindparam, insert, select, update
+from sqlalchemy import Connection, Row, bindparam, func, insert, select, update
 from sqlalchemy.exc import IntegrityError, OperationalError
 
 from engine.chain import ChainHead, row_hash
@@ -31,7 +31,8 @@ from engine.lifecycle import (
     snapshot,
     step,
 )
-from engine.schema import chain_head, fills, inbox, lifecycles, orders, transitions_table
+from engine.ports import BrokerOrder
+from engine.schema import chain_head, fills, inbox, lifecycles, orders, orphan_orders, transitions_table
 
 CREATED = "created"
 
@@ -55,7 +56,22 @@ _INSERT_FILL = insert(fills)
 FINAL_ORDER_STATUSES = frozenset({"filled", "canceled", "expired", "rejected", "done_for_day", "replaced"})
 
 
+def _storable(value: Any) -> Any:
+    """PostgreSQL text and JSONB cannot hold NUL: a broker message carrying one would make the
+    transition it explains impossible to commit. It is stored as U+FFFD instead, on both backends,
+    so the projection and its replay agree."""
+    if isinstance(value, str):
+        return value.replace("\x00", "\ufffd")
+    if isinstance(value, Mapping):
+        return {k: _storable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_storable(v) for v in value]
+    return value
+
+
 def _json_safe(value: Any) -> Any:
+    if isinstance(value, str):
+        return _storable(value)
     if isinstance(value, Decimal):
         return str(value)
     if isinstance(value, datetime):
@@ -229,6 +245,7 @@ class Ledger:
             return Outcome.IGNORED
         saved = snapshot(lc)
         previous = lc.state
+        facts = _storable(facts)
         step(lc, trigger, facts, at)
         params = {name: getattr(lc, name) for name in _MUTABLE}
         params.update(state=lc.state.value, _id=lc.id, _expected=saved["version"])
@@ -254,12 +271,12 @@ class Ledger:
     # --- reads ----------------------------------------------------------------------------
 
     def get(self, lifecycle_id: int) -> Lifecycle | None:
-        with self.engine.connect() as conn:
+        with self._read() as conn:
             row = conn.execute(select(lifecycles).where(lifecycles.c.id == lifecycle_id)).mappings().first()
         return None if row is None else _lifecycle_from_row(row)
 
     def find_by_signal(self, signal_id: str) -> Lifecycle | None:
-        with self.engine.connect() as conn:
+        with self._read() as conn:
             row = conn.execute(select(lifecycles).where(lifecycles.c.signal_id == signal_id)).mappings().first()
         return None if row is None else _lifecycle_from_row(row)
 
@@ -267,7 +284,7 @@ class Ledger:
         """Every lifecycle not yet in a terminal state, oldest first: what a restart resumes."""
         terminal = [s.value for s in TERMINAL]
         query = select(lifecycles).where(lifecycles.c.state.not_in(terminal)).order_by(lifecycles.c.id)
-        with self.engine.connect() as conn:
+        with self._read() as conn:
             return [_lifecycle_from_row(row) for row in conn.execute(query).mappings()]
 
     def history(self, lifecycle_id: int) -> list[TransitionRecord]:
@@ -276,12 +293,12 @@ class Ledger:
             .where(transitions_table.c.lifecycle_id == lifecycle_id)
             .order_by(transitions_table.c.seq)
         )
-        with self.engine.connect() as conn:
+        with self._read() as conn:
             return [TransitionRecord(**row) for row in conn.execute(query).mappings()]
 
     def orders_of(self, lifecycle_id: int) -> list[dict[str, Any]]:
         query = select(orders).where(orders.c.lifecycle_id == lifecycle_id).order_by(orders.c.id)
-        with self.engine.connect() as conn:
+        with self._read() as conn:
             return [dict(row) for row in conn.execute(query).mappings()]
 
     def orders_of_open(self) -> list[dict[str, Any]]:
@@ -293,16 +310,16 @@ class Ledger:
             .where(lifecycles.c.state.not_in(terminal))
             .order_by(orders.c.id)
         )
-        with self.engine.connect() as conn:
+        with self._read() as conn:
             return [dict(row) for row in conn.execute(query).mappings()]
 
     def order(self, client_order_id: str) -> dict[str, Any] | None:
-        with self.engine.connect() as conn:
+        with self._read() as conn:
             row = conn.execute(select(orders).where(orders.c.client_order_id == client_order_id)).mappings().first()
         return None if row is None else dict(row)
 
     def has_fill(self, execution_id: str) -> bool:
-        with self.engine.connect() as conn:
+        with self._read() as conn:
             query = select(fills.c.id).where(fills.c.execution_id == execution_id)
             return conn.execute(query).first() is not None
 
@@ -316,7 +333,7 @@ class Ledger:
 
     def pending_signals(self, limit: int = 100) -> list[tuple[int, dict[str, Any]]]:
         query = select(inbox.c.id, inbox.c.payload).where(inbox.c.processed_at.is_(None)).order_by(inbox.c.id)
-        with self.engine.connect() as conn:
+        with self._read() as conn:
             return [(row.id, dict(row.payload)) for row in conn.execute(query.limit(limit))]
 
     def mark_signal(self, entry_id: int, *, lifecycle_id: int | None = None, error: str | None = None) -> None:
@@ -325,8 +342,56 @@ class Ledger:
             conn.execute(update(inbox).where(inbox.c.id == entry_id).values(values))
 
     def inbox_entry(self, entry_id: int) -> dict[str, Any]:
-        with self.engine.connect() as conn:
+        with self._read() as conn:
             return dict(conn.execute(select(inbox).where(inbox.c.id == entry_id)).mappings().one())
+
+    # --- orphan orders: under this engine's prefix at the broker, never intended here ---------
+
+    def unknown_orders(self, client_order_ids: Iterable[str]) -> set[str]:
+        """The ids among `client_order_ids` that no `orders` row has."""
+        wanted = set(client_order_ids)
+        if not wanted:
+            return set()
+        query = select(orders.c.client_order_id).where(orders.c.client_order_id.in_(wanted))
+        with self._read() as conn:
+            return wanted - set(conn.execute(query).scalars())
+
+    def record_orphan(self, order: BrokerOrder, *, via: str, at: datetime) -> Literal["new", "changed"] | None:
+        """Record an orphan order, or bring its row up to date (by the same rules as an `orders`
+        row). Says whether that is news: first seen, its status or filled quantity changed, or neither."""
+        try:
+            return self._upsert_orphan(order, via, at)
+        except IntegrityError:  # another engine on this ledger recorded it first: now an update
+            return self._upsert_orphan(order, via, at)
+
+    def orphans(self) -> list[dict[str, Any]]:
+        with self._read() as conn:
+            return [dict(row) for row in conn.execute(select(orphan_orders).order_by(orphan_orders.c.id)).mappings()]
+
+    def last_activity(self) -> datetime | None:
+        """The latest transition time of any lifecycle (None for an empty ledger)."""
+        with self._read() as conn:
+            return conn.execute(select(func.max(lifecycles.c.updated_at))).scalar_one_or_none()
+
+    def _upsert_orphan(self, order: BrokerOrder, via: str, at: datetime) -> Literal["new", "changed"] | None:
+        where = orphan_orders.c.client_order_id == order.client_order_id
+        with self._begin() as conn:
+            seen = select(orphan_orders.c.status, orphan_orders.c.filled_qty, orphan_orders.c.filled_avg_price)
+            current = conn.execute(seen.where(where)).first()
+            if current is None:
+                conn.execute(insert(orphan_orders).values(
+                    client_order_id=order.client_order_id, broker_order_id=order.broker_order_id,
+                    symbol=order.symbol, side=order.side.value, order_type=order.order_type,
+                    order_class=order.order_class, qty=order.qty, limit_price=order.limit_price,
+                    stop_price=order.stop_price, status=order.status, filled_qty=order.filled_qty,
+                    filled_avg_price=order.filled_avg_price, submitted_at=order.submitted_at, seen_via=via,
+                    first_seen_at=at, updated_at=at))
+                return "new"
+            values = _progress(current, order.status, order.filled_qty, order.filled_avg_price)
+            if all(getattr(current, column) == value for column, value in values.items()):
+                return None
+            conn.execute(update(orphan_orders).where(where).values({**values, "updated_at": at}))
+            return "changed"
 
     # --- replay ---------------------------------------------------------------------------
 
@@ -346,6 +411,11 @@ class Ledger:
 
     def _begin(self) -> "_Guarded":
         return _Guarded(self.engine.begin())
+
+    def _read(self) -> "_Guarded":
+        # A read can meet a locked or unreachable database as well as a write can (on SQLite every
+        # transaction takes the write lock at BEGIN): the caller's retry must see the same error.
+        return _Guarded(self.engine.connect())
 
     def _same_or_conflict(self, existing: Lifecycle, signal: Signal) -> Lifecycle:
         differences = _signal_of(existing).differences(signal)
@@ -448,24 +518,32 @@ def _update_order(conn: Connection, change: OrderUpdate, at: datetime) -> None:
     ).first()
     if current is None:
         raise KeyError(f"no order with client_order_id {change.client_order_id!r} in the ledger")
-    values: dict[str, Any] = {"updated_at": at}
-    # A reply or event that arrives after a final status (e.g. the submit's own `new` after the
-    # `fill` event) must not make a finished order look open again.
-    if current.status not in FINAL_ORDER_STATUSES or change.status in FINAL_ORDER_STATUSES:
-        values["status"] = change.status
+    values = {"updated_at": at, **_progress(current, change.status, change.filled_qty, change.filled_avg_price)}
     if change.broker_order_id is not None:
         values["broker_order_id"] = change.broker_order_id
-    # Cumulative quantities are the truth and only grow: a late or reordered report cannot
-    # shrink what has already been seen.
-    if change.filled_qty is not None and change.filled_qty >= current.filled_qty:
-        values["filled_qty"] = change.filled_qty
-        if change.filled_avg_price is not None:
-            values["filled_avg_price"] = change.filled_avg_price
     conn.execute(update(orders).where(orders.c.client_order_id == change.client_order_id).values(values))
 
 
+def _progress(current: Row[Any], status: str, filled_qty: Decimal | None,
+              filled_avg_price: Decimal | None) -> dict[str, Any]:
+    """The columns a broker report may move on a row holding (`status`, `filled_qty`)."""
+    values: dict[str, Any] = {}
+    # A reply or event that arrives after a final status (e.g. the submit's own `new` after the
+    # `fill` event) must not make a finished order look open again.
+    if current.status not in FINAL_ORDER_STATUSES or status in FINAL_ORDER_STATUSES:
+        values["status"] = status
+    # Cumulative quantities are the truth and only grow: a late or reordered report cannot
+    # shrink what has already been seen.
+    if filled_qty is not None and filled_qty >= current.filled_qty:
+        values["filled_qty"] = filled_qty
+        if filled_avg_price is not None:
+            values["filled_avg_price"] = filled_avg_price
+    return values
+
+
 class _Guarded:
-    """`engine.begin()` whose driver-level failures surface as LedgerUnavailable."""
+    """`engine.begin()` or `engine.connect()` whose driver-level failures (a lock timeout, a lost
+    server), at the start, inside the block or at the commit, surface as LedgerUnavailable."""
 
     def __init__(self, ctx: Any) -> None:
         self._ctx = ctx
@@ -476,11 +554,14 @@ class _Guarded:
         except OperationalError as exc:
             raise LedgerUnavailable(f"cannot open a ledger transaction: {exc.orig}") from exc
 
-    def __exit__(self, *exc_info: Any) -> bool | None:
+    def __exit__(self, kind: Any, failure: BaseException | None, trace: Any) -> bool | None:
         try:
-            return self._ctx.__exit__(*exc_info)
+            handled = self._ctx.__exit__(kind, failure, trace)
         except OperationalError as exc:
             raise LedgerUnavailable(f"cannot commit to the ledger: {exc.orig}") from exc
+        if isinstance(failure, OperationalError):
+            raise LedgerUnavailable(f"the ledger refused a statement: {failure.orig}") from failure
+        return handled
 
 
 def replay(history: Iterable[TransitionRecord], lifecycle_id: int) -> Lifecycle:

@@ -78,7 +78,7 @@ async def run(settings: Settings, target: BrokerTarget, *, database_url: str | N
     url = database_url or settings.database_url
     db.upgrade(url)
     ledger = Ledger(url)
-    executor = Executor(settings, ledger, target.broker())
+    executor = Executor(settings, ledger, target.broker(), poll_interval=settings.poll_interval)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signals.SIGINT, signals.SIGTERM):

@@ -1,8 +1,9 @@
 """The SQL ledger's tables (SQLAlchemy 2 typed models): the interface auditors query.
 
 `transitions` is append-only; `lifecycles` is its projection (replaying one must give the other);
-`orders` and `fills` record every broker order the engine created or learned of. The README
-documents every column; Alembic migrations in `migrations/` create them.
+`orders` and `fills` record every broker order the engine created or learned of; `orphan_orders`
+the orders under its prefix that it never intended. The README documents every column; Alembic
+migrations in `migrations/` create them.
 """
 
 from __future__ import annotations
@@ -195,6 +196,32 @@ class InboxRow(Base):
     error: Mapped[str | None] = mapped_column(Text)
 
 
+class OrphanOrderRow(Base):
+    """An order at the broker under this engine's client order id prefix that the ledger never
+    intended (no `orders` row): found by a reconcile listing or a stream event, kept for a person
+    to resolve. The engine never acts on it."""
+
+    __tablename__ = "orphan_orders"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    client_order_id: Mapped[str] = mapped_column(String(128), unique=True)
+    broker_order_id: Mapped[str] = mapped_column(String(64))
+    symbol: Mapped[str] = mapped_column(String(16))
+    side: Mapped[str] = mapped_column(String(4))
+    order_type: Mapped[str] = mapped_column(String(16))
+    order_class: Mapped[str] = mapped_column(String(16))
+    qty: Mapped[Decimal] = mapped_column(Money)
+    limit_price: Mapped[Decimal | None] = mapped_column(Money)
+    stop_price: Mapped[Decimal | None] = mapped_column(Money)
+    status: Mapped[str] = mapped_column(String(24))
+    filled_qty: Mapped[Decimal] = mapped_column(Money)
+    filled_avg_price: Mapped[Decimal | None] = mapped_column(Money)
+    submitted_at: Mapped[datetime | None] = mapped_column(UTCDateTime)  # the broker's time
+    seen_via: Mapped[str] = mapped_column(String(16))  # how it was first noticed: `reconcile` or `stream`
+    first_seen_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)  # when its status or fill last changed
+
+
 Index("ix_transitions_at", TransitionRow.at)
 
 lifecycles = LifecycleRow.__table__
@@ -203,3 +230,4 @@ orders = OrderRow.__table__
 fills = FillRow.__table__
 inbox = InboxRow.__table__
 chain_head = ChainHeadRow.__table__
+orphan_orders = OrphanOrderRow.__table__

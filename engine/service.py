@@ -26,7 +26,7 @@ from typing import Any, TypeVar
 
 from engine.config import Settings
 from engine.crash import crash_point
-from engine.domain import Leg, Mode, Side, Signal, client_order_id
+from engine.domain import CLIENT_ORDER_ID_PREFIX, Leg, Mode, Side, Signal, client_order_id
 from engine.errors import LedgerUnavailable, SignalConflict, StaleLifecycle
 from engine.ledger import FillRecord, Ledger, OrderIntent, OrderUpdate, Writes
 from engine.lifecycle import TERMINAL, Lifecycle, Outcome, State, restore, snapshot
@@ -57,6 +57,9 @@ _WAITING: dict[State, tuple[Leg, ...]] = {
 MAX_SUBMIT_TRIES = 3
 BULK_PAGE = 500  # Alpaca's largest page
 MAX_FLATTEN_ATTEMPTS = 3
+# A reconcile listing starts this long before the oldest instant it must cover (clock skew).
+LISTING_MARGIN = timedelta(minutes=1)
+STOP_GRACE = 5.0  # seconds stop() gives the news already received to be recorded
 # Outside regular hours Alpaca takes no market order: flatten with a limit this far through the fill.
 EXTENDED_FLATTEN_THROUGH = Decimal("0.01")
 
@@ -110,6 +113,9 @@ class Executor:
         self._tasks: list[asyncio.Task[Any]] = []
         self._background: set[asyncio.Future[None]] = set()
         self._session: tuple[float, Session] | None = None
+        self._session_lock = asyncio.Lock()  # a burst of signals asks the clock once, not once each
+        # Orders under our prefix placed since this instant have not been checked for orphans yet.
+        self._scanned_to = clock()
 
     # --- life of the service ------------------------------------------------------------------
 
@@ -129,10 +135,19 @@ class Executor:
         await self.resume()
 
     async def stop(self) -> None:
-        for task in [*self._tasks, *self._background]:
+        # Stop taking news (stream, timers, poller) first, then let what was already received be
+        # recorded: an event taken off the socket is never sent again. Whatever is still busy
+        # after a grace period (a ledger outage, a broker retry) is cancelled; the next start's
+        # reconcile picks it up from REST.
+        for task in self._tasks:
             task.cancel()
-        await asyncio.gather(*self._tasks, *self._background, return_exceptions=True)
+        await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks.clear()
+        if self._background:
+            await asyncio.wait(list(self._background), timeout=STOP_GRACE)
+        for task in list(self._background):
+            task.cancel()
+        await asyncio.gather(*self._background, return_exceptions=True)
         self._io.shutdown(wait=False, cancel_futures=True)
         self._writer.shutdown(wait=True)
 
@@ -199,16 +214,22 @@ class Executor:
         self._coids[(lc.id, leg)] = coid
 
     async def _market_session(self) -> Session:
-        if self._session is None or time.monotonic() - self._session[0] > 5.0:
-            self._session = (time.monotonic(), await self._call(Priority.QUERY, self.broker.session))
-        return self._session[1]
+        async with self._session_lock:
+            if self._session is None or time.monotonic() - self._session[0] > 5.0:
+                self._session = (time.monotonic(), await self._call(Priority.QUERY, self.broker.session))
+            return self._session[1]
 
     async def wait_for(self, lifecycle_id: int, states: Iterable[State] = TERMINAL, timeout: float = 30.0) -> Lifecycle:
         """Wait until a lifecycle reaches one of `states` (for callers, the demo and tests)."""
         wanted = frozenset(states)
 
         async def reached() -> Lifecycle | None:
-            lc = self._open.get(lifecycle_id) or await self._db(self.ledger.get, lifecycle_id)
+            live = self._open.get(lifecycle_id)
+            if live is not None and live.state not in wanted:
+                return None
+            # The live lifecycle moves before its commit (which may still fail and restore it):
+            # confirm with the ledger's row, read on the writer thread behind any commit in flight.
+            lc = await self._persist(self.ledger.get, lifecycle_id)
             return lc if lc is not None and lc.state in wanted else None
 
         async with asyncio.timeout(timeout):
@@ -258,6 +279,7 @@ class Executor:
                                           at=self._now(), facts=facts, writes=Writes(intents=intents))
         if not created:
             return self._open.get(lc.id, lc)
+        log.info("lifecycle %s %s %s: -> %s (created, intake)", lc.id, lc.signal_id, lc.symbol, lc.state.value)
         self._register(lc)
         async with self._locks[lc.id]:
             if refusal is not None:
@@ -336,15 +358,19 @@ class Executor:
     async def _handle_event(self, event: OrderEvent) -> None:
         route = await self._find_route(event.order.client_order_id)
         if route is None:
-            log.info("update for an order this engine does not own: %s %s", event.order.client_order_id, event.event)
+            if event.order.client_order_id.startswith(CLIENT_ORDER_ID_PREFIX):
+                await self._flag_orphan(event.order, via="stream")
+            else:
+                log.info("update for an order this engine does not own: %s %s", event.order.client_order_id,
+                         event.event)
             return
         lifecycle_id, leg = route
         async with self._locks[lifecycle_id]:
             self._news[lifecycle_id] = time.monotonic()
             lc = self._open.get(lifecycle_id)
-            if lc is None:  # already terminal: keep the late order status, change nothing else
-                await self._persist(self.ledger.save_orders, lifecycle_id, Writes(updates=[_update(event.order)]),
-                                    at=self._now())
+            if lc is None:  # already terminal: keep the late order status and fill, change nothing else
+                await self._persist(self.ledger.save_orders, lifecycle_id,
+                                    await self._fill_writes(event.order, event), at=self._now())
                 return
             await self._dispatch(lc, leg, event.kind, event.order, source="stream", event=event)
 
@@ -363,24 +389,21 @@ class Executor:
         if leg is Leg.ENTRY:
             await self._on_entry(lc, kind, order, source=source, event=event)
         elif leg is Leg.FLATTEN:
-            await self._on_flatten(lc, kind, order, source=source)
+            await self._on_flatten(lc, kind, order, source=source, event=event)
         else:
-            await self._on_exit_leg(lc, leg, kind, order, source=source)
+            await self._on_exit_leg(lc, leg, kind, order, source=source, event=event)
 
-    def _fill_writes(self, order: BrokerOrder, event: OrderEvent | None) -> Writes:
+    async def _fill_writes(self, order: BrokerOrder, event: OrderEvent | None) -> Writes:
+        """The order's status, and the event's execution unless the ledger has it (a replayed event)."""
         fills = []
-        if event is not None and event.execution_id and event.qty is not None and event.price is not None:
+        if (event is not None and event.execution_id and event.qty is not None and event.price is not None
+                and not await self._persist(self.ledger.has_fill, event.execution_id)):
             fills.append(FillRecord(order.client_order_id, event.execution_id, event.qty, event.price, event.at))
         return Writes(updates=[_update(order)], fills=fills)
 
-    async def _save_fill(self, lc: Lifecycle, writes: Writes) -> Writes:
-        """Drop fills the ledger already has (a replayed event), keep the order status."""
-        fresh = [f for f in writes.fills if not await self._db(self.ledger.has_fill, f.execution_id)]
-        return Writes(updates=writes.updates, fills=fresh)
-
     async def _on_entry(self, lc: Lifecycle, kind: Kind, order: BrokerOrder, *, source: str,
                         event: OrderEvent | None) -> None:
-        writes = await self._save_fill(lc, self._fill_writes(order, event))
+        writes = await self._fill_writes(order, event)
         fill_facts = {"filled_qty": order.filled_qty, "filled_avg_price": order.filled_avg_price,
                       "broker_order_id": order.broker_order_id}
         if event is not None and event.execution_id:
@@ -498,11 +521,13 @@ class Executor:
         crash_point("after_rejected")
         await self._flatten(lc)
 
-    async def _on_exit_leg(self, lc: Lifecycle, leg: Leg, kind: Kind, order: BrokerOrder, *, source: str) -> None:
-        writes = Writes(updates=[_update(order)])
+    async def _on_exit_leg(self, lc: Lifecycle, leg: Leg, kind: Kind, order: BrokerOrder, *, source: str,
+                           event: OrderEvent | None = None) -> None:
+        writes = await self._fill_writes(order, event)
         if kind is Kind.FILL and lc.state is State.EXITS_PLACED and order.filled_avg_price is not None:
             facts = {**self._outcome(lc, order.filled_avg_price), "exit_leg": leg.value,
                      "broker_order_id": order.broker_order_id}
+            crash_point("before_exit_fill_commit")
             await self._record(lc, "exit_filled", facts, source=source, writes=writes)
         else:
             await self._persist(self.ledger.save_orders, lc.id, writes, at=self._now())
@@ -567,8 +592,9 @@ class Executor:
         await asyncio.sleep(0.5)
         await self._flatten(lc)
 
-    async def _on_flatten(self, lc: Lifecycle, kind: Kind, order: BrokerOrder, *, source: str) -> None:
-        writes = Writes(updates=[_update(order)])
+    async def _on_flatten(self, lc: Lifecycle, kind: Kind, order: BrokerOrder, *, source: str,
+                          event: OrderEvent | None = None) -> None:
+        writes = await self._fill_writes(order, event)
         if kind is Kind.FILL and order.filled_avg_price is not None:
             facts = {**self._outcome(lc, order.filled_avg_price), "broker_order_id": order.broker_order_id}
             await self._record(lc, "flattened", facts, source=source, writes=writes)
@@ -595,8 +621,11 @@ class Executor:
                 continue
             wait = (self._due[0].at - self._now()).total_seconds()
             if wait > 0:
+                # Not asyncio.wait_for: on Python 3.11 it swallows a cancel that lands as the
+                # event is set, and stop() then waits for this loop forever.
                 try:
-                    await asyncio.wait_for(self._wake.wait(), wait)
+                    async with asyncio.timeout(wait):
+                        await self._wake.wait()
                 except TimeoutError:
                     pass
                 self._wake.clear()
@@ -637,6 +666,7 @@ class Executor:
             return
         except BrokerAmbiguous as exc:
             log.warning("cancel of %s ambiguous (%s)", lc.signal_id, exc)
+        crash_point("after_cancel_submit")
         self._schedule(lc.id, "verify", self.verify_after)
 
     async def _on_verify(self, lifecycle_id: int) -> None:
@@ -648,7 +678,15 @@ class Executor:
             order = await self._lookup(lc, Leg.ENTRY, None)
             if order is not None:
                 await self._apply(lc, Leg.ENTRY, order)
-            if lc.state is State.CANCEL_REQUESTED:
+            if lc.state is not State.CANCEL_REQUESTED:
+                return
+            if order is not None and order.kind in (Kind.ACK, Kind.PARTIAL_FILL):
+                # Still working, not even pending_cancel: the cancel never took effect (refused
+                # with a 429, or lost before the broker carried it out). Waiting would leave the
+                # entry resting past its timeout until the day ends.
+                log.warning("entry of %s still %s after its cancel; cancelling again", lc.signal_id, order.status)
+                await self._cancel_entry(lc)  # schedules the next verification itself
+            else:
                 self._schedule(lc.id, "verify", self.verify_after)
 
     # --- stream gaps, polling and restart -----------------------------------------------------
@@ -656,7 +694,9 @@ class Executor:
     async def _on_connect(self) -> None:
         """Events sent while the socket was down are lost for good: ask REST what happened."""
         log.info("trade_updates stream connected; reconciling %d open lifecycles", len(self._open))
-        await self.reconcile(list(self._open.values()))
+        # In the background: the SDK reads no frame until this returns, and a reconcile can wait
+        # on rate-limit tokens for a long time.
+        self._spawn(self.reconcile(list(self._open.values())))
 
     async def _poll_loop(self) -> None:
         """The websocket can go mute without dropping: look up lifecycles that had no news."""
@@ -688,20 +728,54 @@ class Executor:
             after = max(stamps) - timedelta(microseconds=1)  # same-instant orders: re-read, de-duplicated
 
     async def reconcile(self, lifecycles: list[Lifecycle]) -> None:
-        """Bring lifecycles up to date with the broker (after a restart, a reconnect, a mute stream)."""
-        if not lifecycles:
-            return
-        since = min(lc.created_at for lc in lifecycles) - timedelta(minutes=1)
-        snapshot = await self._broker_orders(since)
-        for lc in lifecycles:
-            await self._guarded(self._catch_up(lc.id, snapshot))
+        """Bring lifecycles up to date with the broker (after a restart, a reconnect, a mute stream),
+        and flag orders under our prefix that the ledger never intended, even with nothing open."""
+        started = self._now()
+        snapshot = await self._broker_orders(min([self._scanned_to, *(lc.created_at for lc in lifecycles)])
+                                             - LISTING_MARGIN)
+        if snapshot is not None:
+            self._scanned_to = started
+            await self._guarded(self._flag_orphans(snapshot))
+            heard = time.monotonic()  # the listing is news: the poller need not list them again soon
+            for lc in lifecycles:
+                self._news[lc.id] = heard
+        # All at once (each under its own lock): a lifecycle waiting for a rate-limit token to place
+        # its exits must not hold up the thousands behind it.
+        await asyncio.gather(*(self._guarded(self._catch_up(lc.id, snapshot)) for lc in lifecycles))
+
+    async def _flag_orphans(self, snapshot: dict[str, BrokerOrder]) -> None:
+        # Our own orders are recorded (intent committed) before they are sent, so an order listed
+        # here that the ledger does not know was never placed by an engine on this ledger.
+        ours = [coid for coid in snapshot if coid.startswith(CLIENT_ORDER_ID_PREFIX) and coid not in self._routes]
+        for coid in sorted(await self._persist(self.ledger.unknown_orders, ours)):
+            await self._flag_orphan(snapshot[coid], via="reconcile")
+
+    async def _flag_orphan(self, order: BrokerOrder, *, via: str) -> None:
+        """Record an order under our prefix that the ledger never intended, and say so loudly.
+
+        It is never cancelled, closed or adopted. With no lifecycle behind it the engine knows
+        neither the signal nor the risk it was meant to carry: it may be a person's deliberate
+        order, another engine's on another ledger, or the trace of a lost ledger. Acting on a
+        guess could close a position someone else manages, or double an exit. A person decides."""
+        news = await self._persist(self.ledger.record_orphan, order, via=via, at=self._now())
+        if news == "new":
+            log.warning("orphan order %s (%s %s %s %s, %s, filled %s) carries this engine's prefix but the ledger "
+                        "never placed it: recorded in orphan_orders, left alone for a person to resolve",
+                        order.client_order_id, order.side.value, order.qty, order.symbol, order.order_type,
+                        order.status, order.filled_qty)
+        elif news == "changed":
+            log.warning("orphan order %s is now %s, filled %s at %s (left alone)", order.client_order_id,
+                        order.status, order.filled_qty, order.filled_avg_price)
 
     async def _lookup(self, lc: Lifecycle, leg: Leg, snapshot: dict[str, BrokerOrder] | None) -> BrokerOrder | None:
         coid = self._coids.get((lc.id, leg))
         if coid is None:
             return None
-        if snapshot is not None:
+        if snapshot is not None and (coid in snapshot or self._seen.get(coid, ("",))[0] == "intended"):
             return snapshot.get(coid)
+        # Not in the listing although the broker may hold it (a broker clock behind ours, an order
+        # placed this run and never reported): ambiguous, so it is asked for alone. An intent never
+        # acknowledged is left to the resend, whose duplicate-id answer looks it up anyway.
         try:
             return await self._call(Priority.QUERY, self.broker.get_order, client_order_id=coid)
         except BrokerAmbiguous as exc:
@@ -743,6 +817,9 @@ class Executor:
         """Pick up every lifecycle a previous run left unfinished: the ledger says what was
         intended, one bulk listing says what the broker did meanwhile."""
         open_lifecycles = await self._persist(self.ledger.load_open)
+        last = await self._persist(self.ledger.last_activity)
+        if last is not None:  # orders placed under our prefix while no engine ran are looked for too
+            self._scanned_to = min(self._scanned_to, last)
         rows_by_lifecycle: defaultdict[int, list[dict[str, Any]]] = defaultdict(list)
         for row in await self._persist(self.ledger.orders_of_open):
             rows_by_lifecycle[row["lifecycle_id"]].append(row)
@@ -755,6 +832,11 @@ class Executor:
         if open_lifecycles:
             log.info("resuming %d open lifecycles", len(open_lifecycles))
         await self.reconcile(open_lifecycles)
+        for lc in open_lifecycles:
+            if lc.state is State.CANCEL_REQUESTED:
+                # Its verification died with the last process, and a crash right after the commit
+                # leaves the cancel unsent: verifying finds the entry still working and cancels it.
+                self._schedule(lc.id, "verify", 0.0)
 
     async def _resume_pending(self, lc: Lifecycle, order: BrokerOrder | None) -> None:
         if order is not None:

@@ -20,6 +20,7 @@ def test_defaults_are_the_product_spec() -> None:
     assert s.min_rr_ratio == D("2.0")
     assert s.extended_hours is False
     assert s.database_url == DEFAULT_DATABASE_URL
+    assert s.poll_interval == 15.0
 
 
 def test_every_variable_is_read() -> None:
@@ -34,13 +35,14 @@ def test_every_variable_is_read() -> None:
         "SMART_EXECUTOR_EXTENDED_HOURS": "yes",
         "SMART_EXECUTOR_DEFAULT_STOP_PCT": "0.02",
         "SMART_EXECUTOR_DATABASE_URL": "postgresql+psycopg://u@h/db",
+        "SMART_EXECUTOR_POLL_INTERVAL": "2.5",
     }
     assert set(env) == {variable for variable, _ in ENVIRONMENT.values()}
     s = Settings.from_env(env)
     assert (s.use_smart_executor, s.max_slippage_pct, s.limit_buffer_regular, s.limit_buffer_extended) == (
         False, D("0.002"), D("0.0004"), D("0.0015"))
     assert (s.fill_timeout, s.fill_timeout_extended, s.min_rr_ratio, s.extended_hours) == (1.5, 30.0, D(3), True)
-    assert (s.default_stop_pct, s.database_url) == (D("0.02"), "postgresql+psycopg://u@h/db")
+    assert (s.default_stop_pct, s.database_url, s.poll_interval) == (D("0.02"), "postgresql+psycopg://u@h/db", 2.5)
 
 
 @pytest.mark.parametrize(
@@ -54,6 +56,8 @@ def test_every_variable_is_read() -> None:
         ("USE_SMART_EXECUTOR", "maybe", "true or false"),
         ("SMART_EXECUTOR_LIMIT_BUFFER_REGULAR", "5", "fraction"),
         ("SMART_EXECUTOR_DATABASE_URL", "ledger.db", "SQLAlchemy URL"),
+        ("SMART_EXECUTOR_POLL_INTERVAL", "0", "greater than zero"),
+        ("SMART_EXECUTOR_POLL_INTERVAL", "soon", "expected a number"),
     ],
 )
 def test_a_bad_value_names_the_variable(variable: str, value: str, reason: str) -> None:

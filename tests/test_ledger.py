@@ -155,6 +155,15 @@ def test_decimals_survive_a_round_trip_exactly(ledger: Ledger) -> None:
     assert stored.created_at == T0 and stored.created_at.tzinfo is not None
 
 
+def test_a_nul_in_a_broker_message_cannot_block_the_transition_it_explains(ledger: Ledger) -> None:
+    """Prevents a lifecycle stuck for good because PostgreSQL refuses NUL in text and JSONB."""
+    lc, _ = ledger.open_lifecycle(a_signal(), mode=Mode.SMART, extended_hours=False, at=T0)
+    ledger.record(lc, "rejected", {"reject_reason": "venue said\x00no"}, at=T0, source="engine")
+    assert ledger.get(lc.id).reject_reason == "venue said\ufffdno"  # type: ignore[union-attr]
+    assert ledger.history(lc.id)[-1].payload == {"reject_reason": "venue said\ufffdno"}
+    assert ledger.replay_differences(lc.id) == []
+
+
 def test_load_open_returns_only_unfinished_lifecycles(ledger: Ledger) -> None:
     done, _ = ledger.open_lifecycle(a_signal(), mode=Mode.SMART, extended_hours=False, at=T0)
     ledger.record(done, "rejected", {"reject_reason": "venue said no"}, at=T0, source="engine")

@@ -1,0 +1,249 @@
+"""Service throughput (issue 4): N concurrent signals through the real Executor, AlpacaBroker
+(alpaca-py over loopback) and the local venue on a fresh ledger, against a floor measured in the
+same run.
+
+Measured per side:
+- lifecycles per second: N signals handed over at once, until the last one is EXITS_PLACED;
+- fill -> exit latency, p50 and p99: from the venue publishing an entry's `fill` event to that
+  lifecycle's OCO exit order reaching the venue's exchange (both stamped by the venue, on one
+  monotonic clock).
+
+The floor is a bare script without the engine: the same REST calls through alpaca-py (submit the
+limit entry; on the entry's `fill` event from the TradingStream, submit the OCO) and the same
+ledger commits issued as prebuilt SQLAlchemy Core statements, one transaction per step (created,
+submitted, fill, validated, exits placed: the transition row, the projection, the hash-chain head
+and the order/fill rows the engine writes in that step). Both sides get the same resources: one
+asyncio loop, 8 threads for REST calls, one ledger writer thread.
+
+Set-up: one symbol quoted 99.99/100.00 with a billion shares on each side, so every entry (limit
+100.05) fills at once on arrival; a manual venue clock (regular hours, nothing expires); the
+venue's rate limit off and the engine's RateLimiter at 6,000,000/min with a burst of 100,000, so
+neither throttles the run (Alpaca's real limit would cap both sides at 200 calls/min). Each round
+starts a fresh venue and a fresh ledger for each side; rounds alternate floor and engine.
+
+    python bench/service_throughput.py [--url sqlite:///bench.db | --url postgresql+psycopg://...]
+                                       [--n 200] [--rounds 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import math
+import statistics
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, replace
+from decimal import Decimal
+from functools import partial
+from pathlib import Path
+from typing import Any, TypeVar
+
+from alpaca.trading.client import TradingClient
+from alpaca.trading.enums import OrderClass, OrderSide, TimeInForce
+from alpaca.trading.models import TradeUpdate
+from alpaca.trading.requests import LimitOrderRequest, StopLossRequest, TakeProfitRequest
+from alpaca.trading.stream import TradingStream
+from raw_ledger import RawLedger, StateCounts, migrated, order_row
+from venue_probe import KEY, SECRET, ProbedVenue
+
+from engine.alpaca import AlpacaBroker
+from engine.config import Settings
+from engine.domain import Leg, Signal, client_order_id
+from engine.ledger import Ledger
+from engine.lifecycle import State
+from engine.ratelimit import RateLimiter
+from engine.service import Executor
+from engine.sim.testing import wait_until
+
+T = TypeVar("T")
+SYMBOL, BID, ASK, DEPTH = "BNCH", Decimal("99.99"), Decimal("100.00"), Decimal(10**9)
+PRICE, STOP, QTY = Decimal("100.00"), Decimal("99.00"), Decimal(10)
+ENTRY_LIMIT, TARGET = Decimal("100.05"), Decimal("102.00")  # the floor's prices (what the engine computes)
+WORKERS = 8  # the Executor's default broker_workers
+
+
+@dataclass(frozen=True)
+class Run:
+    seconds: float  # first signal handed over -> last lifecycle EXITS_PLACED
+    latencies: list[float]  # fill event published -> OCO at the exchange, seconds, one per lifecycle
+    calls: int  # REST requests the venue received
+
+
+def signal_ids(tag: str, n: int) -> list[str]:
+    return [f"{tag}-{i}" for i in range(n)]
+
+
+def fill_to_exit(venue: ProbedVenue, ids: list[str]) -> list[float]:
+    return [venue.arrived[client_order_id(s, Leg.TAKE_PROFIT)] - venue.published["fill", client_order_id(s, Leg.ENTRY)]
+            for s in ids]
+
+
+@contextlib.contextmanager
+def fresh(base_url: str | None, tmp: Path, name: str) -> Iterator[tuple[ProbedVenue, str]]:
+    """A started venue with the deep book, and an empty ledger."""
+    with (migrated(base_url, tmp, name) as url,
+          ProbedVenue.running_in_thread(rate_limit_per_min=None, initial_cash=Decimal(10**12)) as venue):
+        venue.set_quote(SYMBOL, BID, ASK, bid_size=DEPTH, ask_size=DEPTH)
+        yield venue, url
+
+
+async def listening(venue: ProbedVenue) -> None:
+    await asyncio.to_thread(wait_until, lambda: venue.listening() > 0, 10.0, "the trade_updates stream")
+    await asyncio.to_thread(venue.reset_counts)
+
+
+# --- the engine --------------------------------------------------------------------------------
+
+async def engine_run(venue: ProbedVenue, url: str, ids: list[str]) -> Run:
+    ledger = Ledger(url)
+    states = StateCounts(url)
+    broker = AlpacaBroker(KEY, SECRET, rest_url=venue.rest_url, stream_url=venue.stream_url)
+    executor = Executor(replace(Settings.from_env({}), database_url=url), ledger, broker, broker_workers=WORKERS,
+                        limiter=RateLimiter(per_minute=6_000_000, burst=100_000), clock=venue.clock.now)
+    try:
+        await executor.start()
+        await listening(venue)
+        start = time.perf_counter()
+        await asyncio.gather(*(executor.submit(Signal.parse(
+            {"signal_id": s, "symbol": SYMBOL, "side": "buy", "qty": QTY, "price": PRICE, "stop": STOP})) for s in ids))
+        while (counts := await asyncio.to_thread(states))[State.EXITS_PLACED.value] < len(ids):
+            if time.perf_counter() - start > 120:
+                raise TimeoutError(f"not all EXITS_PLACED after 120 s: {dict(counts)}")
+            await asyncio.sleep(0.01)
+        seconds = time.perf_counter() - start
+    finally:
+        await executor.stop()
+        ledger.close()
+        states.close()
+    return Run(seconds, fill_to_exit(venue, ids), sum(venue.request_counts().values()))
+
+
+# --- the floor: no engine, the same calls and commits ------------------------------------------
+
+class Floor:
+    def __init__(self, venue: ProbedVenue, url: str, ids: list[str]) -> None:
+        self.venue = venue
+        self.ids = ids
+        self.client = TradingClient(KEY, SECRET, url_override=venue.rest_url)
+        self.client._retry = 0  # as the engine's adapter: no blind resends
+        self.ledger = RawLedger(url, venue.clock.now)
+        self.io = ThreadPoolExecutor(WORKERS, thread_name_prefix="floor-io")
+        self.writer = ThreadPoolExecutor(1, thread_name_prefix="floor-db")
+        self.entries: dict[str, tuple[str, int, int]] = {}  # entry coid -> signal id, lifecycle id, order row id
+        self.done = asyncio.Event()
+        self.finished = 0
+        self.tasks: set[asyncio.Task[None]] = set()
+
+    async def call(self, pool: ThreadPoolExecutor, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        return await asyncio.get_running_loop().run_in_executor(pool, partial(fn, *args, **kwargs))
+
+    async def submit(self, signal_id: str) -> None:
+        entry = client_order_id(signal_id, Leg.ENTRY)
+        lifecycle_id, order_id = await self.call(
+            self.writer, self.ledger.create,
+            {"signal_id": signal_id, "symbol": SYMBOL, "side": "buy", "qty": QTY, "signal_price": PRICE, "stop": STOP,
+             "limit_price": ENTRY_LIMIT},
+            order_row(entry, Leg.ENTRY, "buy", "limit", QTY, ENTRY_LIMIT, None))
+        self.entries[entry] = (signal_id, lifecycle_id, order_id)
+        order = await self.call(self.io, self.client.submit_order, LimitOrderRequest(
+            symbol=SYMBOL, qty=float(QTY), side=OrderSide.BUY, time_in_force=TimeInForce.DAY,
+            limit_price=float(ENTRY_LIMIT), client_order_id=entry))
+        await self.call(self.writer, self.ledger.step, lifecycle_id, State.LIMIT_SUBMITTED, "submitted",
+                        order_update=(entry, {"status": "new", "broker_order_id": str(order.id)}))
+
+    async def on_update(self, news: TradeUpdate) -> None:
+        entry = news.order.client_order_id
+        if str(getattr(news.event, "value", news.event)) == "fill" and entry in self.entries:
+            task = asyncio.create_task(self.after_fill(entry, news))  # as the engine: never stall the stream
+            self.tasks.add(task)
+            task.add_done_callback(self.tasks.discard)
+
+    async def after_fill(self, entry: str, news: TradeUpdate) -> None:
+        signal_id, lifecycle_id, order_id = self.entries[entry]
+        price = Decimal(repr(news.price))
+        await self.call(self.writer, self.ledger.step, lifecycle_id, State.FILLED, "fill",
+                        order_update=(entry, {"status": "filled", "filled_qty": QTY, "filled_avg_price": price}),
+                        fill={"order_id": order_id, "execution_id": str(news.execution_id), "qty": QTY,
+                              "price": price})
+        take_profit = client_order_id(signal_id, Leg.TAKE_PROFIT)
+        await self.call(self.writer, self.ledger.step, lifecycle_id, State.VALIDATED, "guards_passed",
+                        new_order=order_row(take_profit, Leg.TAKE_PROFIT, "sell", "limit", QTY, TARGET, STOP))
+        oco = await self.call(self.io, self.client.submit_order, LimitOrderRequest(
+            symbol=SYMBOL, qty=float(QTY), side=OrderSide.SELL, time_in_force=TimeInForce.GTC,
+            order_class=OrderClass.OCO, client_order_id=take_profit,
+            take_profit=TakeProfitRequest(limit_price=float(TARGET)),
+            stop_loss=StopLossRequest(stop_price=float(STOP))))
+        await self.call(self.writer, self.ledger.step, lifecycle_id, State.EXITS_PLACED, "exits_placed",
+                        new_order=order_row(oco.legs[0].client_order_id, Leg.STOP, "sell", "stop", QTY, None, STOP))
+        self.finished += 1
+        if self.finished == len(self.ids):
+            self.done.set()
+
+    async def run(self) -> Run:
+        stream = TradingStream(KEY, SECRET, url_override=self.venue.stream_url)
+        stream.subscribe_trade_updates(self.on_update)
+        reader = asyncio.create_task(stream._run_forever())
+        try:
+            await listening(self.venue)
+            start = time.perf_counter()
+            await asyncio.gather(*(self.submit(s) for s in self.ids))
+            await asyncio.wait_for(self.done.wait(), 120)
+            seconds = time.perf_counter() - start
+        finally:  # stopped as the engine's adapter stops it (a bare cancel can be lost on Python 3.11)
+            await stream.stop_ws()
+            reader.cancel()
+            await stream.close()
+            await asyncio.wait([reader], timeout=5)
+            self.io.shutdown(cancel_futures=True)
+            self.writer.shutdown()
+            self.ledger.close()
+        return Run(seconds, fill_to_exit(self.venue, self.ids), sum(self.venue.request_counts().values()))
+
+
+# --- the comparison ----------------------------------------------------------------------------
+
+def percentile(values: list[float], p: float) -> float:
+    """Nearest rank: the ceil(p*n)-th smallest."""
+    ordered = sorted(values)
+    return ordered[max(0, math.ceil(p * len(ordered)) - 1)]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--url", help="database server URL (default: fresh SQLite files)")
+    parser.add_argument("--n", type=int, default=200, help="concurrent signals per round")
+    parser.add_argument("--rounds", type=int, default=3)
+    args = parser.parse_args()
+    runs: dict[str, list[Run]] = {"floor": [], "engine": []}
+    with tempfile.TemporaryDirectory() as tmp:
+        for r in range(args.rounds):  # interleaved, so drift on a noisy machine hits both alike
+            with fresh(args.url, Path(tmp), f"floor{r}") as (venue, url):
+                runs["floor"].append(asyncio.run(Floor(venue, url, signal_ids(f"f{r}", args.n)).run()))
+            with fresh(args.url, Path(tmp), f"engine{r}") as (venue, url):
+                runs["engine"].append(asyncio.run(engine_run(venue, url, signal_ids(f"e{r}", args.n))))
+    report(args, runs)
+
+
+def report(args: argparse.Namespace, runs: dict[str, list[Run]]) -> None:
+    def figures(side: str) -> tuple[float, float, float, float]:
+        pooled = [x for run in runs[side] for x in run.latencies]
+        return (args.n / statistics.median(run.seconds for run in runs[side]), percentile(pooled, 0.50) * 1e3,
+                percentile(pooled, 0.99) * 1e3, statistics.median(run.calls for run in runs[side]) / args.n)
+
+    floor, engine = figures("floor"), figures("engine")
+    print(f"backend              : {(args.url or 'sqlite').split(':', 1)[0]}")
+    print(f"signals              : {args.n} at once, {args.rounds} rounds (rate: median round; latency: pooled)")
+    print(f"{'':21}  {'floor':>9}  {'engine':>9}  ratio (engine cost / floor cost)")
+    rows = [("lifecycles per second", 0, True), ("fill->exit p50 (ms)", 1, False),
+            ("fill->exit p99 (ms)", 2, False), ("REST calls/lifecycle", 3, False)]
+    for name, i, higher_is_better in rows:
+        ratio = floor[i] / engine[i] if higher_is_better else engine[i] / floor[i]
+        print(f"{name:<21}: {floor[i]:9.2f}  {engine[i]:9.2f}  {ratio:5.2f}x")
+
+
+if __name__ == "__main__":
+    main()

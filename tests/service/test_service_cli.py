@@ -1,0 +1,149 @@
+"""The commands as an operator runs them, each in its own process: `smartexec run` against a local
+venue, fed by `smartexec submit`, stopped by SIGTERM; and `smartexec demo`."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+
+from engine.demo import CASES
+from engine.ledger import Ledger
+from engine.lifecycle import State
+from engine.sim import Venue
+from engine.sim.testing import wait_until
+from service_rig import API_KEY, API_SECRET, signal_of
+
+SMARTEXEC = [sys.executable, "-m", "engine.cli"]
+# One line per `transitions` row; the first (`created`) has no from-state.
+TRANSITION_LINE = re.compile(r"lifecycle (\d+) (\S+) (\S+): (?:(\w+) )?-> (\w+) \((\w+), (\w+)\)")
+
+
+def environment() -> dict[str, str]:
+    """This process's environment without any engine or Alpaca setting, plus the venue's keys."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SMART_EXECUTOR_", "APCA_"))}
+    return {**env, "APCA_API_KEY_ID": API_KEY, "APCA_API_SECRET_KEY": API_SECRET, "PYTHONUNBUFFERED": "1"}
+
+
+class Output:
+    """Collects a process's combined output as it is written."""
+
+    def __init__(self, process: subprocess.Popen[str]) -> None:
+        self.lines: list[str] = []
+        stream = process.stdout
+        assert stream is not None
+        self._thread = threading.Thread(target=lambda: self.lines.extend(stream), daemon=True)
+        self._thread.start()
+
+    @property
+    def text(self) -> str:
+        return "".join(self.lines)
+
+    def finish(self) -> str:
+        self._thread.join(15)
+        return self.text
+
+
+def submit(url: str, signal_id: str, symbol: str, side: str, qty: object, price: object, stop: object) -> str:
+    """`smartexec submit --wait`: what it printed about the engine picking the signal up."""
+    done = subprocess.run(
+        [*SMARTEXEC, "submit", "--signal-id", signal_id, "--symbol", symbol, "--side", side, "--qty", str(qty),
+         "--price", str(price), "--stop", str(stop), "--wait", "20", "--database-url", url],
+        env=environment(), capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    queued, picked_up = done.stdout.splitlines()
+    assert queued.startswith(f"queued signal {signal_id} as inbox entry ")
+    return picked_up
+
+
+@pytest.fixture
+def venue() -> Iterator[Venue]:
+    with Venue.running_in_thread(scenarios=["target_hit"], api_key=API_KEY, secret_key=API_SECRET,
+                                 rate_limit_per_min=None) as venue:
+        yield venue
+
+
+def test_submit_reaches_a_running_engine_which_stops_cleanly_on_sigterm(venue: Venue, tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'ledger.db'}"
+    sig = signal_of("target_hit")
+    run = subprocess.Popen([*SMARTEXEC, "run", "--venue", venue.rest_url, "--database-url", url], env=environment(),
+                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    output = Output(run)
+    ledger = Ledger(url)
+    try:
+        wait_until(lambda: "waiting for signals" in output.text or run.poll() is not None, timeout=60,
+                   what="`smartexec run` to start")
+        assert run.poll() is None, output.text
+
+        picked_up = submit(url, sig.signal_id, sig.symbol, sig.side.value, sig.qty, sig.price, sig.stop)
+        assert re.fullmatch(rf"inbox entry 1: lifecycle 1 {sig.signal_id} is [A-Z_]+", picked_up), picked_up
+
+        def state() -> State | None:
+            lc = ledger.find_by_signal(sig.signal_id)
+            return None if lc is None else lc.state
+
+        wait_until(lambda: state() is State.EXITS_PLACED, timeout=30, what="the exits")
+        venue.advance(6)  # the bid reaches the 123.77 target
+        wait_until(lambda: state() is State.CLOSED, timeout=30, what="the take-profit fill")
+        sent = venue.submissions()
+
+        # The same signal id with another quantity: refused, nothing recorded or sent.
+        conflict = "signal_id 'scenario-target_hit' is already recorded with different content (qty)"
+        assert submit(url, sig.signal_id, sig.symbol, sig.side.value, 40, sig.price, sig.stop) == \
+            f"inbox entry 2: refused: {conflict}"
+
+        run.send_signal(signal.SIGTERM)
+        assert run.wait(30) == 0
+    finally:
+        if run.poll() is None:
+            run.kill()
+            run.wait(15)
+        text = output.finish()
+        lc = ledger.find_by_signal(sig.signal_id)
+        history = [] if lc is None else ledger.history(lc.id)
+        ledger.close()
+    assert lc is not None
+
+    assert venue.submissions() == sent
+    assert [row.to_state for row in history] == \
+        ["PENDING", "LIMIT_SUBMITTED", "FILLED", "VALIDATED", "EXITS_PLACED", "CLOSED"]
+    assert lc.realized_pnl == Decimal("48.20")  # (123.80 - 121.39) x 20, as in the in-process test
+    take_profit = venue.order(f"sx-{sig.signal_id}-tp1")
+    assert take_profit is not None and (take_profit.status, take_profit.filled_qty) == ("filled", 20)
+    assert venue.position("NVDA") is None
+
+    assert "Smart Order Executor initialized" in text
+    logged = [m.groups() for m in TRANSITION_LINE.finditer(text)]
+    assert [(int(g[0]), g[1], g[2]) for g in logged] == [(lc.id, sig.signal_id, "NVDA")] * len(history)
+    assert [g[3:] for g in logged] == [(row.from_state, row.to_state, row.trigger, row.source) for row in history]
+    assert "Finished processing state" not in text  # the state machine library's chatter
+    assert f"Smart executor rejected {sig.signal_id} {conflict}" in text
+    assert "stopping" in text
+    assert API_SECRET not in text
+
+
+def test_demo_plays_every_scenario_and_exits_zero(tmp_path: Path) -> None:
+    demo = subprocess.run([*SMARTEXEC, "demo", "--database", str(tmp_path / "demo.db")], env=environment(),
+                          capture_output=True, text=True, timeout=300)
+
+    assert demo.returncode == 0, demo.stderr
+    tables = demo.stdout.split("\n\n")
+    for case in CASES:
+        table = next((t for t in tables if t.startswith(f"{case.scenario}: {case.title}\n")), None)
+        assert table is not None, f"no table for {case.scenario}:\n{demo.stdout}"
+        rows = dict(re.findall(r"^  (\S+(?: \S+)?)\s{2,}(.*)$", table, re.M))
+        assert list(rows) == ["signal", "limit", "fill", "slippage", "exits", "R/R", "final state", "P&L", "path"]
+        final = State(rows["final state"].split()[0])
+        assert final in case.until
+        assert rows["path"].split(" -> ")[-1] == final.value
+    crwd = next(t for t in tables if t.startswith("crwd_gap:"))
+    assert "limit        535.09" in crwd and "fill         no fill" in crwd
+    assert "Query the ledger:" in demo.stdout

@@ -1,0 +1,46 @@
+"""`Executor.wait_for`, which the demo, the benchmarks and these tests use to follow a lifecycle."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+
+import pytest
+from sqlalchemy import create_engine
+
+from engine.lifecycle import State
+from engine.sim.testing import wait_until
+from service_rig import Rig, signal_of
+
+FILLED_OR_LATER = frozenset({State.FILLED, State.VALIDATED, State.EXITS_PLACED})
+
+
+# PostgreSQL only: there a lock can hold back the engine's UPDATE while reads go on (on SQLite
+# every transaction, reads included, takes the write lock at BEGIN).
+@pytest.mark.parametrize("database_url", [pytest.param("postgresql", marks=pytest.mark.postgres)], indirect=True)
+def test_wait_for_reports_only_states_the_ledger_holds(make_rig: Callable[..., Rig]) -> None:
+    """Prevents telling a caller about a state that is not committed: the live lifecycle moves
+    before its commit, and a commit that fails is undone. Here the fill's commit waits for a
+    lock held elsewhere; whenever wait_for answers, the ledger must already say so."""
+    rig = make_rig("slow_market")
+    live = rig.submit(signal_of("slow_market"))
+    rig.settle(live, State.LIMIT_SUBMITTED)
+    other = create_engine(rig.ledger.url)
+    holder = other.connect()
+    holder.exec_driver_sql("LOCK TABLE lifecycles IN SHARE MODE")  # no writes; reads go on
+    release = threading.Timer(1.0, holder.rollback)
+    try:
+        rig.venue.set_quote("INTC", "31.00", "31.01", ask_size=1000)
+        wait_until(lambda: live.state is State.FILLED, timeout=15, what="the fill to be applied in memory")
+        release.start()
+
+        rig.run(rig.executor.wait_for(live.id, FILLED_OR_LATER))
+        committed = rig.ledger.get(live.id)
+    finally:
+        release.cancel()
+        if release.ident is not None:
+            release.join()
+        holder.rollback()
+        holder.close()
+        other.dispose()
+    assert committed is not None and committed.state in FILLED_OR_LATER
