@@ -56,6 +56,9 @@ _WAITING: dict[State, tuple[Leg, ...]] = {
 }
 MAX_SUBMIT_TRIES = 3
 BULK_PAGE = 500  # Alpaca's largest page
+# A failed listing is tried again before falling back to one look-up per lifecycle, which at
+# Alpaca's rate limit costs minutes per thousand lifecycles.
+LISTING_TRIES = 3
 MAX_FLATTEN_ATTEMPTS = 3
 # A reconcile listing starts this long before the oldest instant it must cover (clock skew).
 LISTING_MARGIN = timedelta(minutes=1)
@@ -714,11 +717,16 @@ class Executor:
         found: dict[str, BrokerOrder] = {}
         after = since
         while True:
-            try:
-                page = await self._call(Priority.QUERY, self.broker.list_orders, after=after, limit=BULK_PAGE)
-            except BrokerAmbiguous as exc:
-                log.warning("bulk order listing failed (%s); falling back to single look-ups", exc)
-                return None
+            for attempt in range(1, LISTING_TRIES + 1):
+                try:
+                    page = await self._call(Priority.QUERY, self.broker.list_orders, after=after, limit=BULK_PAGE)
+                    break
+                except BrokerAmbiguous as exc:
+                    if attempt == LISTING_TRIES:
+                        log.warning("bulk order listing failed %d times (%s); falling back to single look-ups",
+                                    attempt, exc)
+                        return None
+                    await asyncio.sleep(0.5 * attempt)
             for order in page:
                 for one in (order, *order.legs):
                     found[one.client_order_id] = one

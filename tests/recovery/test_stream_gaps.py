@@ -105,3 +105,29 @@ def test_an_exit_filled_while_the_engine_was_down_is_found_even_when_the_brokers
     assert rig.states(lifecycle_id) == HAPPY_PATH
     assert rig.source_of(lifecycle_id, "exit_filled") == "reconcile"
     assert rig.position() == 0
+
+
+def test_a_listing_that_fails_on_resume_is_tried_again_before_single_look_ups(
+        rig: Rig, caplog: pytest.LogCaptureFixture) -> None:
+    """Prevents one failed page from turning a resume into one look-up per lifecycle, which at
+    Alpaca's rate limit costs minutes per thousand lifecycles."""
+    caplog.set_level(logging.INFO, logger="smartexec")
+
+    async def body() -> int:
+        async with rig.running() as executor:
+            lc = await executor.submit(a_signal("retry"))
+            await rig.reach(executor, lc.id, State.LIMIT_SUBMITTED)
+            await quote(rig.venue, FILL_QUOTE)
+            await rig.reach(executor, lc.id, State.EXITS_PLACED)
+        await quote(rig.venue, TARGET_QUOTE)  # the take-profit fills while no engine runs
+        rig.venue.faults.fail_route("GET", "/v2/orders", 500, count=2)
+        async with rig.running() as executor:
+            await rig.reach(executor, lc.id, State.CLOSED)
+        return lc.id
+
+    lifecycle_id = run(body)
+    assert rig.states(lifecycle_id) == HAPPY_PATH
+    assert rig.source_of(lifecycle_id, "exit_filled") == "reconcile"
+    assert not rig.venue.faults.pending()["routes"]  # both failures were met
+    assert not any("falling back to single look-ups" in r.getMessage() for r in caplog.records)
+    assert errors(caplog) == []
