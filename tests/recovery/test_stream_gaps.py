@@ -5,6 +5,7 @@ own reconnect, and the poll loop for a socket that never drops."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from datetime import timedelta
 from decimal import Decimal
 
@@ -84,24 +85,28 @@ def test_a_mute_socket_is_covered_by_the_poll_loop(rig: Rig, caplog: pytest.LogC
     assert errors(caplog) == []
 
 
+async def exit_fills_while_down(rig: Rig, signal_id: str, *, clock_ahead: timedelta = timedelta(0),
+                                before_restart: Callable[[], object] = lambda: None) -> int:
+    """Run a lifecycle to EXITS_PLACED, stop the engine, let the take-profit fill while no engine
+    runs, then restart it (after `before_restart`) and wait for CLOSED. Returns the lifecycle id."""
+    async with rig.running(clock_ahead=clock_ahead) as executor:
+        lc = await executor.submit(a_signal(signal_id))
+        await rig.reach(executor, lc.id, State.LIMIT_SUBMITTED)
+        await quote(rig.venue, FILL_QUOTE)
+        await rig.reach(executor, lc.id, State.EXITS_PLACED)
+    await quote(rig.venue, TARGET_QUOTE)
+    before_restart()
+    async with rig.running(clock_ahead=clock_ahead) as executor:
+        await rig.reach(executor, lc.id, State.CLOSED)
+    return lc.id
+
+
 def test_an_exit_filled_while_the_engine_was_down_is_found_even_when_the_brokers_clock_lags(rig: Rig) -> None:
     """Prevents a lifecycle stuck in EXITS_PLACED after a restart because the bulk listing, asked
     for orders `after` a time read on the engine's clock, misses orders stamped by a broker clock
     that runs behind: an acknowledged order the listing lacks is looked up alone."""
     ahead = timedelta(minutes=10)  # far beyond the listing's one-minute margin
-
-    async def body() -> int:
-        async with rig.running(clock_ahead=ahead) as executor:
-            lc = await executor.submit(a_signal("skew"))
-            await rig.reach(executor, lc.id, State.LIMIT_SUBMITTED)
-            await quote(rig.venue, FILL_QUOTE)
-            await rig.reach(executor, lc.id, State.EXITS_PLACED)
-        await quote(rig.venue, TARGET_QUOTE)  # the take-profit fills while no engine runs
-        async with rig.running(clock_ahead=ahead) as executor:
-            await rig.reach(executor, lc.id, State.CLOSED)
-        return lc.id
-
-    lifecycle_id = run(body)
+    lifecycle_id = run(lambda: exit_fills_while_down(rig, "skew", clock_ahead=ahead))
     assert rig.states(lifecycle_id) == HAPPY_PATH
     assert rig.source_of(lifecycle_id, "exit_filled") == "reconcile"
     assert rig.position() == 0
@@ -112,20 +117,8 @@ def test_a_listing_that_fails_on_resume_is_tried_again_before_single_look_ups(
     """Prevents one failed page from turning a resume into one look-up per lifecycle, which at
     Alpaca's rate limit costs minutes per thousand lifecycles."""
     caplog.set_level(logging.INFO, logger="smartexec")
-
-    async def body() -> int:
-        async with rig.running() as executor:
-            lc = await executor.submit(a_signal("retry"))
-            await rig.reach(executor, lc.id, State.LIMIT_SUBMITTED)
-            await quote(rig.venue, FILL_QUOTE)
-            await rig.reach(executor, lc.id, State.EXITS_PLACED)
-        await quote(rig.venue, TARGET_QUOTE)  # the take-profit fills while no engine runs
-        rig.venue.faults.fail_route("GET", "/v2/orders", 500, count=2)
-        async with rig.running() as executor:
-            await rig.reach(executor, lc.id, State.CLOSED)
-        return lc.id
-
-    lifecycle_id = run(body)
+    lifecycle_id = run(lambda: exit_fills_while_down(
+        rig, "retry", before_restart=lambda: rig.venue.faults.fail_route("GET", "/v2/orders", 500, count=2)))
     assert rig.states(lifecycle_id) == HAPPY_PATH
     assert rig.source_of(lifecycle_id, "exit_filled") == "reconcile"
     assert not rig.venue.faults.pending()["routes"]  # both failures were met
