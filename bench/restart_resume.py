@@ -52,13 +52,13 @@ from raw_ledger import RawLedger, StateCounts, migrated, order_row
 from sqlalchemy import Engine, event
 from venue_probe import KEY, SECRET, ProbedVenue
 
-from engine.alpaca import AlpacaBroker
-from engine.config import Settings
-from engine.domain import Leg, Mode, Side, Signal, client_order_id
+from engine.broker.alpaca import AlpacaBroker
+from engine.core.config import Settings
+from engine.core.domain import Leg, Mode, Side, Signal, client_order_id
 from engine.ledger import Ledger, OrderIntent, OrderUpdate, Writes
-from engine.lifecycle import State
-from engine.pricing import entry_limit
-from engine.ratelimit import Priority, RateLimiter
+from engine.core.lifecycle import State
+from engine.core.pricing import entry_limit
+from engine.broker.ratelimit import Priority, RateLimiter
 from engine.service import BULK_PAGE, Executor
 from engine.sim.orders import NewOrder
 

@@ -50,12 +50,12 @@ from alpaca.trading.stream import TradingStream
 from raw_ledger import RawLedger, StateCounts, migrated, order_row
 from venue_probe import KEY, SECRET, ProbedVenue
 
-from engine.alpaca import AlpacaBroker
-from engine.config import Settings
-from engine.domain import Leg, Signal, client_order_id
+from engine.broker.alpaca import AlpacaBroker
+from engine.core.config import Settings
+from engine.core.domain import Leg, Signal, client_order_id
 from engine.ledger import Ledger
-from engine.lifecycle import State
-from engine.ratelimit import RateLimiter
+from engine.core.lifecycle import State
+from engine.broker.ratelimit import RateLimiter
 from engine.service import Executor
 from engine.sim.testing import wait_until
 

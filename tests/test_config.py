@@ -6,8 +6,8 @@ from decimal import Decimal as D
 
 import pytest
 
-from engine.config import DEFAULT_DATABASE_URL, ENVIRONMENT, Settings
-from engine.errors import ConfigError
+from engine.core.config import DEFAULT_DATABASE_URL, ENVIRONMENT, Settings
+from engine.core.errors import ConfigError
 
 
 def test_defaults_are_the_product_spec() -> None:

@@ -12,11 +12,11 @@ from hypothesis import strategies as st
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 
-from engine.domain import Leg, Mode, Side, Signal, client_order_id
-from engine.errors import SignalConflict, StaleLifecycle
+from engine.core.domain import Leg, Mode, Side, Signal, client_order_id
+from engine.core.errors import SignalConflict, StaleLifecycle
 from engine.ledger import FillRecord, Ledger, OrderIntent, OrderUpdate, Writes
-from engine.lifecycle import TRANSITIONS, Outcome, State
-from engine.schema import fills, lifecycles, orders, transitions_table
+from engine.core.lifecycle import TRANSITIONS, Outcome, State
+from engine.ledger.schema import fills, lifecycles, orders, transitions_table
 
 T0 = datetime(2026, 11, 24, 15, 0, tzinfo=timezone.utc)
 _ids = itertools.count()

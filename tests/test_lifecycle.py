@@ -7,13 +7,13 @@ from decimal import Decimal as D
 
 import pytest
 
-from engine.errors import IllegalTransition
-from engine.lifecycle import MACHINE, TERMINAL, TRIGGERS, Lifecycle, Outcome, State, step
+from engine.core.errors import IllegalTransition
+from engine.core.lifecycle import MACHINE, TERMINAL, TRIGGERS, Lifecycle, Outcome, State, step
 
 S = State
 NOW = datetime(2026, 11, 24, 15, 0, tzinfo=timezone.utc)
 
-# The specification, written out independently of engine.lifecycle: (state, trigger) -> destination.
+# The specification, written out independently of engine.core.lifecycle: (state, trigger) -> destination.
 LEGAL = {
     (S.PENDING, "submitted"): S.LIMIT_SUBMITTED,
     (S.PENDING, "partial_fill"): S.PARTIALLY_FILLED,

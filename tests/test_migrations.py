@@ -10,7 +10,7 @@ from pathlib import Path
 
 from sqlalchemy import create_engine, inspect
 
-from engine import db
+from engine.ledger import database as db
 
 REPO = Path(__file__).resolve().parent.parent
 TABLES = {"lifecycles", "transitions", "orders", "fills", "inbox"}

@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from engine.domain import Side
-from engine.pricing import (
+from engine.core.domain import Side
+from engine.core.pricing import (
     Exits,
     adverse_slippage,
     entry_limit,

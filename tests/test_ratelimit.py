@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 
-from engine.ratelimit import Priority, RateLimiter
+from engine.broker.ratelimit import Priority, RateLimiter
 
 
 def test_protective_calls_overtake_queued_entries() -> None:

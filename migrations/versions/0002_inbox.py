@@ -9,7 +9,7 @@ from typing import Sequence, Union
 from alembic import op
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
-import engine.schema
+from engine._migrations import frozen
 
 revision: str = '0002'
 down_revision: Union[str, None] = '0001'
@@ -22,8 +22,8 @@ def upgrade() -> None:
     sa.Column('id', sa.Integer(), nullable=False),
     sa.Column('signal_id', sa.String(length=64), nullable=False),
     sa.Column('payload', sa.JSON().with_variant(postgresql.JSONB(astext_type=sa.Text()), 'postgresql'), nullable=False),
-    sa.Column('received_at', engine.schema.UTCDateTime(timezone=True), nullable=False),
-    sa.Column('processed_at', engine.schema.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('received_at', frozen.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('processed_at', frozen.UTCDateTime(timezone=True), nullable=True),
     sa.Column('lifecycle_id', sa.Integer(), nullable=True),
     sa.Column('error', sa.Text(), nullable=True),
     sa.ForeignKeyConstraint(['lifecycle_id'], ['lifecycles.id'], name=op.f('fk_inbox_lifecycle_id_lifecycles')),

@@ -17,8 +17,7 @@ from typing import Sequence, Union
 
 from alembic import op
 import sqlalchemy as sa
-import engine.schema
-from engine.chain import GENESIS, row_hash
+from engine._migrations import frozen
 
 revision: str = '0003'
 down_revision: Union[str, None] = '0002'
@@ -146,20 +145,20 @@ def _chain_existing_rows() -> None:
     if op.get_context().as_sql:
         # Offline (`alembic upgrade --sql`) nothing can be read, hence hashed: the script it prints
         # is for an empty ledger only.
-        op.execute(heads.insert().values(id=1, last_id=0, last_hash=GENESIS))
+        op.execute(heads.insert().values(id=1, last_id=0, last_hash=frozen.GENESIS))
         return
     rows = sa.table(
         'transitions',
         sa.column('id', sa.Integer()), sa.column('lifecycle_id', sa.Integer()), sa.column('seq', sa.Integer()),
         sa.column('trigger', sa.String()), sa.column('from_state', sa.String()), sa.column('to_state', sa.String()),
-        sa.column('source', sa.String()), sa.column('at', engine.schema.UTCDateTime()),
-        sa.column('payload', engine.schema.Payload), sa.column('prev_hash', sa.String()),
+        sa.column('source', sa.String()), sa.column('at', frozen.UTCDateTime()),
+        sa.column('payload', frozen.Payload), sa.column('prev_hash', sa.String()),
         sa.column('row_hash', sa.String()),
     )
     bind = op.get_bind()
-    prev, last_id, links = GENESIS, 0, []
+    prev, last_id, links = frozen.GENESIS, 0, []
     for row in bind.execute(sa.select(rows).order_by(rows.c.id)).mappings():
-        this = row_hash(prev, row)
+        this = frozen.row_hash(prev, row)
         links.append({"_id": row["id"], "_prev": prev, "_hash": this})
         prev, last_id = this, row["id"]
     if links:

@@ -11,7 +11,7 @@ from typing import Sequence, Union
 
 from alembic import op
 import sqlalchemy as sa
-import engine.schema
+from engine._migrations import frozen
 
 revision: str = '0004'
 down_revision: Union[str, None] = '0003'
@@ -28,16 +28,16 @@ def upgrade() -> None:
     sa.Column('side', sa.String(length=4), nullable=False),
     sa.Column('order_type', sa.String(length=16), nullable=False),
     sa.Column('order_class', sa.String(length=16), nullable=False),
-    sa.Column('qty', engine.schema.Money(), nullable=False),
-    sa.Column('limit_price', engine.schema.Money(), nullable=True),
-    sa.Column('stop_price', engine.schema.Money(), nullable=True),
+    sa.Column('qty', frozen.Money(), nullable=False),
+    sa.Column('limit_price', frozen.Money(), nullable=True),
+    sa.Column('stop_price', frozen.Money(), nullable=True),
     sa.Column('status', sa.String(length=24), nullable=False),
-    sa.Column('filled_qty', engine.schema.Money(), nullable=False),
-    sa.Column('filled_avg_price', engine.schema.Money(), nullable=True),
-    sa.Column('submitted_at', engine.schema.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('filled_qty', frozen.Money(), nullable=False),
+    sa.Column('filled_avg_price', frozen.Money(), nullable=True),
+    sa.Column('submitted_at', frozen.UTCDateTime(timezone=True), nullable=True),
     sa.Column('seen_via', sa.String(length=16), nullable=False),
-    sa.Column('first_seen_at', engine.schema.UTCDateTime(timezone=True), nullable=False),
-    sa.Column('updated_at', engine.schema.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('first_seen_at', frozen.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('updated_at', frozen.UTCDateTime(timezone=True), nullable=False),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_orphan_orders')),
     sa.UniqueConstraint('client_order_id', name=op.f('uq_orphan_orders_client_order_id'))
     )

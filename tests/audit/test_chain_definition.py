@@ -10,7 +10,7 @@ import hashlib
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from engine.chain import GENESIS, ChainHead, canonical, check_chain, row_hash
+from engine.ledger.chain import GENESIS, ChainHead, canonical, check_chain, row_hash
 
 AT = datetime(2026, 11, 24, 15, 0, tzinfo=timezone.utc)
 

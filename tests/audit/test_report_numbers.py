@@ -10,7 +10,7 @@ from datetime import date, datetime, timezone
 from decimal import Decimal as D
 
 from engine import audit
-from engine.report import build_report, nearest_rank, reason_kind
+from engine.audit.report import build_report, nearest_rank, reason_kind
 
 from sample_ledger import Sample
 

@@ -11,9 +11,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from engine import audit
-from engine.report import Report, build_report
-from engine.report_charts import outcomes_per_day, slippage_histogram
-from engine.report_render import as_html, as_text
+from engine.audit.report import Report, build_report
+from engine.audit.charts import outcomes_per_day, slippage_histogram
+from engine.audit.render import as_html, as_text
 from sample_ledger import Sample
 
 PNG = b"\x89PNG\r\n\x1a\n"

@@ -20,10 +20,10 @@ from sqlalchemy import Connection, delete, insert, select, update
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from engine import audit
-from engine.chain import row_hash
-from engine.domain import Leg, Mode, Signal, client_order_id
+from engine.ledger.chain import row_hash
+from engine.core.domain import Leg, Mode, Signal, client_order_id
 from engine.ledger import Ledger, OrderIntent, Writes
-from engine.schema import chain_head, lifecycles, transitions_table
+from engine.ledger.schema import chain_head, lifecycles, transitions_table
 from sample_ledger import DAY2, Sample
 
 TRANSITIONS, LIFECYCLES, ORDERS, FILLS = 42, 9, 20, 12

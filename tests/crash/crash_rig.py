@@ -31,13 +31,13 @@ from typing import Any, TypeVar
 from sqlalchemy import select
 from sqlalchemy.engine import RowMapping
 
-from engine import db
+from engine.ledger import database as db
 from engine.audit import read_engine
 from engine.cli import main as smartexec
-from engine.crash import TRACE_VARIABLE, VARIABLE
+from engine.service.crash import TRACE_VARIABLE, VARIABLE
 from engine.ledger import Ledger
-from engine.lifecycle import State
-from engine.schema import inbox, lifecycles, orders, transitions_table
+from engine.core.lifecycle import State
+from engine.ledger.schema import inbox, lifecycles, orders, transitions_table
 from engine.sim.scenarios import SCENARIO_DIR
 from engine.sim.sessions import ET, next_trading_day
 

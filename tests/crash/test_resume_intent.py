@@ -12,8 +12,8 @@ from datetime import timedelta
 from decimal import Decimal
 from pathlib import Path
 
-from engine.domain import Leg, client_order_id
-from engine.lifecycle import State
+from engine.core.domain import Leg, client_order_id
+from engine.core.lifecycle import State
 from engine.sim import load_scenario
 from crash_rig import CRASHED, Cell, age_of, until
 

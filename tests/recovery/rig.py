@@ -22,13 +22,13 @@ from typing import Any, TypeVar
 import pytest
 from sqlalchemy import select
 
-from engine import db
-from engine.alpaca import AlpacaBroker
-from engine.config import Settings
-from engine.domain import CLIENT_ORDER_ID_PREFIX, Leg, Signal, client_order_id
+from engine.ledger import database as db
+from engine.broker.alpaca import AlpacaBroker
+from engine.core.config import Settings
+from engine.core.domain import CLIENT_ORDER_ID_PREFIX, Leg, Signal, client_order_id
 from engine.ledger import Ledger
-from engine.lifecycle import State
-from engine.schema import fills, orders
+from engine.core.lifecycle import State
+from engine.ledger.schema import fills, orders
 from engine.service import Executor
 from engine.sim import Venue
 

@@ -12,8 +12,8 @@ from decimal import Decimal
 
 import pytest
 
-from engine.domain import Leg, client_order_id
-from engine.lifecycle import State
+from engine.core.domain import Leg, client_order_id
+from engine.core.lifecycle import State
 from engine.service import Executor
 from engine.sim import Venue
 from engine.sim.submissions import LOST

@@ -19,8 +19,8 @@ from pathlib import Path
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from engine.domain import Leg, client_order_id
-from engine.lifecycle import State
+from engine.core.domain import Leg, client_order_id
+from engine.core.lifecycle import State
 from engine.sim import Venue
 
 from .rig import Rig, a_signal, entry_id, quote, resting_venue, run, sqlite_ledger, until

@@ -9,7 +9,7 @@ from decimal import Decimal
 
 import pytest
 
-from engine.lifecycle import State
+from engine.core.lifecycle import State
 from engine.sim import Venue
 
 from .rig import FILL_QUOTE, QUIET, SYMBOL, TARGET_QUOTE, Rig, a_signal, entry_id, errors, quote, run, until

@@ -16,9 +16,9 @@ import pytest
 from sqlalchemy import create_engine, event
 from sqlalchemy.engine import make_url
 
-from engine.domain import Leg, client_order_id
+from engine.core.domain import Leg, client_order_id
 from engine.ledger import Ledger
-from engine.lifecycle import State
+from engine.core.lifecycle import State
 
 from .rig import FILL_QUOTE, HAPPY_PATH, TARGET_QUOTE, Rig, a_signal, entry_id, quote, run, until
 

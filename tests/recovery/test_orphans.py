@@ -14,7 +14,7 @@ from alpaca.trading.enums import OrderSide, TimeInForce
 from alpaca.trading.requests import LimitOrderRequest
 
 from engine.cli import main
-from engine.lifecycle import State
+from engine.core.lifecycle import State
 from engine.sim.testing import trading_client
 
 from .rig import FILL_QUOTE, HAPPY_PATH, SYMBOL, TARGET_QUOTE, Rig, a_signal, errors, quote, run, until

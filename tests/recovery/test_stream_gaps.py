@@ -11,7 +11,7 @@ from decimal import Decimal
 
 import pytest
 
-from engine.lifecycle import State
+from engine.core.lifecycle import State
 
 from .rig import FILL_PRICE, FILL_QUOTE, HAPPY_PATH, TARGET_QUOTE, Rig, a_signal, entry_id, errors, quote, run
 

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from engine.config import Settings
+from engine.core.config import Settings
 from engine.ledger import Ledger
 from engine.sim import Venue
 

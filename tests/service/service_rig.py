@@ -18,11 +18,11 @@ from typing import Any, TypeVar
 
 import pytest
 
-from engine.alpaca import AlpacaBroker
-from engine.config import Settings
-from engine.domain import Mode, Signal
+from engine.broker.alpaca import AlpacaBroker
+from engine.core.config import Settings
+from engine.core.domain import Mode, Signal
 from engine.ledger import Ledger
-from engine.lifecycle import TERMINAL, Lifecycle, State
+from engine.core.lifecycle import TERMINAL, Lifecycle, State
 from engine.service import Executor
 from engine.sim import Venue, load_scenario
 from engine.sim.orders import SimOrder

@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from engine.demo import CASES
+from engine.cli.demo import CASES
 from engine.ledger import Ledger
-from engine.lifecycle import State
+from engine.core.lifecycle import State
 from engine.sim import Venue
 from engine.sim.testing import wait_until
 from service_rig import API_KEY, API_SECRET, signal_of

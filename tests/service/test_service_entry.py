@@ -12,8 +12,8 @@ from decimal import Decimal as D
 
 import pytest
 
-from engine.domain import Mode
-from engine.lifecycle import State
+from engine.core.domain import Mode
+from engine.core.lifecycle import State
 from engine.sim.testing import wait_until
 from service_rig import Rig, rejections, signal_of, sqlite_only
 

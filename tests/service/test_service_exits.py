@@ -8,7 +8,7 @@ from decimal import Decimal as D
 
 import pytest
 
-from engine.lifecycle import State
+from engine.core.lifecycle import State
 from service_rig import Rig, rejections, signal_of, sqlite_only
 
 ENTERED = ["PENDING", "LIMIT_SUBMITTED", "FILLED", "VALIDATED", "EXITS_PLACED"]

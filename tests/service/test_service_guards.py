@@ -8,7 +8,7 @@ from decimal import Decimal as D
 
 import pytest
 
-from engine.domain import Mode
+from engine.core.domain import Mode
 from service_rig import Rig, rejections, signal_of, sqlite_only
 
 FLATTENED = ["FILLED", "REJECTED", "FLATTENED"]

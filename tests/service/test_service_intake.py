@@ -9,8 +9,8 @@ from decimal import Decimal as D
 
 import pytest
 
-from engine.errors import SignalConflict
-from engine.lifecycle import Lifecycle, State
+from engine.core.errors import SignalConflict
+from engine.core.lifecycle import Lifecycle, State
 from engine.sim.submissions import LOST
 from service_rig import Rig, rejections, signal_of, sqlite_only
 

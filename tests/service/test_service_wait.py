@@ -8,7 +8,7 @@ from collections.abc import Callable
 import pytest
 from sqlalchemy import create_engine
 
-from engine.lifecycle import State
+from engine.core.lifecycle import State
 from engine.sim.testing import wait_until
 from service_rig import Rig, signal_of
 

@@ -22,12 +22,12 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
 
 from engine import audit
-from engine.chain import ChainHead
-from engine.config import Settings
-from engine.errors import EngineError
-from engine.report import build_report
-from engine.report_render import as_html, as_text, pct
-from engine.text_table import render as table
+from engine.ledger.chain import ChainHead
+from engine.core.config import Settings
+from engine.core.errors import EngineError
+from engine.audit.report import build_report
+from engine.audit.render import as_html, as_text, pct
+from engine.audit.text_table import render as table
 
 Handler = Callable[[argparse.Namespace, Settings], int]
 

@@ -24,8 +24,8 @@ from alpaca.trading.requests import (
 from alpaca.trading.stream import TradingStream
 from requests.adapters import HTTPAdapter
 
-from engine.domain import Side
-from engine.ports import (
+from engine.core.domain import Side
+from engine.broker.port import (
     BrokerAmbiguous,
     BrokerError,
     BrokerNotFound,
@@ -71,6 +71,11 @@ KINDS: dict[str, Kind] = {
 }
 
 
+# Statuses after which Alpaca changes an order no more.
+FINAL_STATUSES = frozenset({"filled", "canceled", "expired", "rejected", "done_for_day", "replaced"})
+STOP_TYPES = frozenset({"stop", "stop_limit"})
+
+
 def kind_of(word: str) -> Kind:
     kind = KINDS.get(word)
     if kind is None:
@@ -92,15 +97,17 @@ def _decimal(value: Any) -> Decimal | None:
 
 def to_broker_order(order: Order) -> BrokerOrder:
     status = _word(order.status)
+    order_type = _word(order.order_type or order.type)
     return BrokerOrder(
         client_order_id=order.client_order_id,
         broker_order_id=str(order.id),
         symbol=order.symbol or "",
         side=Side(_word(order.side)),
-        order_type=_word(order.order_type or order.type),
+        order_type=order_type,
         order_class=_word(order.order_class),
         status=status,
         kind=kind_of(status),
+        final=status in FINAL_STATUSES,
         qty=_decimal(order.qty) or Decimal(0),
         filled_qty=_decimal(order.filled_qty) or Decimal(0),
         filled_avg_price=_decimal(order.filled_avg_price),
@@ -108,6 +115,7 @@ def to_broker_order(order: Order) -> BrokerOrder:
         stop_price=_decimal(order.stop_price),
         legs=tuple(to_broker_order(leg) for leg in order.legs or ()),
         submitted_at=order.submitted_at,
+        is_stop=order_type in STOP_TYPES,
     )
 
 

@@ -9,7 +9,7 @@ from decimal import Decimal, InvalidOperation
 from enum import Enum
 from typing import Any, Mapping
 
-from engine.errors import InvalidSignal
+from engine.core.errors import InvalidSignal
 
 CLIENT_ORDER_ID_PREFIX = "sx-"
 _SIGNAL_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")

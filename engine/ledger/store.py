@@ -15,11 +15,12 @@ from typing import Any, Iterable, Literal, Mapping, Sequence
 from sqlalchemy import Connection, Row, bindparam, func, insert, select, update
 from sqlalchemy.exc import IntegrityError, OperationalError
 
-from engine.chain import ChainHead, row_hash
-from engine.db import make_engine
-from engine.domain import Leg, Mode, Side, Signal
-from engine.errors import LedgerUnavailable, SignalConflict, StaleLifecycle
-from engine.lifecycle import (
+from engine.ledger.chain import ChainHead, row_hash
+from engine.ledger.database import make_engine
+from engine.core.domain import Leg, Mode, Side, Signal
+from engine.core.errors import LedgerUnavailable, SignalConflict, StaleLifecycle
+from engine.core.replay import CREATED, replay
+from engine.core.lifecycle import (
     PROJECTED,
     TERMINAL,
     Lifecycle,
@@ -31,10 +32,9 @@ from engine.lifecycle import (
     snapshot,
     step,
 )
-from engine.ports import BrokerOrder
-from engine.schema import chain_head, fills, inbox, lifecycles, orders, orphan_orders, transitions_table
-
-CREATED = "created"
+from engine.broker.port import BrokerOrder
+from engine.ledger.records import FillRecord, OrderIntent, OrderUpdate, TransitionRecord, Writes
+from engine.ledger.schema import chain_head, fills, inbox, lifecycles, orders, orphan_orders, transitions_table
 
 _MUTABLE = ("state", "version", "updated_at", *PROJECTED)
 _UPDATE_LIFECYCLE = (
@@ -83,65 +83,6 @@ def _json_safe(value: Any) -> Any:
     if isinstance(value, (list, tuple)):
         return [_json_safe(v) for v in value]
     return value
-
-
-@dataclass(frozen=True)
-class OrderIntent:
-    """A broker order the engine is about to send: recorded before the call (persist, then act)."""
-
-    client_order_id: str
-    leg: Leg
-    side: Side
-    order_type: str
-    time_in_force: str
-    qty: Decimal
-    limit_price: Decimal | None = None
-    stop_price: Decimal | None = None
-    extended_hours: bool = False
-
-
-@dataclass(frozen=True)
-class OrderUpdate:
-    """What the broker said about one of our orders."""
-
-    client_order_id: str
-    status: str
-    broker_order_id: str | None = None
-    filled_qty: Decimal | None = None
-    filled_avg_price: Decimal | None = None
-
-
-@dataclass(frozen=True)
-class FillRecord:
-    client_order_id: str
-    execution_id: str
-    qty: Decimal
-    price: Decimal
-    at: datetime
-
-
-@dataclass
-class Writes:
-    """Order and fill rows that must commit in the same transaction as a transition."""
-
-    intents: Sequence[OrderIntent] = ()
-    updates: Sequence[OrderUpdate] = ()
-    fills: Sequence[FillRecord] = ()
-
-
-@dataclass(frozen=True)
-class TransitionRecord:
-    id: int
-    lifecycle_id: int
-    seq: int
-    trigger: str
-    from_state: str | None
-    to_state: str
-    source: str
-    at: datetime
-    payload: dict[str, Any] = field(default_factory=dict)
-    prev_hash: str | None = None  # the hash chain (engine/chain.py); None only for unsaved rows
-    row_hash: str | None = None
 
 
 def _lifecycle_from_row(row: Mapping[str, Any]) -> Lifecycle:
@@ -562,29 +503,3 @@ class _Guarded:
         if isinstance(failure, OperationalError):
             raise LedgerUnavailable(f"the ledger refused a statement: {failure.orig}") from failure
         return handled
-
-
-def replay(history: Iterable[TransitionRecord], lifecycle_id: int) -> Lifecycle:
-    rows = list(history)
-    if not rows or rows[0].trigger != CREATED:
-        raise ValueError(f"lifecycle {lifecycle_id}: history does not start with a '{CREATED}' row")
-    first = rows[0].payload
-    signal = Signal.parse(first)
-    lc = Lifecycle(
-        id=lifecycle_id,
-        signal_id=signal.signal_id,
-        symbol=signal.symbol,
-        side=signal.side.value,
-        qty=signal.qty,
-        signal_price=signal.price,
-        stop=signal.stop,
-        target=signal.target,
-        mode=first["mode"],
-        extended_hours=bool(first["extended_hours"]),
-        created_at=rows[0].at,
-        updated_at=rows[0].at,
-    )
-    apply_facts(lc, first)
-    for row in rows[1:]:
-        step(lc, row.trigger, row.payload, row.at)
-    return lc

@@ -1,7 +1,8 @@
 """The broker port: what the service needs from a venue, in venue-neutral types.
 
-The service never sees SDK types; an adapter (engine/alpaca.py) translates both ways and does
-nothing else.
+The service never sees SDK types or a venue's words: an adapter (engine/broker/alpaca.py)
+translates both ways and does nothing else. What an order's status means (`Kind`), whether it is
+final and which leg of an exit pair it is are told here, so no layer above reads a status word.
 """
 
 from __future__ import annotations
@@ -13,8 +14,8 @@ from decimal import Decimal
 from enum import Enum
 from typing import Protocol
 
-from engine.domain import Side
-from engine.errors import EngineError
+from engine.core.domain import Side
+from engine.core.errors import EngineError
 
 
 class Session(str, Enum):
@@ -45,6 +46,7 @@ class BrokerOrder:
     order_class: str
     status: str  # the venue's own status word, kept for the ledger
     kind: Kind  # what that status means
+    final: bool  # the venue will change this order no more (filled, canceled, expired, rejected, …)
     qty: Decimal
     filled_qty: Decimal
     filled_avg_price: Decimal | None
@@ -52,6 +54,7 @@ class BrokerOrder:
     stop_price: Decimal | None = None
     legs: tuple["BrokerOrder", ...] = ()
     submitted_at: datetime | None = None
+    is_stop: bool = False  # triggers on its stop price: the stop leg of an exit pair
 
 
 @dataclass(frozen=True)

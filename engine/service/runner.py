@@ -9,11 +9,11 @@ import signal as signals
 from dataclasses import dataclass
 from typing import Mapping
 
-from engine import db
-from engine.alpaca import AlpacaBroker
-from engine.config import Settings
-from engine.domain import Mode, Signal
-from engine.errors import ConfigError, EngineError
+from engine.ledger import database as db
+from engine.broker.alpaca import AlpacaBroker
+from engine.core.config import Settings
+from engine.core.domain import Mode, Signal
+from engine.core.errors import ConfigError, EngineError
 from engine.ledger import Ledger
 from engine.service import Executor
 

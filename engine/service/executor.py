@@ -24,13 +24,13 @@ from decimal import Decimal
 from functools import partial
 from typing import Any, TypeVar
 
-from engine.config import Settings
-from engine.crash import crash_point
-from engine.domain import CLIENT_ORDER_ID_PREFIX, Leg, Mode, Side, Signal, client_order_id
-from engine.errors import LedgerUnavailable, SignalConflict, StaleLifecycle
+from engine.core.config import Settings
+from engine.service.crash import crash_point
+from engine.core.domain import CLIENT_ORDER_ID_PREFIX, Leg, Mode, Side, Signal, client_order_id
+from engine.core.errors import LedgerUnavailable, SignalConflict, StaleLifecycle
 from engine.ledger import FillRecord, Ledger, OrderIntent, OrderUpdate, Writes
-from engine.lifecycle import TERMINAL, Lifecycle, Outcome, State, restore, snapshot
-from engine.ports import (
+from engine.core.lifecycle import TERMINAL, Lifecycle, Outcome, State, restore, snapshot
+from engine.broker.port import (
     Broker,
     BrokerAmbiguous,
     BrokerNotFound,
@@ -40,8 +40,8 @@ from engine.ports import (
     OrderEvent,
     Session,
 )
-from engine.pricing import entry_limit, exits_from_fill, fraction, judge_fill, ratio, to_tick
-from engine.ratelimit import Priority, RateLimiter
+from engine.core.pricing import entry_limit, exits_from_fill, fraction, judge_fill, ratio, to_tick
+from engine.broker.ratelimit import Priority, RateLimiter
 
 log = logging.getLogger("smartexec")
 T = TypeVar("T")

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from decimal import ROUND_CEILING, ROUND_FLOOR, ROUND_HALF_EVEN, Decimal
 
-from engine.domain import Side
+from engine.core.domain import Side
 
 CENT = Decimal("0.01")
 SUB_PENNY = Decimal("0.0001")

@@ -14,7 +14,7 @@ from decimal import ROUND_FLOOR, Decimal
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from engine.report import MODES, Report
+from engine.audit.report import MODES, Report
 
 # Bin widths in percent, smallest first: the finest that gives at most MAX_BINS bins is used, and
 # edges sit on multiples of it so that the 0.10 % guard falls on a bin edge.

@@ -11,7 +11,7 @@ from dataclasses import dataclass, fields
 from decimal import Decimal, InvalidOperation
 from typing import Callable, Mapping
 
-from engine.errors import ConfigError
+from engine.core.errors import ConfigError
 
 DEFAULT_DATABASE_URL = "sqlite:///smartexec.db"
 

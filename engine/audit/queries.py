@@ -20,12 +20,13 @@ from sqlalchemy import Connection, Engine, create_engine, event, exists, func, s
 from sqlalchemy.engine import make_url
 from sqlalchemy.sql import Select
 
-from engine.chain import ChainHead, Problem, check_chain
-from engine.errors import IllegalTransition
-from engine.ledger import CREATED, TransitionRecord, replay
-from engine.lifecycle import Lifecycle, Outcome, State, classify, destination, snapshot
-from engine.report import OutcomeRow
-from engine.schema import chain_head, fills, lifecycles, orders, orphan_orders, transitions_table
+from engine.ledger.chain import ChainHead, Problem, check_chain
+from engine.core.errors import IllegalTransition
+from engine.core.replay import CREATED, replay
+from engine.ledger.records import TransitionRecord
+from engine.core.lifecycle import Lifecycle, Outcome, State, classify, destination, snapshot
+from engine.audit.report import OutcomeRow
+from engine.ledger.schema import chain_head, fills, lifecycles, orders, orphan_orders, transitions_table
 
 VIEWS = ("lifecycle_outcomes", "fill_slippage")
 _TABLES = {"lifecycles": lifecycles, "transitions": transitions_table, "orders": orders, "fills": fills,

@@ -14,7 +14,7 @@ from typing import Any, Mapping
 
 from transitions import Machine
 
-from engine.errors import IllegalTransition
+from engine.core.errors import IllegalTransition
 
 
 class State(str, Enum):

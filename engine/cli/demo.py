@@ -13,13 +13,13 @@ from dataclasses import dataclass, replace
 from decimal import Decimal
 from pathlib import Path
 
-from engine import db
-from engine.alpaca import AlpacaBroker
-from engine.config import Settings
-from engine.domain import Mode, Signal
+from engine.ledger import database as db
+from engine.broker.alpaca import AlpacaBroker
+from engine.core.config import Settings
+from engine.core.domain import Mode, Signal
 from engine.ledger import Ledger
-from engine.lifecycle import TERMINAL, Lifecycle, State
-from engine.pricing import percent
+from engine.core.lifecycle import TERMINAL, Lifecycle, State
+from engine.core.pricing import percent
 from engine.service import Executor
 from engine.sim import SimClock, Venue, load_scenario
 

@@ -14,13 +14,15 @@ from alembic.config import Config
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
 
+from engine.ledger.schema import Base
+
 
 def migrations_dir() -> Path:
     """The Alembic scripts: `migrations/` in a checkout, `engine/_migrations` in an installed wheel."""
     spec = importlib.util.find_spec("engine._migrations")
     if spec is not None and spec.submodule_search_locations:
         return Path(next(iter(spec.submodule_search_locations)))
-    return Path(__file__).resolve().parent.parent / "migrations"
+    return Path(__file__).resolve().parents[2] / "migrations"
 
 
 def _sqlite_hooks(engine: Engine, *, foreign_keys: bool) -> None:
@@ -56,6 +58,7 @@ def alembic_config(url: str) -> Config:
     cfg = Config()  # no ini file: env.py then leaves the application's logging alone
     cfg.set_main_option("script_location", str(migrations_dir()))
     cfg.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
+    cfg.attributes["target_metadata"] = Base.metadata
     return cfg
 
 

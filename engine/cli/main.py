@@ -11,11 +11,11 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from engine import db
-from engine.audit_cli import add_commands as add_audit_commands
-from engine.config import Settings
-from engine.domain import Signal
-from engine.errors import EngineError, InvalidSignal
+from engine.ledger import database as db
+from engine.cli.ledger_commands import add_commands as add_audit_commands
+from engine.core.config import Settings
+from engine.core.domain import Signal
+from engine.core.errors import EngineError, InvalidSignal
 
 log = logging.getLogger("smartexec")
 Handler = Callable[[argparse.Namespace, Settings], int]
@@ -39,7 +39,7 @@ def cmd_db(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
-    from engine.runner import broker_target, run
+    from engine.service.runner import broker_target, run
 
     return asyncio.run(run(settings, broker_target(args.venue, args.live), database_url=args.database_url))
 
@@ -98,7 +98,7 @@ def _await_pickup(ledger: Any, entry_id: int, timeout: float) -> str:
 
 
 def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
-    from engine.demo import demo
+    from engine.cli.demo import demo
 
     return asyncio.run(demo(args.database))
 
@@ -171,6 +171,3 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"smartexec: {exc}", file=sys.stderr)
         return 2
 
-
-if __name__ == "__main__":
-    sys.exit(main())

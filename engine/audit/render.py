@@ -12,11 +12,11 @@ from datetime import datetime
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
-from engine.report import ALL, ModeStats, Report
-from engine.text_table import render as text_table
+from engine.audit.report import ALL, ModeStats, Report
+from engine.audit.text_table import render as text_table
 
 if TYPE_CHECKING:  # matplotlib loads only when a page is drawn: every `smartexec` command imports this
-    from engine.report_charts import Chart
+    from engine.audit.charts import Chart
 
 _STYLE = """
 body { font: 14px/1.45 system-ui, -apple-system, "Segoe UI", sans-serif; color: #1a202c; margin: 2rem auto;
@@ -121,7 +121,7 @@ def _img(chart: Chart) -> str:
 
 def as_html(report: Report, *, generated_at: datetime, charts: Sequence[Chart] | None = None) -> str:
     if charts is None:
-        from engine.report_charts import outcomes_per_day, slippage_histogram
+        from engine.audit.charts import outcomes_per_day, slippage_histogram
 
         charts = [slippage_histogram(report), outcomes_per_day(report)]
     headers, rows = summary_rows(report)

@@ -1,0 +1,6 @@
+"""Brokers: the venue-neutral port (orders, events, finality, legs, the trading session), the
+Alpaca adapter over alpaca-py, the client-side rate limiter and an in-memory fake broker.
+
+May import `engine.core`. Never the ledger, the service, the audit side or the command line.
+Alpaca's status words and `APCA_*` variables appear in `engine.broker.alpaca` only.
+"""
