@@ -70,7 +70,7 @@ def test_a_transition_commits_state_row_and_orders_together(ledger: Ledger) -> N
     lc, _ = ledger.open_lifecycle(signal, mode=Mode.SMART, extended_hours=False, at=T0,
                                   writes=Writes(intents=[entry_intent(signal)]))
     coid = client_order_id(signal.signal_id, Leg.ENTRY)
-    outcome = ledger.record(lc, "submitted", {"entry_deadline": T0 + timedelta(seconds=60)}, at=T0, source="engine",
+    _, outcome = ledger.record(lc, "submitted", {"entry_deadline": T0 + timedelta(seconds=60)}, at=T0, source="engine",
                             writes=Writes(updates=[OrderUpdate(coid, "new", broker_order_id="b-1")]))
     assert outcome is Outcome.MOVED
     stored = ledger.get(lc.id)
@@ -96,7 +96,7 @@ def test_a_failed_commit_changes_nothing_and_restores_memory(ledger: Ledger) -> 
 def test_a_stale_version_is_refused(ledger: Ledger) -> None:
     """Prevents two writers (e.g. a timer and a fill) from both moving the same lifecycle."""
     lc, _ = ledger.open_lifecycle(a_signal(), mode=Mode.SMART, extended_hours=False, at=T0)
-    ledger.record(lc, "submitted", {}, at=T0, source="engine")
+    lc, _ = ledger.record(lc, "submitted", {}, at=T0, source="engine")
     other = ledger.get(lc.id)
     assert other is not None
     ledger.record(lc, "fill", {"filled_qty": "10", "filled_avg_price": "535.00"}, at=T0, source="stream")
@@ -111,10 +111,10 @@ def test_stale_news_writes_no_transition_but_keeps_order_status(ledger: Ledger) 
     signal = a_signal()
     lc, _ = ledger.open_lifecycle(signal, mode=Mode.SMART, extended_hours=False, at=T0,
                                   writes=Writes(intents=[entry_intent(signal)]))
-    ledger.record(lc, "fill", {"filled_qty": "10", "filled_avg_price": "535.00"}, at=T0, source="stream")
+    lc, _ = ledger.record(lc, "fill", {"filled_qty": "10", "filled_avg_price": "535.00"}, at=T0, source="stream")
     coid = client_order_id(signal.signal_id, Leg.ENTRY)
     late = Writes(updates=[OrderUpdate(coid, "filled", filled_qty=D(10), filled_avg_price=D("535.00"))])
-    assert ledger.record(lc, "submitted", {}, at=T0, source="stream", writes=late) is Outcome.IGNORED
+    assert ledger.record(lc, "submitted", {}, at=T0, source="stream", writes=late)[1] is Outcome.IGNORED
     assert len(ledger.history(lc.id)) == 2
     assert ledger.order(coid)["status"] == "filled"
 
@@ -204,6 +204,6 @@ def test_replaying_the_transitions_reproduces_the_lifecycles_row(ledger: Ledger,
     stop = "529.47" if side == "buy" else "540.17"
     lc, _ = ledger.open_lifecycle(a_signal(side=side, stop=stop), mode=Mode.SMART, extended_hours=False, at=T0)
     for n, (trigger, facts) in enumerate(history, start=1):
-        ledger.record(lc, trigger, facts, at=T0 + timedelta(seconds=n), source="engine")
+        lc, _ = ledger.record(lc, trigger, facts, at=T0 + timedelta(seconds=n), source="engine")
     assert ledger.replay_differences(lc.id) == []
     assert ledger.replay(lc.id) == ledger.get(lc.id) == lc

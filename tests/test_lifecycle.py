@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import datetime, timezone
 from decimal import Decimal as D
 
@@ -55,8 +56,7 @@ def lifecycle_in(state: State) -> Lifecycle:
     lc = Lifecycle(id=1, signal_id="t", symbol="CRWD", side="buy", qty=D(10), signal_price=D("534.82"),
                    stop=D("529.47"), target=None, mode="smart", extended_hours=False,
                    created_at=NOW, updated_at=NOW)
-    lc.state = state
-    return lc
+    return replace(lc, state=state)
 
 
 def test_no_pair_is_both_legal_and_ignored() -> None:
@@ -68,12 +68,15 @@ def test_no_pair_is_both_legal_and_ignored() -> None:
 def test_every_state_trigger_pair(state: State, trigger: str) -> None:
     lc = lifecycle_in(state)
     if (state, trigger) in LEGAL:
-        assert step(lc, trigger, {}, NOW) is Outcome.MOVED
-        assert lc.state is LEGAL[(state, trigger)]
-        assert lc.version == 2
+        moved, outcome = step(lc, trigger, {}, NOW)
+        assert outcome is Outcome.MOVED
+        assert moved.state is LEGAL[(state, trigger)]
+        assert moved.version == 2
+        assert (lc.state, lc.version) == (state, 1)  # a step returns the next lifecycle, never mutates
     elif (state, trigger) in IGNORED:
-        assert step(lc, trigger, {}, NOW) is Outcome.IGNORED
-        assert (lc.state, lc.version) == (state, 1)
+        same, outcome = step(lc, trigger, {}, NOW)
+        assert outcome is Outcome.IGNORED
+        assert (same.state, same.version) == (state, 1)
     else:
         with pytest.raises(IllegalTransition, match=f"{state.value} -> {trigger}"):
             step(lc, trigger, {}, NOW)
@@ -83,28 +86,27 @@ def test_every_state_trigger_pair(state: State, trigger: str) -> None:
 def test_terminal_states_absorb_everything() -> None:
     for state in TERMINAL:
         lc = lifecycle_in(state)
-        assert all(step(lc, t, {"filled_qty": "5"}, NOW) is Outcome.IGNORED for t in TRIGGERS)
+        assert all(step(lc, t, {"filled_qty": "5"}, NOW) == (lc, Outcome.IGNORED) for t in TRIGGERS)
         assert lc.filled_qty == 0
 
 
 def test_a_fill_after_the_cancel_request_is_legal() -> None:
     lc = lifecycle_in(S.LIMIT_SUBMITTED)
-    step(lc, "timeout", {}, NOW)
-    step(lc, "fill", {"filled_qty": "10", "filled_avg_price": "535.00"}, NOW)
+    lc, _ = step(lc, "timeout", {}, NOW)
+    lc, _ = step(lc, "fill", {"filled_qty": "10", "filled_avg_price": "535.00"}, NOW)
     assert (lc.state, lc.filled_qty, lc.filled_avg_price) == (S.FILLED, D(10), D("535.00"))
 
 
 def test_facts_are_folded_into_the_projection_and_other_keys_are_not() -> None:
     lc = lifecycle_in(S.PENDING)
-    step(lc, "submitted", {"limit_price": "535.09", "broker_order_id": "x"}, NOW)
+    lc, _ = step(lc, "submitted", {"limit_price": "535.09", "broker_order_id": "x"}, NOW)
     assert lc.limit_price == D("535.09")
     assert not hasattr(lc, "broker_order_id")
 
 
 def test_one_machine_serves_every_lifecycle_without_registering_them() -> None:
     many = [lifecycle_in(S.PENDING) for _ in range(1000)]
-    for lc in many:
-        step(lc, "submitted", {}, NOW)
+    many = [step(lc, "submitted", {}, NOW)[0] for lc in many]
     assert all(lc.state is S.LIMIT_SUBMITTED for lc in many)
     assert MACHINE.models == []  # nothing is held, so nothing leaks
     assert not hasattr(many[0], "submitted")  # no per-model bound triggers or to_X shortcuts

@@ -23,6 +23,8 @@ from sqlalchemy.sql import Select
 from engine.ledger.chain import ChainHead, Problem, check_chain
 from engine.core.errors import IllegalTransition
 from engine.core.replay import CREATED, replay
+from engine.ledger import reads
+from engine.ledger.codec import plain
 from engine.ledger.records import TransitionRecord
 from engine.core.lifecycle import Lifecycle, Outcome, State, classify, destination, snapshot
 from engine.audit.report import OutcomeRow
@@ -86,21 +88,6 @@ def parse_when(raw: str, *, end_of_day: bool = False) -> datetime:
 # --- JSON and CSV values ---------------------------------------------------------------------
 
 
-def plain(value: Any) -> Any:
-    """A value as JSON carries it: decimals as strings (never floats), times as ISO UTC."""
-    if isinstance(value, Decimal):
-        return str(value)
-    if isinstance(value, datetime):
-        return value.astimezone(timezone.utc).isoformat()
-    if isinstance(value, date):
-        return value.isoformat()
-    if isinstance(value, Mapping):
-        return {str(k): plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [plain(v) for v in value]
-    return value
-
-
 # --- lists and stories -----------------------------------------------------------------------
 
 
@@ -159,20 +146,12 @@ def lifecycle_story(conn: Connection, key: str) -> Story | None:
         row = conn.execute(select(lifecycles).where(lifecycles.c.signal_id == key)).mappings().first()
     if row is None:
         return None
+    def rows(query: Select[Any]) -> list[dict[str, Any]]:
+        return [dict(r) for r in conn.execute(query).mappings()]
+
     lifecycle_id = row["id"]
-    history = conn.execute(
-        select(transitions_table).where(transitions_table.c.lifecycle_id == lifecycle_id)
-        .order_by(transitions_table.c.seq)
-    ).mappings()
-    its_orders = conn.execute(select(orders).where(orders.c.lifecycle_id == lifecycle_id).order_by(orders.c.id))
-    its_fills = conn.execute(
-        select(fills, orders.c.client_order_id, orders.c.leg)
-        .join(orders, orders.c.id == fills.c.order_id)
-        .where(orders.c.lifecycle_id == lifecycle_id)
-        .order_by(fills.c.at, fills.c.id)
-    )
-    return Story(dict(row), [dict(r) for r in history], [dict(r) for r in its_orders.mappings()],
-                 [dict(r) for r in its_fills.mappings()])
+    return Story(dict(row), rows(reads.history_of(lifecycle_id)), rows(reads.orders_of(lifecycle_id)),
+                 rows(reads.fills_of(lifecycle_id)))
 
 
 # --- CSV export ------------------------------------------------------------------------------
@@ -256,12 +235,6 @@ class Verification:
         return not self.problems
 
 
-def _lifecycle_of(row: Mapping[str, Any]) -> Lifecycle:
-    values = dict(row)
-    values["state"] = State(values["state"])
-    return Lifecycle(**values)
-
-
 def _shown(value: Any) -> str:
     return "null" if value is None else str(value.value if isinstance(value, State) else value)
 
@@ -340,7 +313,7 @@ def verify(conn: Connection, anchors: Iterable[ChainHead] = ()) -> Verification:
     stream = conn.execution_options(yield_per=1000).execute(
         select(transitions_table).order_by(transitions_table.c.id)).mappings()
     chain_problems = list(check_chain(walked(stream), result.head))
-    stored = {row["id"]: _lifecycle_of(row) for row in conn.execute(select(lifecycles)).mappings()}
+    stored = {row["id"]: Lifecycle.from_row(row) for row in conn.execute(select(lifecycles)).mappings()}
     anchor_hashes = {
         anchor: conn.execute(select(transitions_table.c.row_hash)
                              .where(transitions_table.c.id == anchor.last_id)).scalar()

@@ -11,29 +11,11 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
-from enum import Enum
 from typing import Protocol
 
 from engine.core.domain import Side
+from engine.core.orders import Kind, Session
 from engine.core.errors import EngineError
-
-
-class Session(str, Enum):
-    REGULAR = "regular"
-    EXTENDED = "extended"  # pre-market or after-hours: limit + day + extended_hours only
-    CLOSED = "closed"
-
-
-class Kind(str, Enum):
-    """What an order update means for a lifecycle, whatever the venue's word for it."""
-
-    ACK = "ack"  # the venue holds the order (pending_new, new, accepted, held, …)
-    PARTIAL_FILL = "partial_fill"
-    FILL = "fill"
-    DONE = "done"  # no more fills will come: canceled, expired, done_for_day
-    REJECTED = "rejected"
-    CANCEL_REJECTED = "cancel_rejected"  # usually: it filled first
-    INFO = "info"  # nothing to act on (pending_cancel, replaced, calculated, …)
 
 
 @dataclass(frozen=True)

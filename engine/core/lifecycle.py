@@ -1,19 +1,21 @@
 """The OrderLifecycle state machine: one literal table, one shared `transitions.Machine`.
 
-Pure: no I/O and no clock. `step` moves a lifecycle and folds the trigger's facts into it; the
-ledger calls the same `step` to replay history, so a live lifecycle and its replay cannot drift.
+Pure: no I/O and no clock. `step` returns the next lifecycle with the trigger's facts folded in
+(a `Lifecycle` is immutable, so a failed commit has nothing to undo); the ledger calls the same
+`step` to replay history, so a live lifecycle and its replay cannot drift.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, fields, replace
 from datetime import datetime
 from decimal import Decimal
-from enum import Enum
+from enum import Enum, StrEnum
 from typing import Any, Mapping
 
 from transitions import Machine
 
+from engine.core.domain import Mode, Side, Signal
 from engine.core.errors import IllegalTransition
 
 
@@ -35,49 +37,71 @@ class State(str, Enum):
 TERMINAL = frozenset({State.CANCELED, State.FAILED, State.FLATTENED, State.CLOSED})
 S = State
 
-# trigger, sources, destination. Each trigger names a fact that already happened.
-TRANSITIONS: list[tuple[str, tuple[State, ...], State]] = [
-    ("submitted", (S.PENDING,), S.LIMIT_SUBMITTED),
+
+class Trigger(StrEnum):
+    """What happened, each a fact already past. Stored in `transitions.trigger` by its value."""
+
+    CREATED = "created"  # the first row of every history; not an edge of the table
+    SUBMITTED = "submitted"
+    PARTIAL_FILL = "partial_fill"
+    FILL = "fill"
+    TIMEOUT = "timeout"
+    CANCELED = "canceled"
+    CANCELED_PARTIAL = "canceled_partial"
+    REJECTED = "rejected"
+    GUARDS_PASSED = "guards_passed"
+    GUARDS_FAILED = "guards_failed"
+    EXITS_PLACED = "exits_placed"
+    EXITS_REJECTED = "exits_rejected"
+    FLATTENED = "flattened"
+    EXIT_FILLED = "exit_filled"
+
+
+T = Trigger
+
+# trigger, sources, destination.
+TRANSITIONS: list[tuple[Trigger, tuple[State, ...], State]] = [
+    (T.SUBMITTED, (S.PENDING,), S.LIMIT_SUBMITTED),
     # A fill may be reported before the submit's own response is processed (market orders).
-    ("partial_fill", (S.PENDING, S.LIMIT_SUBMITTED), S.PARTIALLY_FILLED),
-    ("partial_fill", (S.PARTIALLY_FILLED,), S.PARTIALLY_FILLED),  # cumulative qty grew
-    ("partial_fill", (S.CANCEL_REQUESTED,), S.CANCEL_REQUESTED),  # fill racing the cancel
-    ("fill", (S.PENDING, S.LIMIT_SUBMITTED, S.PARTIALLY_FILLED), S.FILLED),
-    ("fill", (S.CANCEL_REQUESTED,), S.FILLED),  # late fill after the cancel request: legal
-    ("timeout", (S.LIMIT_SUBMITTED, S.PARTIALLY_FILLED), S.CANCEL_REQUESTED),
-    ("canceled", (S.LIMIT_SUBMITTED, S.CANCEL_REQUESTED), S.CANCELED),  # nothing filled
+    (T.PARTIAL_FILL, (S.PENDING, S.LIMIT_SUBMITTED), S.PARTIALLY_FILLED),
+    (T.PARTIAL_FILL, (S.PARTIALLY_FILLED,), S.PARTIALLY_FILLED),  # cumulative qty grew
+    (T.PARTIAL_FILL, (S.CANCEL_REQUESTED,), S.CANCEL_REQUESTED),  # fill racing the cancel
+    (T.FILL, (S.PENDING, S.LIMIT_SUBMITTED, S.PARTIALLY_FILLED), S.FILLED),
+    (T.FILL, (S.CANCEL_REQUESTED,), S.FILLED),  # late fill after the cancel request: legal
+    (T.TIMEOUT, (S.LIMIT_SUBMITTED, S.PARTIALLY_FILLED), S.CANCEL_REQUESTED),
+    (T.CANCELED, (S.LIMIT_SUBMITTED, S.CANCEL_REQUESTED), S.CANCELED),  # nothing filled
     # Canceled (or expired) with a partial fill: the filled part is the position to manage.
-    ("canceled_partial", (S.PARTIALLY_FILLED, S.CANCEL_REQUESTED), S.FILLED),
-    ("rejected", (S.PENDING, S.LIMIT_SUBMITTED), S.FAILED),
-    ("guards_passed", (S.FILLED,), S.VALIDATED),
-    ("guards_failed", (S.FILLED,), S.REJECTED),
-    ("exits_placed", (S.VALIDATED,), S.EXITS_PLACED),
-    ("exits_rejected", (S.VALIDATED,), S.REJECTED),  # never leave a position unprotected
-    ("flattened", (S.REJECTED,), S.FLATTENED),
-    ("exit_filled", (S.EXITS_PLACED,), S.CLOSED),
+    (T.CANCELED_PARTIAL, (S.PARTIALLY_FILLED, S.CANCEL_REQUESTED), S.FILLED),
+    (T.REJECTED, (S.PENDING, S.LIMIT_SUBMITTED), S.FAILED),
+    (T.GUARDS_PASSED, (S.FILLED,), S.VALIDATED),
+    (T.GUARDS_FAILED, (S.FILLED,), S.REJECTED),
+    (T.EXITS_PLACED, (S.VALIDATED,), S.EXITS_PLACED),
+    (T.EXITS_REJECTED, (S.VALIDATED,), S.REJECTED),  # never leave a position unprotected
+    (T.FLATTENED, (S.REJECTED,), S.FLATTENED),
+    (T.EXIT_FILLED, (S.EXITS_PLACED,), S.CLOSED),
 ]
 
-TRIGGERS: tuple[str, ...] = tuple(dict.fromkeys(t for t, _, _ in TRANSITIONS))
-_EDGES: dict[tuple[State, str], State] = {(src, t): dst for t, srcs, dst in TRANSITIONS for src in srcs}
+TRIGGERS: tuple[Trigger, ...] = tuple(dict.fromkeys(t for t, _, _ in TRANSITIONS))
+_EDGES: dict[tuple[State, Trigger], State] = {(src, t): dst for t, srcs, dst in TRANSITIONS for src in srcs}
 
 # Entry-order news that a later state has already absorbed: a `new` after a fill, a second `fill`,
 # a timer firing after the fill. Ignoring them is what makes replays and duplicates harmless.
-_ENTRY_NEWS = frozenset({"submitted", "partial_fill", "fill", "timeout", "canceled", "canceled_partial", "rejected"})
-_PAST_ENTRY = frozenset({S.FILLED, S.VALIDATED, S.REJECTED, S.EXITS_PLACED})
-STALE: dict[State, frozenset[str]] = {
+_ENTRY_NEWS = frozenset({T.SUBMITTED, T.PARTIAL_FILL, T.FILL, T.TIMEOUT, T.CANCELED, T.CANCELED_PARTIAL,
+                         T.REJECTED})
+STALE: dict[State, frozenset[Trigger]] = {
     S.PENDING: frozenset(),
-    S.LIMIT_SUBMITTED: frozenset({"submitted"}),
-    S.PARTIALLY_FILLED: frozenset({"submitted"}),
-    S.CANCEL_REQUESTED: frozenset({"submitted", "timeout"}),
+    S.LIMIT_SUBMITTED: frozenset({T.SUBMITTED}),
+    S.PARTIALLY_FILLED: frozenset({T.SUBMITTED}),
+    S.CANCEL_REQUESTED: frozenset({T.SUBMITTED, T.TIMEOUT}),
     S.FILLED: _ENTRY_NEWS,
-    S.VALIDATED: _ENTRY_NEWS | {"guards_passed"},
-    S.REJECTED: _ENTRY_NEWS | {"guards_failed", "exits_rejected"},
-    S.EXITS_PLACED: _ENTRY_NEWS | {"exits_placed"},
+    S.VALIDATED: _ENTRY_NEWS | {T.GUARDS_PASSED},
+    S.REJECTED: _ENTRY_NEWS | {T.GUARDS_FAILED, T.EXITS_REJECTED},
+    S.EXITS_PLACED: _ENTRY_NEWS | {T.EXITS_PLACED},
     **{terminal: frozenset(TRIGGERS) for terminal in TERMINAL},  # terminal states absorb
 }
 
 
-@dataclass(slots=True)
+@dataclass(frozen=True, slots=True)
 class Lifecycle:
     """The projection of one signal's history; mirrors the `lifecycles` row column for column."""
 
@@ -112,6 +136,24 @@ class Lifecycle:
     def terminal(self) -> bool:
         return self.state in TERMINAL
 
+    @classmethod
+    def opened(cls, signal: Signal, *, mode: Mode, extended_hours: bool, at: datetime,
+               lifecycle_id: int = 0) -> "Lifecycle":
+        """A new signal's lifecycle, PENDING: the one way intake and replay both build it."""
+        return cls(id=lifecycle_id, signal_id=signal.signal_id, symbol=signal.symbol, side=signal.side.value,
+                   qty=signal.qty, signal_price=signal.price, stop=signal.stop, target=signal.target,
+                   mode=mode.value, extended_hours=extended_hours, created_at=at, updated_at=at)
+
+    @classmethod
+    def from_row(cls, row: Mapping[str, Any]) -> "Lifecycle":
+        """From a `lifecycles` row (the ledger's projection), column for column."""
+        return cls(**{**row, "state": State(row["state"])})
+
+    def signal(self) -> Signal:
+        """The signal this lifecycle was opened for (to compare a re-submitted one against)."""
+        return Signal(self.signal_id, self.symbol, Side(self.side), self.qty, self.signal_price, self.stop,
+                      self.target)
+
 
 # Facts a transition's payload may carry that the projection keeps, and how to read them back
 # from JSON (decimals travel as strings so no float ever touches money).
@@ -143,11 +185,10 @@ def _read(kind: type, raw: Any) -> Any:
     return str(raw)
 
 
-def apply_facts(lifecycle: Lifecycle, facts: Mapping[str, Any]) -> None:
-    """Copy the projected facts a payload carries onto the lifecycle; other keys stay in the row."""
-    for name, kind in PROJECTED.items():
-        if name in facts:
-            setattr(lifecycle, name, _read(kind, facts[name]))
+def apply_facts(lifecycle: Lifecycle, facts: Mapping[str, Any]) -> Lifecycle:
+    """The lifecycle with the projected facts a payload carries; other keys stay in the row only."""
+    changes = {name: _read(kind, facts[name]) for name, kind in PROJECTED.items() if name in facts}
+    return replace(lifecycle, **changes) if changes else lifecycle
 
 
 # One machine for every lifecycle: models are not registered (no per-model bound methods, no
@@ -155,7 +196,7 @@ def apply_facts(lifecycle: Lifecycle, facts: Mapping[str, Any]) -> None:
 MACHINE = Machine(
     model=None,
     states=list(State),
-    transitions=[{"trigger": t, "source": list(srcs), "dest": dst} for t, srcs, dst in TRANSITIONS],
+    transitions=[{"trigger": t.value, "source": list(srcs), "dest": dst} for t, srcs, dst in TRANSITIONS],
     initial=None,
     auto_transitions=False,
     send_event=False,
@@ -170,36 +211,41 @@ class Outcome(str, Enum):
 
 def classify(state: State, trigger: str) -> Outcome:
     """MOVED for a legal edge, IGNORED for stale or repeated news; raises for anything else."""
-    if (state, trigger) in _EDGES:
+    try:
+        known = Trigger(trigger)
+    except ValueError:
+        raise IllegalTransition(state.value, str(trigger)) from None
+    if (state, known) in _EDGES:
         return Outcome.MOVED
-    if trigger in STALE[state]:
+    if known in STALE[state]:
         return Outcome.IGNORED
-    raise IllegalTransition(state.value, trigger)
+    raise IllegalTransition(state.value, known.value)
 
 
 def destination(state: State, trigger: str) -> State:
-    return _EDGES[(state, trigger)]
+    return _EDGES[(state, Trigger(trigger))]
 
 
-def step(lifecycle: Lifecycle, trigger: str, facts: Mapping[str, Any], at: datetime) -> Outcome:
-    """Fire `trigger` on the shared machine, then fold its facts into the projection.
+@dataclass(slots=True)
+class _Cursor:
+    """The machine's model for one step: a lifecycle is immutable, the cursor is thrown away."""
 
-    Returns IGNORED (and changes nothing) for stale news; raises IllegalTransition otherwise.
-    The caller persists; on a failed commit it restores the snapshot it took (see `snapshot`).
+    state: State
+
+
+def step(lifecycle: Lifecycle, trigger: str, facts: Mapping[str, Any], at: datetime) -> tuple[Lifecycle, Outcome]:
+    """Fire `trigger` on the shared machine and return the next lifecycle with its facts folded in.
+
+    Stale news returns the same lifecycle and IGNORED; anything else illegal raises
+    IllegalTransition. Nothing is mutated, so a caller whose commit fails keeps what it had.
     """
     if classify(lifecycle.state, trigger) is Outcome.IGNORED:
-        return Outcome.IGNORED
-    MACHINE.events[trigger].trigger(lifecycle)
-    apply_facts(lifecycle, facts)
-    lifecycle.version += 1
-    lifecycle.updated_at = at
-    return Outcome.MOVED
+        return lifecycle, Outcome.IGNORED
+    cursor = _Cursor(lifecycle.state)
+    MACHINE.events[Trigger(trigger).value].trigger(cursor)
+    moved = replace(lifecycle, state=cursor.state, version=lifecycle.version + 1, updated_at=at)
+    return apply_facts(moved, facts), Outcome.MOVED
 
 
 def snapshot(lifecycle: Lifecycle) -> dict[str, Any]:
     return {name: getattr(lifecycle, name) for name in _LIFECYCLE_FIELDS}
-
-
-def restore(lifecycle: Lifecycle, saved: Mapping[str, Any]) -> None:
-    for name, value in saved.items():
-        setattr(lifecycle, name, value)

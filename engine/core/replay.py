@@ -6,10 +6,10 @@ from collections.abc import Iterable, Mapping
 from datetime import datetime
 from typing import Any, Protocol
 
-from engine.core.domain import Signal
-from engine.core.lifecycle import Lifecycle, apply_facts, step
+from engine.core.domain import Mode, Signal
+from engine.core.lifecycle import Lifecycle, Trigger, apply_facts, step
 
-CREATED = "created"
+CREATED = Trigger.CREATED
 
 
 class HistoryRow(Protocol):
@@ -30,22 +30,9 @@ def replay(history: Iterable[HistoryRow], lifecycle_id: int) -> Lifecycle:
     if not rows or rows[0].trigger != CREATED:
         raise ValueError(f"lifecycle {lifecycle_id}: history does not start with a '{CREATED}' row")
     first = rows[0].payload
-    signal = Signal.parse(first)
-    lc = Lifecycle(
-        id=lifecycle_id,
-        signal_id=signal.signal_id,
-        symbol=signal.symbol,
-        side=signal.side.value,
-        qty=signal.qty,
-        signal_price=signal.price,
-        stop=signal.stop,
-        target=signal.target,
-        mode=first["mode"],
-        extended_hours=bool(first["extended_hours"]),
-        created_at=rows[0].at,
-        updated_at=rows[0].at,
-    )
-    apply_facts(lc, first)
+    lc = Lifecycle.opened(Signal.parse(first), mode=Mode(first["mode"]), extended_hours=bool(first["extended_hours"]),
+                          at=rows[0].at, lifecycle_id=lifecycle_id)
+    lc = apply_facts(lc, first)
     for row in rows[1:]:
-        step(lc, row.trigger, row.payload, row.at)
+        lc, _ = step(lc, row.trigger, row.payload, row.at)
     return lc

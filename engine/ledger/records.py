@@ -7,33 +7,9 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any, Sequence
 
-from engine.core.domain import Leg, Side
+from engine.core.orders import OrderIntent, OrderUpdate
 
-
-@dataclass(frozen=True)
-class OrderIntent:
-    """A broker order the engine is about to send: recorded before the call (persist, then act)."""
-
-    client_order_id: str
-    leg: Leg
-    side: Side
-    order_type: str
-    time_in_force: str
-    qty: Decimal
-    limit_price: Decimal | None = None
-    stop_price: Decimal | None = None
-    extended_hours: bool = False
-
-
-@dataclass(frozen=True)
-class OrderUpdate:
-    """What the broker said about one of our orders."""
-
-    client_order_id: str
-    status: str
-    broker_order_id: str | None = None
-    filled_qty: Decimal | None = None
-    filled_avg_price: Decimal | None = None
+__all__ = ["FillRecord", "OrderIntent", "OrderUpdate", "OrphanOrder", "TransitionRecord", "Writes"]
 
 
 @dataclass(frozen=True)
@@ -67,3 +43,20 @@ class TransitionRecord:
     payload: dict[str, Any] = field(default_factory=dict)
     prev_hash: str | None = None  # the hash chain (engine/chain.py); None only for unsaved rows
     row_hash: str | None = None
+
+
+@dataclass(frozen=True)
+class OrphanOrder:
+    """An order under this engine's prefix that the ledger never intended, as the broker shows it."""
+
+    client_order_id: str
+    broker_order_id: str
+    symbol: str
+    side: str
+    order_type: str
+    order_class: str
+    qty: Decimal
+    limit_price: Decimal | None
+    stop_price: Decimal | None
+    submitted_at: datetime | None
+    update: OrderUpdate

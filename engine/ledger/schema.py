@@ -26,6 +26,7 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     UniqueConstraint,
+    false,
 )
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -165,6 +166,8 @@ class OrderRow(Base):
     limit_price: Mapped[Decimal | None] = mapped_column(Money)
     stop_price: Mapped[Decimal | None] = mapped_column(Money)
     status: Mapped[str] = mapped_column(String(24))
+    # The broker will change the order no more: the adapter says so, the ledger reads no status word.
+    final: Mapped[bool] = mapped_column(Boolean, server_default=false())
     filled_qty: Mapped[Decimal] = mapped_column(Money)
     filled_avg_price: Mapped[Decimal | None] = mapped_column(Money)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
@@ -214,6 +217,7 @@ class OrphanOrderRow(Base):
     limit_price: Mapped[Decimal | None] = mapped_column(Money)
     stop_price: Mapped[Decimal | None] = mapped_column(Money)
     status: Mapped[str] = mapped_column(String(24))
+    final: Mapped[bool] = mapped_column(Boolean, server_default=false())
     filled_qty: Mapped[Decimal] = mapped_column(Money)
     filled_avg_price: Mapped[Decimal | None] = mapped_column(Money)
     submitted_at: Mapped[datetime | None] = mapped_column(UTCDateTime)  # the broker's time

@@ -43,6 +43,7 @@ class Sample:
 class _Builder:
     def __init__(self, ledger: Ledger, sample: Sample) -> None:
         self.ledger, self.sample = ledger, sample
+        self.current: dict[str, Lifecycle] = {}  # each letter's lifecycle as last committed
 
     def open(self, letter: str, at: datetime, mode: Mode, limit: str | None, **signal: Any) -> Lifecycle:
         sig = Signal.parse({"signal_id": f"sig-{letter}", **signal})
@@ -54,12 +55,14 @@ class _Builder:
                                                  writes=Writes(intents=[intent]))
         assert created
         self.sample.ids[letter] = lc.id
+        self.current[letter] = lc
         self._note(letter, "created")
         return lc
 
     def step(self, letter: str, lc: Lifecycle, trigger: str, at: datetime, source: str = "engine",
              writes: Writes | None = None, **facts: Any) -> None:
-        self.ledger.record(lc, trigger, facts, at=at, source=source, writes=writes)
+        self.current[letter], _ = self.ledger.record(self.current[letter], trigger, facts, at=at, source=source,
+                                                     writes=writes)
         self._note(letter, trigger)
 
     def _note(self, letter: str, trigger: str) -> None:
@@ -68,11 +71,13 @@ class _Builder:
     # --- composite steps with the order rows the service writes alongside -------------------------
 
     def submitted(self, letter: str, lc: Lifecycle, at: datetime) -> None:
+        lc = self.current[letter]
         coid = client_order_id(lc.signal_id, Leg.ENTRY)
         self.step(letter, lc, "submitted", at, entry_deadline=at + timedelta(seconds=60),
                   writes=Writes(updates=[OrderUpdate(coid, "new", broker_order_id=f"b-{letter}-en")]))
 
     def filled(self, letter: str, lc: Lifecycle, at: datetime, *executions: tuple[str, str]) -> None:
+        lc = self.current[letter]
         coid = client_order_id(lc.signal_id, Leg.ENTRY)
         qty = sum((D(q) for q, _ in executions), D(0))
         avg = sum((D(q) * D(p) for q, p in executions), D(0)) / qty
@@ -83,6 +88,7 @@ class _Builder:
 
     def exits(self, letter: str, lc: Lifecycle, at: datetime) -> None:
         """The OCO accepted: its take-profit (intended with guards_passed) and its stop leg."""
+        lc = self.current[letter]
         coid = client_order_id(lc.signal_id, Leg.TAKE_PROFIT)
         stop = OrderIntent(client_order_id(lc.signal_id, Leg.STOP), Leg.STOP, Side(lc.side).opposite, "stop", "gtc",
                            lc.filled_qty, stop_price=lc.exit_stop)
@@ -91,6 +97,7 @@ class _Builder:
 
     def passed(self, letter: str, lc: Lifecycle, at: datetime, slippage: str, stop: str, target: str,
                rr: str) -> None:
+        lc = self.current[letter]
         coid = client_order_id(lc.signal_id, Leg.TAKE_PROFIT)
         intent = OrderIntent(coid, Leg.TAKE_PROFIT, Side(lc.side).opposite, "limit", "gtc", lc.filled_qty,
                              limit_price=D(target), stop_price=D(stop))
@@ -99,6 +106,7 @@ class _Builder:
 
     def exit_filled(self, letter: str, lc: Lifecycle, at: datetime, price: str, pnl: str, r: str,
                     leg: Leg = Leg.TAKE_PROFIT) -> None:
+        lc = self.current[letter]
         coid = client_order_id(lc.signal_id, leg)
         fill = FillRecord(coid, f"x-{letter}-exit", lc.filled_qty, D(price), at)
         update = OrderUpdate(coid, "filled", filled_qty=lc.filled_qty, filled_avg_price=D(price))
@@ -106,6 +114,7 @@ class _Builder:
                   exit_price=price, realized_pnl=pnl, r_multiple=r, exit_leg=leg.value)
 
     def flattened(self, letter: str, lc: Lifecycle, at: datetime, price: str, pnl: str, r: str) -> None:
+        lc = self.current[letter]
         coid = client_order_id(lc.signal_id, Leg.FLATTEN)
         fill = FillRecord(coid, f"x-{letter}-flat", lc.filled_qty, D(price), at)
         update = OrderUpdate(coid, "filled", broker_order_id=f"b-{letter}-fl", filled_qty=lc.filled_qty,
@@ -114,6 +123,7 @@ class _Builder:
                   exit_price=price, realized_pnl=pnl, r_multiple=r)
 
     def flatten_intent(self, lc: Lifecycle) -> Writes:
+        lc = self.current[lc.signal_id.removeprefix("sig-")]
         coid = client_order_id(lc.signal_id, Leg.FLATTEN)
         return Writes(intents=[OrderIntent(coid, Leg.FLATTEN, Side(lc.side).opposite, "market", "day",
                                            lc.filled_qty)])

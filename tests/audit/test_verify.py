@@ -230,7 +230,7 @@ def test_concurrent_writers_keep_one_unbroken_chain(ledger: Ledger) -> None:
                 signal = Signal.parse({"signal_id": f"{tag}-{n}", "symbol": "CRWD", "side": "buy", "qty": 1,
                                        "price": "534.82", "stop": "529.47"})
                 lc, _ = writer.open_lifecycle(signal, mode=Mode.SMART, extended_hours=False, at=DAY2)
-                writer.record(lc, "submitted", {}, at=DAY2, source="engine")
+                lc, _ = writer.record(lc, "submitted", {}, at=DAY2, source="engine")
                 writer.record(lc, "timeout", {}, at=DAY2, source="timer")
         except BaseException as exc:  # pragma: no cover - reported below
             errors.append(exc)

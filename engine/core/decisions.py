@@ -1,0 +1,296 @@
+"""What to do next: pure functions from a lifecycle, the facts and the settings to a `Decision`.
+
+A decision names the transition to record (with its facts and the order intents that must commit
+with it) and what the service must do once that commit has landed. The service carries decisions
+out — load, decide, persist, act — and decides nothing itself, so every reaction here is tested
+without a venue or a database.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from decimal import Decimal
+from enum import Enum
+from typing import Any
+
+from engine.core.config import Settings
+from engine.core.domain import Leg, Mode, Side, Signal, client_order_id
+from engine.core.lifecycle import Lifecycle, State, Trigger
+from engine.core.orders import Kind, OrderIntent, OrderReport, Session
+from engine.core.pricing import entry_limit, exits_from_fill, fraction, judge_fill, ratio, to_tick
+
+MAX_FLATTEN_ATTEMPTS = 3
+# Outside regular hours Alpaca takes no market order: flatten with a limit this far through the fill.
+EXTENDED_FLATTEN_THROUGH = Decimal("0.01")
+# States in which the engine waits for news from the broker, by the legs it waits on.
+WAITING: dict[State, tuple[Leg, ...]] = {
+    State.LIMIT_SUBMITTED: (Leg.ENTRY,),
+    State.PARTIALLY_FILLED: (Leg.ENTRY,),
+    State.CANCEL_REQUESTED: (Leg.ENTRY,),
+    State.EXITS_PLACED: (Leg.TAKE_PROFIT, Leg.STOP),
+    State.REJECTED: (Leg.FLATTEN,),
+}
+_DEADLINE_STATES = (State.LIMIT_SUBMITTED, State.PARTIALLY_FILLED)
+
+
+class Then(str, Enum):
+    """What the service does after a decision's commit (or at once, when nothing is recorded)."""
+
+    ARM = "arm"  # (re-)arm the entry's fill timeout
+    CANCEL_ENTRY = "cancel_entry"
+    VERIFY = "verify"  # look the entry up now: a refused cancel usually means it filled
+    AFTER_FILL = "after_fill"  # judge the fill: guards, then exits or flatten
+    PLACE_ENTRY = "place_entry"
+    PLACE_EXITS = "place_exits"
+    PAUSE = "pause"  # back off briefly before the next attempt
+    FLATTEN = "flatten"  # send the newest flatten intent
+
+
+@dataclass(frozen=True)
+class Decision:
+    trigger: Trigger | None = None  # None: nothing moves; the order news alone is saved
+    facts: Mapping[str, Any] = field(default_factory=dict)
+    intents: tuple[OrderIntent, ...] = ()
+    then: tuple[Then, ...] = ()
+    refusal: str | None = None  # why a signal or a fill was refused: logged for the trader
+    problem: str | None = None  # something failed and is being retried
+    alarm: str | None = None  # a position the engine could not close: a person must act
+
+
+NOTHING = Decision()
+
+
+# --- intake --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Intake:
+    """A new signal's first row: its facts and entry intent, or why it is refused at once."""
+
+    extended: bool
+    facts: Mapping[str, Any]
+    intents: tuple[OrderIntent, ...]
+    refusal: str | None
+
+
+def session_refusal(session: Session, mode: Mode, settings: Settings) -> str | None:
+    if session is Session.CLOSED:
+        return "market closed"
+    if session is Session.EXTENDED and not settings.extended_hours:
+        return "outside regular hours and extended hours are disabled (SMART_EXECUTOR_EXTENDED_HOURS)"
+    if session is Session.EXTENDED and mode is Mode.LEGACY:
+        return "outside regular hours: the legacy path sends market orders, which Alpaca refuses then"
+    return None
+
+
+def intake(signal: Signal, mode: Mode, session: Session, settings: Settings) -> Intake:
+    extended = session is Session.EXTENDED
+    refusal = session_refusal(session, mode, settings)
+    facts: dict[str, Any] = {"session": session.value}
+    coid = client_order_id(signal.signal_id, Leg.ENTRY)
+    intents: tuple[OrderIntent, ...] = ()
+    if refusal is None and mode is Mode.SMART:
+        limit = entry_limit(signal.price, signal.side, settings.limit_buffer(extended))
+        facts["limit_price"] = limit
+        intents = (OrderIntent(coid, Leg.ENTRY, signal.side, "limit", "day", signal.qty, limit_price=limit,
+                               extended_hours=extended),)
+    elif refusal is None:
+        intents = (OrderIntent(coid, Leg.ENTRY, signal.side, "market", "day", signal.qty),)
+    return Intake(extended, facts, intents, refusal)
+
+
+def refuse_entry(reason: str) -> Decision:
+    return Decision(Trigger.REJECTED, {"reject_reason": reason}, refusal=reason)
+
+
+def resume_pending(lc: Lifecycle, now: datetime, settings: Settings) -> Decision:
+    """An entry intended before a crash that the broker never received: send it while the signal
+    is younger than the fill timeout, refuse it after."""
+    age = (now - lc.created_at).total_seconds()
+    if age <= settings.timeout(lc.extended_hours):
+        return Decision(then=(Then.PLACE_ENTRY,))
+    return refuse_entry(f"the entry never reached the broker and the signal is {age:.0f}s old "
+                        f"(older than the fill timeout)")
+
+
+# --- the entry -----------------------------------------------------------------------------------
+
+
+def _deadline(lc: Lifecycle, now: datetime, settings: Settings) -> datetime:
+    return now + timedelta(seconds=settings.timeout(lc.extended_hours))
+
+
+def _fill_facts(report: OrderReport) -> dict[str, Any]:
+    facts: dict[str, Any] = {"filled_qty": report.filled_qty, "filled_avg_price": report.filled_avg_price,
+                             "broker_order_id": report.update.broker_order_id}
+    if report.execution is not None:
+        facts.update(execution_id=report.execution.execution_id, price=report.execution.price,
+                     qty=report.execution.qty)
+    return facts
+
+
+def on_entry(lc: Lifecycle, report: OrderReport, now: datetime, settings: Settings) -> Decision:
+    kind, smart = report.kind, lc.mode == Mode.SMART.value
+    if kind is Kind.ACK or (kind is Kind.INFO and lc.state is State.PENDING):
+        facts: dict[str, Any] = {"broker_order_id": report.update.broker_order_id, "status": report.update.status}
+        if smart:
+            facts["entry_deadline"] = _deadline(lc, now, settings)
+        return Decision(Trigger.SUBMITTED, facts, then=(Then.ARM,))
+    if kind is Kind.PARTIAL_FILL:
+        if report.filled_qty <= lc.filled_qty:  # stale or repeated: cumulative quantity is the truth
+            return NOTHING
+        facts = _fill_facts(report)
+        if lc.entry_deadline is None and smart:
+            facts["entry_deadline"] = _deadline(lc, now, settings)
+        return Decision(Trigger.PARTIAL_FILL, facts, then=(Then.ARM,))
+    if kind is Kind.FILL:
+        return Decision(Trigger.FILL, _fill_facts(report), then=(Then.AFTER_FILL,))
+    if kind is Kind.DONE:
+        if report.filled_qty > 0:
+            # Canceled or expired after a partial fill: the filled part is the position to manage.
+            return Decision(Trigger.CANCELED_PARTIAL, {**_fill_facts(report), "status": report.update.status},
+                            then=(Then.AFTER_FILL,))
+        reason = ("fill timeout" if lc.state is State.CANCEL_REQUESTED
+                  else f"entry {report.update.status} by the broker")
+        return Decision(Trigger.CANCELED, {"reject_reason": reason, "status": report.update.status})
+    if kind is Kind.REJECTED:
+        return refuse_entry(f"broker rejected the entry ({report.update.status})")
+    if kind is Kind.CANCEL_REJECTED:
+        return Decision(then=(Then.VERIFY,))
+    return NOTHING
+
+
+def on_deadline(lc: Lifecycle, now: datetime) -> Decision:
+    if lc.state not in _DEADLINE_STATES:
+        return NOTHING
+    if lc.entry_deadline is not None and lc.entry_deadline > now:
+        return Decision(then=(Then.ARM,))  # re-armed later (e.g. a deadline set again on resume)
+    return Decision(Trigger.TIMEOUT, {"entry_deadline": lc.entry_deadline}, then=(Then.CANCEL_ENTRY,))
+
+
+def deadline_due(lc: Lifecycle) -> datetime | None:
+    """When the fill timeout fires for this lifecycle (None: it has no running timeout)."""
+    return lc.entry_deadline if lc.state in _DEADLINE_STATES else None
+
+
+def cancel_again(lc: Lifecycle, found: Kind | None) -> bool:
+    """After a cancel: an entry still plainly working (not even pending_cancel) means the cancel
+    never took effect (refused with a 429, or lost): waiting would leave it resting all day."""
+    return lc.state is State.CANCEL_REQUESTED and found in (Kind.ACK, Kind.PARTIAL_FILL)
+
+
+# --- after the fill: guards, then exits or flatten ------------------------------------------------
+
+
+def after_fill(lc: Lifecycle, settings: Settings) -> Decision:
+    if lc.state is not State.FILLED:
+        return NOTHING
+    assert lc.filled_avg_price is not None
+    side = Side(lc.side)
+    # The smart path anchors exits to the price paid; the legacy path keeps its old arithmetic
+    # (anchored to the signal), so the ledger shows what that costs.
+    anchor = lc.filled_avg_price if lc.mode == Mode.SMART.value else lc.signal_price
+    exits = exits_from_fill(anchor, side, stop_level=lc.stop, target_level=lc.target,
+                            default_stop_pct=settings.default_stop_pct, target_multiple=settings.min_rr_ratio)
+    verdict = judge_fill(side=side, signal_price=lc.signal_price, fill_price=lc.filled_avg_price, exits=exits,
+                         max_slippage=settings.max_slippage_pct, min_reward_risk=settings.min_rr_ratio)
+    facts: dict[str, Any] = {"slippage": fraction(verdict.slippage), "exit_stop": exits.stop,
+                             "exit_target": exits.target, "reward_risk": verdict.reward_risk}
+    if verdict.passed:
+        intent = OrderIntent(client_order_id(lc.signal_id, Leg.TAKE_PROFIT), Leg.TAKE_PROFIT, side.opposite,
+                             "limit", "gtc", lc.filled_qty, limit_price=exits.target, stop_price=exits.stop)
+        return Decision(Trigger.GUARDS_PASSED, facts, (intent,), then=(Then.PLACE_EXITS,))
+    reason = "; ".join(verdict.reasons)
+    return Decision(Trigger.GUARDS_FAILED, {**facts, "reject_reason": reason}, (flatten_intent(lc, 1),),
+                    then=(Then.FLATTEN,), refusal=reason)
+
+
+def exit_leg(is_stop: bool) -> Leg:
+    return Leg.STOP if is_stop else Leg.TAKE_PROFIT
+
+
+def exits_accepted(lc: Lifecycle, report: OrderReport) -> Decision:
+    facts: dict[str, Any] = {"broker_order_id": report.update.broker_order_id, "status": report.update.status}
+    if lc.extended_hours:
+        # Alpaca holds no OCO/stop orders outside regular hours: the GTC pair is accepted now
+        # and works from the next regular open; until then the position is not protected.
+        facts["exits_active_from"] = "next regular session open"
+    return Decision(Trigger.EXITS_PLACED, facts)
+
+
+def exits_refused(lc: Lifecycle, reason: str) -> Decision:
+    return Decision(Trigger.EXITS_REJECTED, {"reject_reason": reason}, (flatten_intent(lc, 1),),
+                    then=(Then.FLATTEN,), refusal=reason)
+
+
+def outcome(lc: Lifecycle, exit_price: Decimal) -> dict[str, Any]:
+    """Realised P&L and R multiple of a position closed at `exit_price`."""
+    assert lc.filled_avg_price is not None
+    side = Side(lc.side)
+    per_share = (exit_price - lc.filled_avg_price) * side.sign
+    facts: dict[str, Any] = {"exit_price": exit_price, "realized_pnl": per_share * lc.filled_qty}
+    if lc.exit_stop is not None and (risk := (lc.filled_avg_price - lc.exit_stop) * side.sign) > 0:
+        facts["r_multiple"] = ratio(per_share / risk)
+    return facts
+
+
+def on_exit(lc: Lifecycle, leg: Leg, report: OrderReport) -> Decision:
+    price = report.filled_avg_price
+    if report.kind is Kind.FILL and lc.state is State.EXITS_PLACED and price is not None:
+        return Decision(Trigger.EXIT_FILLED, {**outcome(lc, price), "exit_leg": leg.value,
+                                              "broker_order_id": report.update.broker_order_id})
+    return NOTHING
+
+
+# --- flatten: close exactly what this lifecycle owns ------------------------------------------------
+
+
+def flatten_intent(lc: Lifecycle, attempt: int) -> OrderIntent:
+    coid = client_order_id(lc.signal_id, Leg.FLATTEN, attempt)
+    side = Side(lc.side).opposite
+    if lc.extended_hours:
+        assert lc.filled_avg_price is not None
+        through = to_tick(lc.filled_avg_price * (1 + side.sign * EXTENDED_FLATTEN_THROUGH))
+        return OrderIntent(coid, Leg.FLATTEN, side, "limit", "day", lc.filled_qty, limit_price=through,
+                           extended_hours=True)
+    return OrderIntent(coid, Leg.FLATTEN, side, "market", "day", lc.filled_qty)
+
+
+def flatten_attempt(client_order_id_: str) -> int:
+    """Which attempt a flatten order's client order id is (`…-fl2` → 2)."""
+    return int(client_order_id_.rsplit("fl", 1)[1])
+
+
+def retry_flatten(lc: Lifecycle, attempt: int, reason: str) -> Decision:
+    """The flatten `attempt` failed: send the next one, or give up loudly after the last."""
+    if attempt >= MAX_FLATTEN_ATTEMPTS:
+        return Decision(alarm=f"POSITION LEFT OPEN: {lc.signal_id} {lc.filled_qty} {lc.symbol} after {attempt} "
+                              f"flatten attempts ({reason}); manual action needed")
+    return Decision(intents=(flatten_intent(lc, attempt + 1),), then=(Then.PAUSE, Then.FLATTEN),
+                    problem=f"{reason}; retrying as attempt {attempt + 1}")
+
+
+def on_flatten(lc: Lifecycle, report: OrderReport, attempt: int) -> Decision:
+    price = report.filled_avg_price
+    if report.kind is Kind.FILL and price is not None:
+        return Decision(Trigger.FLATTENED, {**outcome(lc, price), "broker_order_id": report.update.broker_order_id})
+    if report.kind in (Kind.DONE, Kind.REJECTED) and lc.state is State.REJECTED:
+        return retry_flatten(lc, attempt, f"flatten {report.update.client_order_id} ended {report.update.status}")
+    return NOTHING
+
+
+# --- catching up after a restart, a reconnect or a mute stream -------------------------------------
+
+
+def catch_up(lc: Lifecycle, settings: Settings) -> Decision:
+    """What a lifecycle needs next when nothing new is known of its orders (the commit before a
+    crash landed, the broker call after it may not have)."""
+    if lc.state is State.FILLED:
+        return after_fill(lc, settings)
+    if lc.state is State.VALIDATED:
+        return Decision(then=(Then.PLACE_EXITS,))  # an exit already placed answers "duplicate": looked up
+    if lc.state is State.REJECTED:
+        return Decision(then=(Then.FLATTEN,))
+    return Decision(then=(Then.ARM,))

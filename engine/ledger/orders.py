@@ -1,0 +1,87 @@
+"""Order and fill rows: written in the transaction of the transition they explain, or alone.
+
+A row's status and cumulative fill only move forward: the rules here are the same for the
+engine's `orders` and for `orphan_orders`.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import Connection, Row, insert, select, update
+
+from engine.ledger.records import Writes
+from engine.core.orders import OrderUpdate
+from engine.ledger.schema import fills, orders
+
+INTENDED = "intended"  # the status of an order recorded and not yet acknowledged by the broker
+_INSERT_ORDER = insert(orders)
+_INSERT_FILL = insert(fills)
+
+
+def apply_writes(conn: Connection, lifecycle_id: int, at: datetime, writes: Writes | None) -> None:
+    if writes is None:
+        return
+    for intent in writes.intents:
+        conn.execute(
+            _INSERT_ORDER,
+            {
+                "lifecycle_id": lifecycle_id,
+                "client_order_id": intent.client_order_id,
+                "broker_order_id": None,
+                "leg": intent.leg.value,
+                "side": intent.side.value,
+                "order_type": intent.order_type,
+                "time_in_force": intent.time_in_force,
+                "extended_hours": intent.extended_hours,
+                "qty": intent.qty,
+                "limit_price": intent.limit_price,
+                "stop_price": intent.stop_price,
+                "status": INTENDED,
+                "final": False,
+                "filled_qty": Decimal(0),
+                "filled_avg_price": None,
+                "created_at": at,
+                "updated_at": at,
+            },
+        )
+    for change in writes.updates:
+        _update_order(conn, change, at)
+    for fill in writes.fills:
+        order_id = conn.execute(
+            select(orders.c.id).where(orders.c.client_order_id == fill.client_order_id)
+        ).scalar_one()
+        conn.execute(
+            _INSERT_FILL,
+            {"order_id": order_id, "execution_id": fill.execution_id, "qty": fill.qty, "price": fill.price,
+             "at": fill.at},
+        )
+
+
+def _update_order(conn: Connection, change: OrderUpdate, at: datetime) -> None:
+    where = orders.c.client_order_id == change.client_order_id
+    current = conn.execute(select(orders.c.filled_qty, orders.c.status, orders.c.final).where(where)).first()
+    if current is None:
+        raise KeyError(f"no order with client_order_id {change.client_order_id!r} in the ledger")
+    values = {"updated_at": at, **progress(current, change)}
+    if change.broker_order_id is not None:
+        values["broker_order_id"] = change.broker_order_id
+    conn.execute(update(orders).where(where).values(values))
+
+
+def progress(current: Row[Any], change: OrderUpdate) -> dict[str, Any]:
+    """The columns a broker report may move on a row holding (`status`, `final`, `filled_qty`)."""
+    values: dict[str, Any] = {}
+    # A reply or event that arrives after a final status (e.g. the submit's own `new` after the
+    # `fill` event) must not make a finished order look open again.
+    if not current.final or change.final:
+        values.update(status=change.status, final=change.final)
+    # Cumulative quantities are the truth and only grow: a late or reordered report cannot
+    # shrink what has already been seen.
+    if change.filled_qty is not None and change.filled_qty >= current.filled_qty:
+        values["filled_qty"] = change.filled_qty
+        if change.filled_avg_price is not None:
+            values["filled_avg_price"] = change.filled_avg_price
+    return values
