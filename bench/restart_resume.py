@@ -59,7 +59,9 @@ from engine.ledger import Ledger, OrderIntent, OrderUpdate, Writes
 from engine.core.lifecycle import State
 from engine.core.pricing import entry_limit
 from engine.broker.ratelimit import Priority, RateLimiter
-from engine.service import BULK_PAGE, Executor
+from engine.service import Executor
+from engine.service.reconciler import BULK_PAGE
+from engine.service.timers import DEADLINE
 from engine.sim.orders import NewOrder
 
 SYMBOL, QTY = "RSME", Decimal(10)
@@ -151,7 +153,7 @@ async def resume(venue: ProbedVenue, url: str, plan: Plan, timeout: float) -> tu
 
     def resumed(counts: Counter[str]) -> bool:
         # The executor's timer queue is the only place a re-armed deadline shows.
-        armed = {due.lifecycle_id for due in executor._due if due.what == "deadline"}
+        armed = executor.timers.pending(DEADLINE)
         return (counts[State.CANCELED.value] == len(plan.canceled)
                 and sum(counts[s.value] for s in LATER) == len(plan.filled)
                 and counts[State.LIMIT_SUBMITTED.value] == len(plan.resting) and plan.resting <= armed)

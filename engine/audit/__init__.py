@@ -10,16 +10,16 @@ from engine.audit.queries import (
     VIEWS,
     LifecycleFilter,
     Story,
+    Verification,
     export_csv,
     lifecycle_story,
     list_lifecycles,
     outcome_rows,
     parse_when,
-    plain,
     read_engine,
     row_counts,
+    verify,
 )
-from engine.audit.queries import Verification, verify
 
 __all__ = [
     "EXPORTABLE", "TABLES", "VIEWS", "LifecycleFilter", "Story", "Verification", "export_csv",

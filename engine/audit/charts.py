@@ -35,7 +35,7 @@ class Chart:
 
 def _png(figure: Figure) -> bytes:
     buffer = io.BytesIO()
-    FigureCanvasAgg(figure).print_png(buffer)
+    FigureCanvasAgg(figure).print_png(buffer)  # type: ignore[no-untyped-call]
     return buffer.getvalue()
 
 
@@ -64,10 +64,10 @@ def slippage_histogram(report: Report) -> Chart:
     for mode in ordered:
         *_, bars = ax.hist([float(v) for v in series[mode]], bins=[float(e) for e in edges], alpha=0.55,
                            color=MODE_COLOURS.get(mode), edgecolor="white")
-        bars.set_label(mode)  # on the container, as ax.bar does: one legend entry, and it names the bars
+        bars.set_label(mode)  # type: ignore[union-attr]  # on the container, as ax.bar does: one legend entry, and it names the bars
     ax.set_xlabel("adverse slippage (%)")
     ax.set_ylabel("fills")
-    ax.yaxis.get_major_locator().set_params(integer=True)
+    ax.yaxis.get_major_locator().set_params(integer=True)  # type: ignore[call-arg]
     ax.legend(frameon=False, loc="upper left", bbox_to_anchor=(1.01, 1))  # outside: never over a bar
     return Chart(title, figure, _png(figure))
 
@@ -94,7 +94,7 @@ def outcomes_per_day(report: Report) -> Chart:
     ax.set_xticks(positions, [d.isoformat() for d in days])
     ax.set_xlabel("day of the signal (UTC)")
     ax.set_ylabel("lifecycles")
-    ax.yaxis.get_major_locator().set_params(integer=True)
+    ax.yaxis.get_major_locator().set_params(integer=True)  # type: ignore[call-arg]
     if len(days) > 10:
         ax.tick_params(axis="x", labelrotation=60, labelsize=7)
     ax.legend(frameon=False, fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1))

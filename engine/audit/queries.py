@@ -13,21 +13,20 @@ import json
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta, timezone
-from decimal import Decimal
 from typing import IO, Any
 
 from sqlalchemy import Connection, Engine, create_engine, event, exists, func, select, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.sql import Select
 
-from engine.ledger.chain import ChainHead, Problem, check_chain
+from engine.audit.report import OutcomeRow
 from engine.core.errors import IllegalTransition
+from engine.core.lifecycle import Lifecycle, Outcome, State, classify, destination, snapshot
 from engine.core.replay import CREATED, replay
 from engine.ledger import reads
+from engine.ledger.chain import ChainHead, Problem, check_chain
 from engine.ledger.codec import plain
 from engine.ledger.records import TransitionRecord
-from engine.core.lifecycle import Lifecycle, Outcome, State, classify, destination, snapshot
-from engine.audit.report import OutcomeRow
 from engine.ledger.schema import chain_head, fills, lifecycles, orders, orphan_orders, transitions_table
 
 VIEWS = ("lifecycle_outcomes", "fill_slippage")
@@ -134,8 +133,9 @@ class Story:
     fills: list[dict[str, Any]]
 
     def as_json(self) -> dict[str, Any]:
-        return plain({"lifecycle": self.lifecycle, "transitions": self.transitions, "orders": self.orders,
-                      "fills": self.fills})
+        story = {"lifecycle": self.lifecycle, "transitions": self.transitions, "orders": self.orders,
+                 "fills": self.fills}
+        return {name: plain(part) for name, part in story.items()}
 
 
 def lifecycle_story(conn: Connection, key: str) -> Story | None:
@@ -244,7 +244,7 @@ def _check_history(lifecycle_id: int, rows: Sequence[TransitionRecord]) -> list[
     problems: list[Problem] = []
     state: State | None = None
     for expected_seq, row in enumerate(rows, start=1):
-        def problem(what: str) -> Problem:
+        def problem(what: str, row: TransitionRecord = row) -> Problem:
             return Problem(row.id, lifecycle_id, row.seq, what)
 
         if row.seq != expected_seq:
@@ -300,7 +300,7 @@ def verify(conn: Connection, anchors: Iterable[ChainHead] = ()) -> Verification:
     histories: dict[int, list[TransitionRecord]] = {}
     record_fields = set(TransitionRecord.__dataclass_fields__)
 
-    def walked(rows: Iterable[Mapping[str, Any]]) -> Iterator[Mapping[str, Any]]:
+    def walked(rows: Iterable[Mapping[Any, Any]]) -> Iterator[Mapping[Any, Any]]:
         for row in rows:
             result.transitions += 1
             histories.setdefault(row["lifecycle_id"], []).append(

@@ -14,7 +14,8 @@ from decimal import Decimal
 from typing import Protocol
 
 from engine.core.domain import Side
-from engine.core.orders import Kind, Session
+from engine.core.orders import Kind as Kind  # re-exported: the port speaks the core's vocabulary
+from engine.core.orders import Session as Session
 from engine.core.errors import EngineError
 
 

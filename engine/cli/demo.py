@@ -13,14 +13,14 @@ from dataclasses import dataclass, replace
 from decimal import Decimal
 from pathlib import Path
 
-from engine.ledger import database as db
-from engine.broker.alpaca import AlpacaBroker
 from engine.core.config import Settings
 from engine.core.domain import Mode, Signal
-from engine.ledger import Ledger
 from engine.core.lifecycle import TERMINAL, Lifecycle, State
 from engine.core.pricing import percent
+from engine.ledger import Ledger
+from engine.ledger import database as db
 from engine.service import Executor
+from engine.service.runner import BrokerTarget
 from engine.sim import SimClock, Venue, load_scenario
 
 KEY, SECRET = "sim-key", "sim-secret"
@@ -85,7 +85,7 @@ async def demo(database: str) -> int:
         venue.load_scenario(scenario)
     await venue.start(port=0)
     settings = replace(Settings.from_env({}), fill_timeout=DEMO_TIMEOUT, database_url=url)
-    broker = AlpacaBroker(KEY, SECRET, rest_url=venue.rest_url, stream_url=venue.stream_url)
+    broker = BrokerTarget(KEY, SECRET, True, venue.rest_url, venue.stream_url).broker()
     executor = Executor(settings, ledger, broker, verify_after=0.5, poll_interval=3.0)
     print(f"Smart Order Executor demo: local venue at {venue.rest_url}, ledger {path}")
     print(f"(fill timeout shortened to {DEMO_TIMEOUT:g}s for the demo; the product default is 60s)\n")

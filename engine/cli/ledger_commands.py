@@ -22,12 +22,13 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
 
 from engine import audit
-from engine.ledger.chain import ChainHead
+from engine.audit.render import as_html, as_text, pct
+from engine.audit.report import build_report
+from engine.audit.text_table import render as table
 from engine.core.config import Settings
 from engine.core.errors import EngineError
-from engine.audit.report import build_report
-from engine.audit.render import as_html, as_text, pct
-from engine.audit.text_table import render as table
+from engine.ledger.chain import ChainHead
+from engine.ledger.codec import plain
 
 Handler = Callable[[argparse.Namespace, Settings], int]
 
@@ -63,7 +64,7 @@ def _when(raw: str | None, *, end_of_day: bool = False) -> datetime | None:
 
 
 def _print_json(value: Any) -> None:
-    print(json.dumps(audit.plain(value), indent=2))
+    print(json.dumps(plain(value), indent=2))
 
 
 def _time(value: datetime | None) -> str | None:
@@ -238,7 +239,7 @@ def _database_option(p: argparse.ArgumentParser) -> None:
     p.add_argument("--database-url", help="the ledger to read (default: SMART_EXECUTOR_DATABASE_URL)")
 
 
-def add_commands(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
+def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Register the auditor's subcommands on the `smartexec` parser."""
     ledger = sub.add_parser("ledger", help="query, export and verify the ledger (read-only)")
     commands = ledger.add_subparsers(dest="ledger_command", required=True)

@@ -11,11 +11,11 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from engine.ledger import database as db
 from engine.cli.ledger_commands import add_commands as add_audit_commands
 from engine.core.config import Settings
 from engine.core.domain import Signal
 from engine.core.errors import EngineError, InvalidSignal
+from engine.ledger import database as db
 
 log = logging.getLogger("smartexec")
 Handler = Callable[[argparse.Namespace, Settings], int]

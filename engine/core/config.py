@@ -7,9 +7,9 @@ A bad value stops the engine before it touches the broker, with a message naming
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
 from decimal import Decimal, InvalidOperation
-from typing import Callable, Mapping
 
 from engine.core.errors import ConfigError
 
@@ -88,7 +88,7 @@ class Settings:
     poll_interval: float = 15.0
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
         source = os.environ if env is None else env
         values: dict[str, object] = {}
         for field in fields(cls):

@@ -281,6 +281,19 @@ def on_flatten(lc: Lifecycle, report: OrderReport, attempt: int) -> Decision:
     return NOTHING
 
 
+def send_failed(lc: Lifecycle, intent: OrderIntent, refused: str | None, flatten_attempt: int) -> Decision:
+    """The broker refused an order (`refused` says why) or its fate stayed unknown (None)."""
+    coid = intent.client_order_id
+    if intent.leg is Leg.ENTRY:
+        return refuse_entry("the entry could not be confirmed at the broker" if refused is None
+                            else f"broker rejected the entry: {refused}")
+    if intent.leg is Leg.TAKE_PROFIT:
+        return exits_refused(lc, "the exits could not be confirmed at the broker" if refused is None
+                             else f"broker rejected the exits: {refused}")
+    return retry_flatten(lc, flatten_attempt, f"flatten {coid} could not be confirmed" if refused is None
+                         else f"flatten {coid} rejected: {refused}")
+
+
 # --- catching up after a restart, a reconnect or a mute stream -------------------------------------
 
 

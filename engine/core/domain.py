@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from decimal import Decimal, InvalidOperation
 from enum import Enum
-from typing import Any, Mapping
+from typing import Any
 
 from engine.core.errors import InvalidSignal
 
@@ -26,7 +27,7 @@ class Side(str, Enum):
         return 1 if self is Side.BUY else -1
 
     @property
-    def opposite(self) -> "Side":
+    def opposite(self) -> Side:
         return Side.SELL if self is Side.BUY else Side.BUY
 
 
@@ -93,7 +94,7 @@ class Signal:
     target: Decimal | None = None
 
     @classmethod
-    def parse(cls, data: Mapping[str, Any]) -> "Signal":
+    def parse(cls, data: Mapping[str, Any]) -> Signal:
         signal_id = str(data.get("signal_id") or "").strip()
         if not signal_id:
             raise InvalidSignal("signal_id", "is required")
@@ -147,5 +148,5 @@ class Signal:
             "target": None if self.target is None else str(self.target),
         }
 
-    def differences(self, other: "Signal") -> list[str]:
+    def differences(self, other: Signal) -> list[str]:
         return [f.name for f in fields(self) if getattr(self, f.name) != getattr(other, f.name)]

@@ -7,11 +7,12 @@ Pure: no I/O and no clock. `step` returns the next lifecycle with the trigger's 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, fields, replace
 from datetime import datetime
 from decimal import Decimal
 from enum import Enum, StrEnum
-from typing import Any, Mapping
+from typing import Any
 
 from transitions import Machine
 
@@ -138,14 +139,14 @@ class Lifecycle:
 
     @classmethod
     def opened(cls, signal: Signal, *, mode: Mode, extended_hours: bool, at: datetime,
-               lifecycle_id: int = 0) -> "Lifecycle":
+               lifecycle_id: int = 0) -> Lifecycle:
         """A new signal's lifecycle, PENDING: the one way intake and replay both build it."""
         return cls(id=lifecycle_id, signal_id=signal.signal_id, symbol=signal.symbol, side=signal.side.value,
                    qty=signal.qty, signal_price=signal.price, stop=signal.stop, target=signal.target,
                    mode=mode.value, extended_hours=extended_hours, created_at=at, updated_at=at)
 
     @classmethod
-    def from_row(cls, row: Mapping[str, Any]) -> "Lifecycle":
+    def from_row(cls, row: Mapping[Any, Any]) -> Lifecycle:
         """From a `lifecycles` row (the ledger's projection), column for column."""
         return cls(**{**row, "state": State(row["state"])})
 

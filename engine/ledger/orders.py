@@ -8,12 +8,12 @@ from __future__ import annotations
 
 from datetime import datetime
 from decimal import Decimal
-from typing import Any
+from typing import Any, Protocol
 
-from sqlalchemy import Connection, Row, insert, select, update
+from sqlalchemy import Connection, insert, select, update
 
-from engine.ledger.records import Writes
 from engine.core.orders import OrderUpdate
+from engine.ledger.records import Writes
 from engine.ledger.schema import fills, orders
 
 INTENDED = "intended"  # the status of an order recorded and not yet acknowledged by the broker
@@ -71,7 +71,13 @@ def _update_order(conn: Connection, change: OrderUpdate, at: datetime) -> None:
     conn.execute(update(orders).where(where).values(values))
 
 
-def progress(current: Row[Any], change: OrderUpdate) -> dict[str, Any]:
+class _Progressed(Protocol):
+    status: str
+    final: bool
+    filled_qty: Decimal
+
+
+def progress(current: _Progressed, change: OrderUpdate) -> dict[str, Any]:
     """The columns a broker report may move on a row holding (`status`, `final`, `filled_qty`)."""
     values: dict[str, Any] = {}
     # A reply or event that arrives after a final status (e.g. the submit's own `new` after the

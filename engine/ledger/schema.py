@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 from decimal import Decimal
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import (
     JSON,
@@ -23,6 +23,7 @@ from sqlalchemy import (
     MetaData,
     Numeric,
     String,
+    Table,
     Text,
     TypeDecorator,
     UniqueConstraint,
@@ -228,10 +229,11 @@ class OrphanOrderRow(Base):
 
 Index("ix_transitions_at", TransitionRow.at)
 
-lifecycles = LifecycleRow.__table__
-transitions_table = TransitionRow.__table__
-orders = OrderRow.__table__
-fills = FillRow.__table__
-inbox = InboxRow.__table__
-chain_head = ChainHeadRow.__table__
-orphan_orders = OrphanOrderRow.__table__
+# Core statements are written against the tables (the ORM classes only declare them).
+lifecycles = cast(Table, LifecycleRow.__table__)
+transitions_table = cast(Table, TransitionRow.__table__)
+orders = cast(Table, OrderRow.__table__)
+fills = cast(Table, FillRow.__table__)
+inbox = cast(Table, InboxRow.__table__)
+chain_head = cast(Table, ChainHeadRow.__table__)
+orphan_orders = cast(Table, OrphanOrderRow.__table__)

@@ -7,16 +7,17 @@ catches anyone who does not.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import replace
 from datetime import datetime
-from typing import Any, Mapping
+from typing import Any
 
 from sqlalchemy import Connection, bindparam, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from engine.core.domain import Mode, Signal
 from engine.core.errors import LedgerUnavailable, SignalConflict, StaleLifecycle
-from engine.core.lifecycle import PROJECTED, TERMINAL, Lifecycle, Outcome, State, apply_facts, classify, snapshot, step
+from engine.core.lifecycle import PROJECTED, TERMINAL, Lifecycle, Outcome, apply_facts, classify, snapshot, step
 from engine.core.replay import CREATED, replay
 from engine.ledger import reads
 from engine.ledger.chain import ChainHead, row_hash
@@ -26,7 +27,7 @@ from engine.ledger.inbox import InboxStore
 from engine.ledger.orders import apply_writes
 from engine.ledger.orphans import OrphanStore
 from engine.ledger.records import TransitionRecord, Writes
-from engine.ledger.schema import chain_head, fills, lifecycles, orders, transitions_table  # noqa: F401
+from engine.ledger.schema import chain_head, fills, lifecycles, orders, transitions_table
 
 _MUTABLE = ("state", "version", "updated_at", *PROJECTED)
 _UPDATE_LIFECYCLE = (
@@ -83,7 +84,7 @@ class Ledger(InboxStore, OrphanStore):
         facts = dict(facts or {})
         lc = apply_facts(Lifecycle.opened(signal, mode=mode, extended_hours=extended_hours, at=at), facts)
         payload = {**signal.as_facts(), "mode": mode.value, "extended_hours": extended_hours, **facts}
-        row = {name: getattr(lc, name) for name in lifecycles.c.keys() if name != "id"}
+        row = {column.name: getattr(lc, column.name) for column in lifecycles.c if column.name != "id"}
         row["state"] = lc.state.value
         try:
             with self._begin() as conn:

@@ -11,6 +11,9 @@ from __future__ import annotations
 import os
 import sys
 
+from engine.core.domain import Leg
+from engine.core.lifecycle import Trigger
+
 VARIABLE = "SMART_EXECUTOR_CRASH_AT"
 TRACE_VARIABLE = "SMART_EXECUTOR_CRASH_TRACE"
 POINTS = (
@@ -28,7 +31,10 @@ POINTS = (
 _passes: dict[str, int] = {}
 
 
-def crash_point(name: str) -> None:
+def crash_point(name: str | None) -> None:
+    """Pass the point `name` (None: no point lies here)."""
+    if name is None:
+        return
     trace = os.environ.get(TRACE_VARIABLE)
     if trace:
         with open(trace, "a", encoding="utf-8") as fh:
@@ -44,3 +50,13 @@ def crash_point(name: str) -> None:
         sys.stderr.write(f"smartexec: crash point {name} reached, exiting abruptly\n")
         sys.stderr.flush()
         os._exit(137)
+
+
+# The points that lie between a fact and its commit, between a commit and the broker call it
+# implies, and between the broker's acceptance of an order and the commit of its answer.
+BEFORE_COMMIT = {Trigger.FILL: "before_fill_commit", Trigger.PARTIAL_FILL: "before_fill_commit",
+                 Trigger.EXIT_FILLED: "before_exit_fill_commit"}
+AFTER_COMMIT = {Trigger.TIMEOUT: "after_timeout", Trigger.GUARDS_PASSED: "after_validated",
+                Trigger.GUARDS_FAILED: "after_rejected", Trigger.EXITS_REJECTED: "after_rejected"}
+AFTER_SUBMIT = {Leg.ENTRY: "after_entry_submit", Leg.TAKE_PROFIT: "after_exits_submit",
+                Leg.FLATTEN: "after_flatten_submit"}

@@ -6,15 +6,15 @@ import asyncio
 import logging
 import os
 import signal as signals
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Mapping
 
-from engine.ledger import database as db
 from engine.broker.alpaca import AlpacaBroker
 from engine.core.config import Settings
 from engine.core.domain import Mode, Signal
 from engine.core.errors import ConfigError, EngineError
 from engine.ledger import Ledger
+from engine.ledger import database as db
 from engine.service import Executor
 
 log = logging.getLogger("smartexec")
@@ -78,7 +78,7 @@ async def run(settings: Settings, target: BrokerTarget, *, database_url: str | N
     url = database_url or settings.database_url
     db.upgrade(url)
     ledger = Ledger(url)
-    executor = Executor(settings, ledger, target.broker(), poll_interval=settings.poll_interval)
+    executor = Executor(settings, ledger, target.broker())
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signals.SIGINT, signals.SIGTERM):

@@ -8,6 +8,7 @@ from collections.abc import Callable
 import pytest
 from sqlalchemy import create_engine
 
+from engine.core.domain import Leg, client_order_id
 from engine.core.lifecycle import State
 from engine.sim.testing import wait_until
 from service_rig import Rig, signal_of
@@ -19,8 +20,7 @@ FILLED_OR_LATER = frozenset({State.FILLED, State.VALIDATED, State.EXITS_PLACED})
 # every transaction, reads included, takes the write lock at BEGIN).
 @pytest.mark.parametrize("database_url", [pytest.param("postgresql", marks=pytest.mark.postgres)], indirect=True)
 def test_wait_for_reports_only_states_the_ledger_holds(make_rig: Callable[..., Rig]) -> None:
-    """Prevents telling a caller about a state that is not committed: the live lifecycle moves
-    before its commit, and a commit that fails is undone. Here the fill's commit waits for a
+    """Prevents telling a caller about a state that is not committed (a commit can still fail). Here the fill's commit waits for a
     lock held elsewhere; whenever wait_for answers, the ledger must already say so."""
     rig = make_rig("slow_market")
     live = rig.submit(signal_of("slow_market"))
@@ -31,7 +31,9 @@ def test_wait_for_reports_only_states_the_ledger_holds(make_rig: Callable[..., R
     release = threading.Timer(1.0, holder.rollback)
     try:
         rig.venue.set_quote("INTC", "31.00", "31.01", ask_size=1000)
-        wait_until(lambda: live.state is State.FILLED, timeout=15, what="the fill to be applied in memory")
+        entry = client_order_id(live.signal_id, Leg.ENTRY)
+        wait_until(lambda: getattr(rig.venue.order(entry), "status", None) == "filled", timeout=15,
+                   what="the venue to fill the entry (the engine's commit of it now waits on the lock)")
         release.start()
 
         rig.run(rig.executor.wait_for(live.id, FILLED_OR_LATER))

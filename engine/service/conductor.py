@@ -1,0 +1,201 @@
+"""Carries decisions out: load → decide (engine.core.decisions) → persist → act.
+
+Every broker call follows the commit of the transition (and order intent) that implies it; its
+outcome comes back as an order report — from the call's own reply, the stream or a look-up — and
+all three take `on_report`. Callers hold the lifecycle's lock; every method returns the
+lifecycle as last committed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from datetime import datetime
+
+from engine.broker.port import Broker, BrokerAmbiguous, BrokerNotFound, BrokerOrder, BrokerRejected
+from engine.broker.ratelimit import Priority
+from engine.core import decisions
+from engine.core.config import Settings
+from engine.core.decisions import Decision, Then
+from engine.core.domain import Leg
+from engine.core.errors import StaleLifecycle
+from engine.core.lifecycle import Lifecycle, Outcome
+from engine.core.orders import Kind, OrderReport
+from engine.ledger import FillRecord, Ledger, Writes
+from engine.service.book import Book
+from engine.service.crash import AFTER_COMMIT, AFTER_SUBMIT, BEFORE_COMMIT, crash_point
+from engine.service.router import Router
+from engine.service.sender import Sender
+from engine.service.timers import VERIFY, Timers
+from engine.service.translate import leg_intents, rejected, report_of
+from engine.service.workers import Workers
+
+log = logging.getLogger("smartexec")
+FLATTEN_BACKOFF = 0.5  # seconds between flatten attempts
+
+
+class Conductor:
+    def __init__(self, settings: Settings, ledger: Ledger, broker: Broker, *, workers: Workers, book: Book,
+                 router: Router, sender: Sender, timers: Timers, clock: Callable[[], datetime],
+                 verify_after: float) -> None:
+        self.settings = settings
+        self.ledger = ledger
+        self.broker = broker
+        self.workers = workers
+        self.book = book
+        self.router = router
+        self.sender = sender
+        self.timers = timers
+        self.verify_after = verify_after
+        self._now = clock
+
+    # --- persist ---------------------------------------------------------------------------------
+
+    async def _record(self, lc: Lifecycle, decision: Decision, writes: Writes | None, source: str,
+                      ) -> tuple[Lifecycle, Outcome]:
+        assert decision.trigger is not None
+        persist, record = self.workers.persist, self.ledger.record
+        try:
+            moved, outcome = await persist(record, lc, decision.trigger, decision.facts, at=self._now(),
+                                           source=source, writes=writes)
+        except StaleLifecycle:
+            # Someone else moved it: take the ledger's word and try again from there.
+            fresh = await persist(self.ledger.get, lc.id)
+            assert fresh is not None
+            moved, outcome = await persist(record, fresh, decision.trigger, decision.facts, at=self._now(),
+                                           source=source, writes=writes)
+        self.book.put(moved)
+        if outcome is Outcome.MOVED:
+            log.info("lifecycle %s %s %s: %s -> %s (%s, %s)", lc.id, lc.signal_id, lc.symbol, lc.state.value,
+                     moved.state.value, decision.trigger.value, source)
+            await self.book.notify()
+        return moved, outcome
+
+    async def carry_out(self, lc: Lifecycle, decision: Decision, *, source: str = "engine",
+                        writes: Writes | None = None) -> Lifecycle:
+        """Record what `decision` says (with `writes`, the order news behind it), then act on it."""
+        for intent in decision.intents:
+            self.router.intend(lc.id, intent)
+        writes = Writes(intents=(*decision.intents, *(writes.intents if writes else ())),
+                        updates=writes.updates if writes else (), fills=writes.fills if writes else ())
+        if decision.refusal:
+            log.warning("Smart executor rejected %s %s", lc.signal_id, decision.refusal)
+        if decision.problem:
+            log.error("%s", decision.problem)
+        if decision.alarm:
+            log.critical("%s", decision.alarm)
+        if decision.trigger is None:
+            if writes.intents or writes.updates or writes.fills:
+                await self.workers.persist(self.ledger.save_orders, lc.id, writes, at=self._now())
+        else:
+            crash_point(BEFORE_COMMIT.get(decision.trigger))
+            lc, outcome = await self._record(lc, decision, writes, source)
+            if outcome is Outcome.IGNORED:
+                return lc
+            crash_point(AFTER_COMMIT.get(decision.trigger))
+        for then in decision.then:
+            lc = await self._act(lc, then)
+        return lc
+
+    async def _act(self, lc: Lifecycle, then: Then) -> Lifecycle:
+        if then is Then.ARM:
+            self.timers.arm(lc)
+        elif then is Then.VERIFY:
+            self.timers.schedule(lc.id, VERIFY, 0.0)
+        elif then is Then.CANCEL_ENTRY:
+            await self.cancel_entry(lc)
+        elif then is Then.AFTER_FILL:
+            lc = await self.carry_out(lc, decisions.after_fill(lc, self.settings))
+        elif then is Then.PLACE_ENTRY:
+            lc = await self.place(lc, Leg.ENTRY)
+        elif then is Then.PLACE_EXITS:
+            # Resent after a crash, an exit pair already placed answers "duplicate" and is looked up.
+            lc = await self.place(lc, Leg.TAKE_PROFIT)
+        elif then is Then.PAUSE:
+            await asyncio.sleep(FLATTEN_BACKOFF)
+        elif then is Then.FLATTEN:
+            lc = await self.place(lc, Leg.FLATTEN)
+        return lc
+
+    # --- order reports: one path for replies, stream events and look-ups -----------------------------
+
+    async def _writes(self, report: OrderReport) -> Writes:
+        """The order's status, and the report's execution unless the ledger has it (a replayed event)."""
+        fills = []
+        run = report.execution
+        if run is not None and not await self.workers.persist(self.ledger.has_fill, run.execution_id):
+            fills.append(FillRecord(report.update.client_order_id, run.execution_id, run.qty, run.price, run.at))
+        return Writes(updates=[report.update], fills=fills)
+
+    async def on_report(self, lc: Lifecycle, leg: Leg, report: OrderReport, *, source: str) -> Lifecycle:
+        update = report.update
+        self.router.saw(update.client_order_id, update.status, report.filled_qty)
+        writes = await self._writes(report)
+        if leg is Leg.ENTRY:
+            decision = decisions.on_entry(lc, report, self._now(), self.settings)
+        elif leg is Leg.FLATTEN:
+            decision = decisions.on_flatten(lc, report, self._flatten_attempt(lc))
+        else:
+            decision = decisions.on_exit(lc, leg, report)
+        return await self.carry_out(lc, decision, source=source, writes=writes)
+
+    async def keep_late_news(self, lifecycle_id: int, report: OrderReport) -> None:
+        """A finished lifecycle's order moved: keep its status and fill, change nothing else."""
+        await self.workers.persist(self.ledger.save_orders, lifecycle_id, await self._writes(report), at=self._now())
+
+    # --- act ---------------------------------------------------------------------------------------
+
+    async def place(self, lc: Lifecycle, leg: Leg) -> Lifecycle:
+        """Send the leg's newest intent (the entry, the exit pair, a flatten) and apply the answer."""
+        intent = self.router.intent(lc.id, leg)
+        priority = Priority.ENTRY if leg is Leg.ENTRY else Priority.PROTECT
+        try:
+            order = await self.sender.submit(lc.symbol, intent, priority)
+        except BrokerRejected as exc:
+            decision = decisions.send_failed(lc, intent, str(exc), self._flatten_attempt(lc))
+            return await self.carry_out(lc, decision, writes=Writes(updates=[rejected(intent.client_order_id)]))
+        if order is None:
+            return await self.carry_out(lc, decisions.send_failed(lc, intent, None, self._flatten_attempt(lc)))
+        crash_point(AFTER_SUBMIT.get(leg))
+        if leg is Leg.TAKE_PROFIT:
+            return await self._exits_accepted(lc, order)
+        return await self.on_report(lc, leg, report_of(order), source="engine")
+
+    async def _exits_accepted(self, lc: Lifecycle, order: BrokerOrder) -> Lifecycle:
+        legs = leg_intents(order)
+        for intent, _ in legs:
+            self.router.intend(lc.id, intent)
+        report = report_of(order)
+        writes = Writes(intents=[intent for intent, _ in legs], updates=[report.update, *(u for _, u in legs)])
+        lc = await self.carry_out(lc, decisions.exits_accepted(lc, report), writes=writes)
+        if report.kind in (Kind.FILL, Kind.PARTIAL_FILL):  # a target already through the market
+            lc = await self.on_report(lc, Leg.TAKE_PROFIT, report, source="engine")
+        return lc
+
+    def _flatten_attempt(self, lc: Lifecycle) -> int:
+        coid = self.router.coid(lc.id, Leg.FLATTEN)
+        return 1 if coid is None else decisions.flatten_attempt(coid)
+
+    async def on_deadline(self, lifecycle_id: int) -> None:
+        async with self.book.lock(lifecycle_id):
+            lc = self.book.open.get(lifecycle_id)
+            if lc is not None:
+                await self.carry_out(lc, decisions.on_deadline(lc, self._now()), source="timer")
+
+    async def cancel_entry(self, lc: Lifecycle) -> None:
+        row = await self.workers.persist(self.ledger.order, self.router.intent(lc.id, Leg.ENTRY).client_order_id)
+        broker_id = None if row is None else row["broker_order_id"]
+        try:
+            if broker_id is None:
+                raise BrokerNotFound("entry has no broker id yet")
+            await self.workers.call(Priority.PROTECT, self.broker.cancel, broker_order_id=broker_id)
+        except (BrokerRejected, BrokerNotFound) as exc:
+            # Usually the fill won the race ("already filled"): the look-up tells.
+            log.info("cancel of %s refused (%s); looking the entry up", lc.signal_id, exc)
+            self.timers.schedule(lc.id, VERIFY, 0.0)
+            return
+        except BrokerAmbiguous as exc:
+            log.warning("cancel of %s ambiguous (%s)", lc.signal_id, exc)
+        crash_point("after_cancel_submit")
+        self.timers.schedule(lc.id, VERIFY, self.verify_after)

@@ -1,0 +1,223 @@
+"""REST is the truth: resume after a restart, catch up after a reconnect or a mute stream, flag
+orphans, and the poller that notices a stream gone quiet.
+
+Recovery of N lifecycles lists the broker's orders in pages of 500 (one call per page instead of
+one per lifecycle, which at Alpaca's rate limit costs minutes per thousand) and falls back to
+single look-ups only for what the listing cannot settle.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import defaultdict
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from typing import Any
+
+from engine.broker.port import BrokerAmbiguous, BrokerOrder
+from engine.broker.ratelimit import Priority
+from engine.core import decisions
+from engine.core.decisions import WAITING
+from engine.core.domain import CLIENT_ORDER_ID_PREFIX, Leg
+from engine.core.lifecycle import Lifecycle, State
+from engine.core.orders import Kind
+from engine.core.polling import PollPolicy
+from engine.service.conductor import Conductor
+from engine.service.timers import VERIFY
+from engine.service.translate import orphan_of, report_of
+
+log = logging.getLogger("smartexec")
+BULK_PAGE = 500  # Alpaca's largest page
+# A failed listing is tried again before falling back to one look-up per lifecycle.
+LISTING_TRIES = 3
+# A reconcile listing starts this long before the oldest instant it must cover (clock skew).
+LISTING_MARGIN = timedelta(minutes=1)
+Snapshot = dict[str, BrokerOrder]
+
+
+class Reconciler:
+    def __init__(self, conductor: Conductor, policy: PollPolicy, *, clock: Callable[[], datetime],
+                 monotonic: Callable[[], float]) -> None:
+        self.c = conductor
+        self.policy = policy
+        self._now = clock
+        self._monotonic = monotonic
+        # Orders under our prefix placed since this instant have not been checked for orphans yet.
+        self._scanned_to = clock()
+
+    # --- restart ---------------------------------------------------------------------------------
+
+    async def resume(self) -> None:
+        """Pick up every lifecycle a previous run left unfinished: the ledger says what was
+        intended, one bulk listing says what the broker did meanwhile."""
+        persist, ledger = self.c.workers.persist, self.c.ledger
+        open_lifecycles = await persist(ledger.load_open)
+        last = await persist(ledger.last_activity)
+        if last is not None:  # orders placed under our prefix while no engine ran are looked for too
+            self._scanned_to = min(self._scanned_to, last)
+        rows: defaultdict[int, list[dict[str, Any]]] = defaultdict(list)
+        for row in await persist(ledger.orders_of_open):
+            rows[row["lifecycle_id"]].append(row)
+        for lc in open_lifecycles:
+            self.c.book.put(lc)
+            self.c.router.register(lc, rows[lc.id])
+        if open_lifecycles:
+            log.info("resuming %d open lifecycles", len(open_lifecycles))
+        await self.reconcile(open_lifecycles)
+        for lc in open_lifecycles:
+            if lc.state is State.CANCEL_REQUESTED:
+                # Its verification died with the last process, and a crash right after the commit
+                # leaves the cancel unsent: verifying finds the entry still working and cancels it.
+                self.c.timers.schedule(lc.id, VERIFY, 0.0)
+
+    # --- catching up -------------------------------------------------------------------------------
+
+    async def reconcile(self, lifecycles: list[Lifecycle]) -> None:
+        """Bring lifecycles up to date with the broker (after a restart, a reconnect, a mute stream),
+        and flag orders under our prefix that the ledger never intended, even with nothing open."""
+        started = self._now()
+        since = min([self._scanned_to, *(lc.created_at for lc in lifecycles)]) - LISTING_MARGIN
+        snapshot = await self._broker_orders(since)
+        if snapshot is not None:
+            self._scanned_to = started
+            await self.c.workers.guarded(self._flag_orphans(snapshot))
+            heard = self._monotonic()  # the listing is news: the poller need not list them again soon
+            for lc in lifecycles:
+                self.c.book.heard(lc.id, heard)
+        # All at once (each under its own lock): a lifecycle waiting for a rate-limit token to place
+        # its exits must not hold up the thousands behind it.
+        await asyncio.gather(*(self.c.workers.guarded(self._catch_up(lc.id, snapshot)) for lc in lifecycles))
+
+    async def _broker_orders(self, since: datetime) -> Snapshot | None:
+        """Every order at the broker submitted after `since`, by client order id. None if the
+        listing failed."""
+        found: Snapshot = {}
+        after = since
+        while True:
+            for attempt in range(1, LISTING_TRIES + 1):
+                try:
+                    page = await self.c.workers.call(Priority.QUERY, self.c.broker.list_orders, after=after,
+                                                     limit=BULK_PAGE)
+                    break
+                except BrokerAmbiguous as exc:
+                    if attempt == LISTING_TRIES:
+                        log.warning("bulk order listing failed %d times (%s); falling back to single look-ups",
+                                    attempt, exc)
+                        return None
+                    await asyncio.sleep(0.5 * attempt)
+            for order in page:
+                for one in (order, *order.legs):
+                    found[one.client_order_id] = one
+            stamps = [o.submitted_at for o in page if o.submitted_at is not None]
+            if len(page) < BULK_PAGE or not stamps or max(stamps) <= after:
+                return found
+            after = max(stamps) - timedelta(microseconds=1)  # same-instant orders: re-read, de-duplicated
+
+    async def lookup(self, lc: Lifecycle, leg: Leg, snapshot: Snapshot | None) -> BrokerOrder | None:
+        coid = self.c.router.coid(lc.id, leg)
+        if coid is None:
+            return None
+        if snapshot is not None and (coid in snapshot or self.c.router.unacknowledged(coid)):
+            return snapshot.get(coid)
+        # Not in the listing although the broker may hold it (a broker clock behind ours, an order
+        # placed this run and never reported): ambiguous, so it is asked for alone. An intent never
+        # acknowledged is left to the resend, whose duplicate-id answer looks it up anyway.
+        try:
+            return await self.c.workers.call(Priority.QUERY, self.c.broker.get_order, client_order_id=coid)
+        except BrokerAmbiguous as exc:
+            log.warning("look-up of %s failed: %s", coid, exc)
+            return None
+
+    async def apply(self, lc: Lifecycle, leg: Leg, order: BrokerOrder) -> Lifecycle:
+        """A looked-up order, applied only if it says something new."""
+        if not self.c.router.is_news(order.client_order_id, order.status, order.filled_qty):
+            return lc
+        self.c.book.heard(lc.id)
+        return await self.c.on_report(lc, leg, report_of(order), source="reconcile")
+
+    async def _catch_up(self, lifecycle_id: int, snapshot: Snapshot | None) -> None:
+        async with self.c.book.lock(lifecycle_id):
+            lc = self.c.book.open.get(lifecycle_id)
+            if lc is None:
+                return
+            if lc.state is State.PENDING:
+                order = await self.lookup(lc, Leg.ENTRY, snapshot)
+                if order is not None:
+                    await self.c.on_report(lc, Leg.ENTRY, report_of(order), source="reconcile")
+                else:
+                    decision = decisions.resume_pending(lc, self._now(), self.c.settings)
+                    if decision.trigger is None:
+                        log.info("entry of %s never reached the broker; the signal is %.1fs old, sending it now",
+                                 lc.signal_id, (self._now() - lc.created_at).total_seconds())
+                    await self.c.carry_out(lc, decision, source="reconcile")
+            elif lc.state is State.REJECTED:
+                order = await self.lookup(lc, Leg.FLATTEN, snapshot)
+                if order is not None and order.kind is not Kind.DONE:
+                    await self.apply(lc, Leg.FLATTEN, order)
+                else:
+                    await self.c.place(lc, Leg.FLATTEN)
+            elif lc.state in WAITING:
+                for leg in WAITING[lc.state]:
+                    order = await self.lookup(lc, leg, snapshot)
+                    if order is not None and lc.state in WAITING:
+                        lc = await self.apply(lc, leg, order)
+                self.c.timers.arm(lc)
+            else:
+                await self.c.carry_out(lc, decisions.catch_up(lc, self.c.settings))
+
+    async def on_verify(self, lifecycle_id: int) -> None:
+        """After a cancel: REST tells whether the entry was canceled (or filled) without news."""
+        async with self.c.book.lock(lifecycle_id):
+            lc = self.c.book.open.get(lifecycle_id)
+            if lc is None:
+                return
+            order = await self.lookup(lc, Leg.ENTRY, None)
+            if order is not None:
+                lc = await self.apply(lc, Leg.ENTRY, order)
+            if lc.state is not State.CANCEL_REQUESTED:
+                return
+            if decisions.cancel_again(lc, None if order is None else order.kind):
+                assert order is not None
+                log.warning("entry of %s still %s after its cancel; cancelling again", lc.signal_id, order.status)
+                await self.c.cancel_entry(lc)  # schedules the next verification itself
+            else:
+                self.c.timers.schedule(lc.id, VERIFY, self.c.verify_after)
+
+    # --- orphans -----------------------------------------------------------------------------------
+
+    async def _flag_orphans(self, snapshot: Snapshot) -> None:
+        # Our own orders are recorded (intent committed) before they are sent, so an order listed
+        # here that the ledger does not know was never placed by an engine on this ledger.
+        ours = [coid for coid in snapshot if coid.startswith(CLIENT_ORDER_ID_PREFIX) and not self.c.router.knows(coid)]
+        for coid in sorted(await self.c.workers.persist(self.c.ledger.unknown_orders, ours)):
+            await self.flag_orphan(snapshot[coid], via="reconcile")
+
+    async def flag_orphan(self, order: BrokerOrder, *, via: str) -> None:
+        """Record an order under our prefix that the ledger never intended, and say so loudly.
+
+        It is never cancelled, closed or adopted. With no lifecycle behind it the engine knows
+        neither the signal nor the risk it was meant to carry: it may be a person's deliberate
+        order, another engine's on another ledger, or the trace of a lost ledger. Acting on a
+        guess could close a position someone else manages, or double an exit. A person decides."""
+        news = await self.c.workers.persist(self.c.ledger.record_orphan, orphan_of(order), via=via, at=self._now())
+        if news == "new":
+            log.warning("orphan order %s (%s %s %s %s, %s, filled %s) carries this engine's prefix but the ledger "
+                        "never placed it: recorded in orphan_orders, left alone for a person to resolve",
+                        order.client_order_id, order.side.value, order.qty, order.symbol, order.order_type,
+                        order.status, order.filled_qty)
+        elif news == "changed":
+            log.warning("orphan order %s is now %s, filled %s at %s (left alone)", order.client_order_id,
+                        order.status, order.filled_qty, order.filled_avg_price)
+
+    # --- the poller --------------------------------------------------------------------------------
+
+    async def poll(self) -> None:
+        """The websocket can go mute without dropping: look up lifecycles that had no news."""
+        while True:
+            await asyncio.sleep(self.policy.tick)
+            now = self._monotonic()
+            quiet = [lc for lc in self.c.book.open.values()
+                     if self.policy.due(lc.state, self.c.book.last_news(lc.id), now)]
+            if quiet:
+                await self.c.workers.guarded(self.reconcile(quiet))
