@@ -3,7 +3,7 @@ counts against the rate limit) and stamps, on one monotonic clock, when each ord
 matching engine and when each trade_updates event was published.
 
 The venue has no public hook for any of this, so the probe wraps three of its parts (the REST
-middleware chain, `Exchange.submit` and `Exchange.publish`); nothing the venue answers changes.
+middleware chain, `Exchange.submit` and `EventTape.publish`); nothing the venue answers changes.
 It also places orders in bulk (`seed`) and cancels them without a REST round trip each.
 """
 
@@ -38,7 +38,7 @@ class ProbedVenue(Venue):
             install_rest(app)
 
         self._rest.install = install  # type: ignore[method-assign]
-        submit, publish = self.exchange.submit, self.exchange.publish
+        submit, publish = self.exchange.submit, self.exchange.tape.publish
 
         def stamped_submit(request: NewOrder) -> tuple[SimOrder, dict[str, object]]:
             if request.client_order_id:
@@ -50,7 +50,7 @@ class ProbedVenue(Venue):
             publish(event)
 
         self.exchange.submit = stamped_submit  # type: ignore[method-assign]
-        self.exchange.publish = stamped_publish
+        self.exchange.tape.publish = stamped_publish
 
     @web.middleware
     async def _count(self, request: web.Request,
@@ -75,7 +75,7 @@ class ProbedVenue(Venue):
             placed = []
             for request in orders:
                 assert request.client_order_id is not None
-                order, _ = self.exchange._place(request, request.client_order_id)
+                order, _ = self.exchange.placement.place(request, request.client_order_id)
                 placed.append(order)
             return placed
 

@@ -33,19 +33,18 @@ Control (POST):
 from __future__ import annotations
 
 import json
-from collections.abc import Awaitable, Callable
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
 from engine.sim import wire
+from engine.sim.routes import Handler, install_routes, route
 from engine.sim.scenarios import ScenarioError
 
 if TYPE_CHECKING:
     from engine.sim.venue import Venue
 
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 _LOOPBACK = {"127.0.0.1", "::1", "localhost"}
 
 
@@ -64,25 +63,7 @@ class AdminApi:
 
     def install(self, app: web.Application) -> None:
         app.middlewares.append(self._guard)
-        r = app.router
-        r.add_get("/admin/state", self.state)
-        r.add_get("/admin/orders", self.orders)
-        r.add_get("/admin/positions", self.positions)
-        r.add_get("/admin/received", self.received)
-        r.add_get("/admin/events", self.events)
-        r.add_get("/admin/clock", self.clock)
-        r.add_post("/admin/clock/advance", self.advance)
-        r.add_post("/admin/quote", self.quote)
-        r.add_post("/admin/scenario", self.scenario)
-        r.add_post("/admin/faults/drop_streams", self.drop_streams)
-        r.add_post("/admin/faults/mute", self.mute)
-        r.add_post("/admin/faults/events", self.event_fault)
-        r.add_post("/admin/faults/route", self.route_fault)
-        r.add_post("/admin/faults/latency", self.latency)
-        r.add_post("/admin/faults/lose_response", self.lose_response)
-        r.add_post("/admin/faults/reject", self.reject)
-        r.add_post("/admin/faults/hold_cancels", self.hold_cancels)
-        r.add_post("/admin/faults/clear", self.clear)
+        install_routes(app, self)
 
     @web.middleware
     async def _guard(self, request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -101,37 +82,40 @@ class AdminApi:
         text = await request.text()
         body = json.loads(text, parse_float=Decimal) if text else {}
         if not isinstance(body, dict):
-            raise ValueError("the body must be a JSON object")
+            # ValueError, not TypeError: the guard's 400 answer begins with the exception's name.
+            raise ValueError("the body must be a JSON object")  # noqa: TRY004
         return body
 
     # --- reads ----------------------------------------------------------------------------------
 
+    @route("GET", "/admin/state")
     async def state(self, request: web.Request) -> web.Response:
         ex = self.venue.exchange
         return _ok({
             "now": ex.now.isoformat(),
             "speed": self.venue.clock.speed,
             "quotes": {s: {"bid": wire.num(b.bid), "ask": wire.num(b.ask), "bid_size": wire.num(b.bid_left),
-                           "ask_size": wire.num(b.ask_left)} for s, b in ex.books.items()},
-            "orders": [wire.order(o, nested=False) for o in ex.orders],
-            "positions": [wire.position(v.position, mark=v.mark, qty_available=v.qty_available)
-                          for v in ex.position_views()],
+                           "ask_size": wire.num(b.ask_left)} for s, b in ex.market.books.items()},
+            "orders": [wire.order(o, nested=False) for o in ex.store.orders],
+            "positions": [view.as_json() for view in ex.positions.views()],
             "cash": wire.num(ex.account.cash),
             "streams_listening": self.venue.hub.listening_count,
         })
 
+    @route("GET", "/admin/orders")
     async def orders(self, request: web.Request) -> web.Response:
-        return _ok([wire.order(o, nested=False) for o in self.venue.exchange.orders])
+        return _ok([wire.order(o, nested=False) for o in self.venue.exchange.store.orders])
 
+    @route("GET", "/admin/positions")
     async def positions(self, request: web.Request) -> web.Response:
-        return _ok([wire.position(v.position, mark=v.mark, qty_available=v.qty_available)
-                    for v in self.venue.exchange.position_views()])
+        return _ok([view.as_json() for view in self.venue.exchange.positions.views()])
 
+    @route("GET", "/admin/received")
     async def received(self, request: web.Request) -> web.Response:
         ex = self.venue.exchange
 
         def entry(client_order_id: str) -> dict[str, Any]:
-            order = ex.by_client_id.get(client_order_id)
+            order = ex.store.by_client_id.get(client_order_id)
             return self.venue.submissions_log.get(client_order_id).as_json(
                 wire.order(order, nested=True) if order else None)
 
@@ -140,40 +124,48 @@ class AdminApi:
             return _ok(entry(wanted))
         return _ok([entry(s.client_order_id) for s in self.venue.submissions_log.all()])
 
+    @route("GET", "/admin/events")
     async def events(self, request: web.Request) -> web.Response:
-        return _ok([event.data() for event in self.venue.exchange.event_log])
+        return _ok([event.data() for event in self.venue.exchange.tape.log])
 
+    @route("GET", "/admin/clock")
     async def clock(self, request: web.Request) -> web.Response:
         return _ok({"now": self.venue.exchange.now.isoformat(), "speed": self.venue.clock.speed,
                     **wire.clock(self.venue.exchange.now)})
 
     # --- control --------------------------------------------------------------------------------
 
+    @route("POST", "/admin/clock/advance")
     async def advance(self, request: web.Request) -> web.Response:
         body = await self._body(request)
         self.venue.advance(float(body["seconds"]))
         return await self.clock(request)
 
+    @route("POST", "/admin/quote")
     async def quote(self, request: web.Request) -> web.Response:
         b = await self._body(request)
         self.venue.set_quote(str(b["symbol"]), b["bid"], b["ask"], bid_size=b.get("bid_size", 100),
                              ask_size=b.get("ask_size", 100))
         return _ok()
 
+    @route("POST", "/admin/scenario")
     async def scenario(self, request: web.Request) -> web.Response:
         b = await self._body(request)
         scenario = self.venue.load_scenario(b.get("path") or b["name"], start=b.get("start"))
         return _ok({"name": scenario.name, "symbol": scenario.symbol, "signal": dict(scenario.signal)})
 
+    @route("POST", "/admin/faults/drop_streams")
     async def drop_streams(self, request: web.Request) -> web.Response:
         b = await self._body(request)
         return _ok({"dropped": self.venue.hub.drop_all(bool(b.get("abrupt", False)))})
 
+    @route("POST", "/admin/faults/mute")
     async def mute(self, request: web.Request) -> web.Response:
         b = await self._body(request)
         self.venue.hub.set_muted(bool(b.get("muted", True)))
         return _ok()
 
+    @route("POST", "/admin/faults/events")
     async def event_fault(self, request: web.Request) -> web.Response:
         b = await self._body(request)
         action = b.pop("action")
@@ -192,23 +184,27 @@ class AdminApi:
             raise ValueError(f"unknown action {action!r}: drop, duplicate, delay or reorder")
         return _ok()
 
+    @route("POST", "/admin/faults/route")
     async def route_fault(self, request: web.Request) -> web.Response:
         b = await self._body(request)
         self.venue.faults.fail_route(b.get("method", "*"), b["path"], int(b["status"]), _count(b, 1),
                                      after_handler=bool(b.get("after_handler", False)))
         return _ok()
 
+    @route("POST", "/admin/faults/latency")
     async def latency(self, request: web.Request) -> web.Response:
         b = await self._body(request)
         self.venue.faults.add_latency(b.get("method", "*"), b["path"], float(b["seconds"]), _count(b, None))
         return _ok()
 
+    @route("POST", "/admin/faults/lose_response")
     async def lose_response(self, request: web.Request) -> web.Response:
         b = await self._body(request)
         self.venue.faults.lose_response(b.get("method", "POST"), b.get("path", "/v2/orders"), _count(b, 1),
                                         float(b.get("hold", 0.0)))
         return _ok()
 
+    @route("POST", "/admin/faults/reject")
     async def reject(self, request: web.Request) -> web.Response:
         b = await self._body(request)
         options: dict[str, Any] = {k: b[k] for k in ("symbol", "client_order_id", "order_class", "message", "via")
@@ -219,11 +215,13 @@ class AdminApi:
         self.venue.faults.reject_orders(count=_count(b, 1), **options)
         return _ok()
 
+    @route("POST", "/admin/faults/hold_cancels")
     async def hold_cancels(self, request: web.Request) -> web.Response:
         b = await self._body(request)
         self.venue.faults.hold_cancels(float(b["seconds"]), symbol=b.get("symbol"), count=_count(b, None))
         return _ok()
 
+    @route("POST", "/admin/faults/clear")
     async def clear(self, request: web.Request) -> web.Response:
         self.venue.faults.clear()
         return _ok()

@@ -1,14 +1,22 @@
-"""A `trade_updates` message, frozen when it happens so later changes to the order don't leak in."""
+"""`trade_updates` messages, frozen when they happen so later changes to the order don't leak in, and
+the tape that records and publishes them."""
 
 from __future__ import annotations
 
 import json
+from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
+from engine.sim import wire
+from engine.sim.orders import SimOrder
+from engine.sim.timeline import Timeline
 from engine.sim.wire import iso, num
+
+EVENT_LOG_SIZE = 100_000
 
 
 @dataclass(frozen=True)
@@ -45,3 +53,23 @@ class TradeEvent:
 
     def frame(self) -> bytes:
         return json.dumps(self.message(), separators=(",", ":")).encode()
+
+
+class EventTape:
+    """Every trade update the exchange produces, kept for inspection and handed to `publish`.
+
+    `publish` is looked up on each event, so a benchmark may wrap it after construction.
+    """
+
+    def __init__(self, timeline: Timeline, publish: Callable[[TradeEvent], None] | None = None) -> None:
+        self.timeline = timeline
+        self.publish: Callable[[TradeEvent], None] = publish or (lambda event: None)
+        # Bounded so a long-running standalone venue does not grow without limit.
+        self.log: deque[TradeEvent] = deque(maxlen=EVENT_LOG_SIZE)
+
+    def emit(self, name: str, order: SimOrder, *, execution_id: str | None = None, price: Decimal | None = None,
+             qty: Decimal | None = None, position_qty: Decimal | None = None) -> None:
+        event = TradeEvent(name, self.timeline.now, wire.order(order, nested=True), execution_id, price, qty,
+                           position_qty)
+        self.log.append(event)
+        self.publish(event)

@@ -1,8 +1,8 @@
 """Fault injection: what the venue should get wrong next, set from tests (Python or HTTP admin).
 
 Rules are consumed by the parts they affect: the REST middleware asks for route faults, the stream
-hub for event faults, the exchange for order rejections and held-back cancels. Every method is
-safe to call from any thread.
+hub for event faults, order entry for order rejections and the lifecycle for held-back cancels.
+Every method is safe to call from any thread.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """The matching model: how one order executes against one symbol's top of book.
 
-Pure functions over a `Book`; the exchange decides when to call them and books the result.
+Pure functions over a `Book`; the lifecycle decides when to call them and books the result.
 - A buy limit executes when the ask is at or below the limit, at the ask (the better price);
   a sell limit when the bid is at or above it, at the bid. The displayed size at the touch caps
   the quantity, and what one execution takes is gone until the next quote.

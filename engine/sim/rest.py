@@ -11,7 +11,6 @@ import asyncio
 import json
 import logging
 import time
-from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from decimal import Decimal
 from typing import Any
@@ -22,10 +21,10 @@ from engine.sim import errors, sessions, wire
 from engine.sim.exchange import Exchange
 from engine.sim.faults import Faults
 from engine.sim.ratelimit import SlidingWindow
+from engine.sim.routes import Handler, install_routes, route
 from engine.sim.submissions import LOST, SubmissionLog
 
 log = logging.getLogger("smartexec.sim.rest")
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 ORDERS_PATH = "/v2/orders"
 MAX_LIMIT = 500
 CREATED_ID = web.RequestKey("created_client_order_id", str)
@@ -73,22 +72,7 @@ class RestApi:
 
     def install(self, app: web.Application) -> None:
         app.middlewares.extend([self._record, self._errors, self._faults, self._auth])
-        r = app.router
-        # The literal colon route must be registered before `/v2/orders/{order_id}` could match.
-        r.add_get("/v2/orders:by_client_order_id", self.get_order_by_client_id)
-        r.add_post(ORDERS_PATH, self.submit_order)
-        r.add_get(ORDERS_PATH, self.list_orders)
-        r.add_delete(ORDERS_PATH, self.cancel_orders)
-        r.add_get("/v2/orders/{order_id}", self.get_order)
-        r.add_patch("/v2/orders/{order_id}", self.replace_order)
-        r.add_delete("/v2/orders/{order_id}", self.cancel_order)
-        r.add_get("/v2/positions", self.list_positions)
-        r.add_delete("/v2/positions", self.close_all_positions)
-        r.add_get("/v2/positions/{symbol}", self.get_position)
-        r.add_delete("/v2/positions/{symbol}", self.close_position)
-        r.add_get("/v2/account", self.get_account)
-        r.add_get("/v2/clock", self.get_clock)
-        r.add_get("/v2/calendar", self.get_calendar)
+        install_routes(app, self)
 
     # --- middleware -----------------------------------------------------------------------------
 
@@ -172,12 +156,23 @@ class RestApi:
         return response
 
     # --- orders ---------------------------------------------------------------------------------
+    # Handlers stand in the order their routes are registered: the literal colon route must come
+    # before `/v2/orders/{order_id}` could match it.
 
+    @route("GET", "/v2/orders:by_client_order_id")
+    async def get_order_by_client_id(self, request: web.Request) -> web.Response:
+        client_order_id = request.query.get("client_order_id")
+        if not client_order_id:
+            raise errors.invalid("client_order_id is required")
+        return json_response(wire.order(self.exchange.store.by_client(client_order_id), nested=True))
+
+    @route("POST", ORDERS_PATH)
     async def submit_order(self, request: web.Request) -> web.Response:
         order, reply = self.exchange.submit(wire.new_order(await read_json(request)))
         request[CREATED_ID] = order.client_order_id
         return json_response(reply)
 
+    @route("GET", ORDERS_PATH)
     async def list_orders(self, request: web.Request) -> web.Response:
         q = request.query
         status = q.get("status", "open").lower()
@@ -197,44 +192,47 @@ class RestApi:
             raise errors.invalid(f"invalid side: {side!r}")
         nested = query_bool(request, "nested")
         symbols = [s for s in q.get("symbols", "").split(",") if s.strip()] or None
-        orders = self.exchange.query(
+        orders = self.exchange.store.query(
             status=status, limit=min(limit, MAX_LIMIT), direction=direction, nested=nested, symbols=symbols, side=side,
             after=wire.timestamp(q["after"], "after") if q.get("after") else None,
             until=wire.timestamp(q["until"], "until") if q.get("until") else None,
         )
         return json_response([wire.order(o, nested=nested) for o in orders])
 
+    @route("DELETE", ORDERS_PATH)
+    async def cancel_orders(self, request: web.Request) -> web.Response:
+        return json_response(self.exchange.cancel_all(), 207)
+
+    @route("GET", "/v2/orders/{order_id}")
     async def get_order(self, request: web.Request) -> web.Response:
-        order = self.exchange.get(request.match_info["order_id"])
+        order = self.exchange.store.get(request.match_info["order_id"])
         return json_response(wire.order(order, nested=query_bool(request, "nested")))
 
-    async def get_order_by_client_id(self, request: web.Request) -> web.Response:
-        client_order_id = request.query.get("client_order_id")
-        if not client_order_id:
-            raise errors.invalid("client_order_id is required")
-        return json_response(wire.order(self.exchange.order_by_client_id(client_order_id), nested=True))
-
+    @route("PATCH", "/v2/orders/{order_id}")
     async def replace_order(self, request: web.Request) -> web.Response:
         _, reply = self.exchange.replace(request.match_info["order_id"], wire.replace_order(await read_json(request)))
         return json_response(reply)
 
+    @route("DELETE", "/v2/orders/{order_id}")
     async def cancel_order(self, request: web.Request) -> web.Response:
         self.exchange.cancel(request.match_info["order_id"])
         return web.Response(status=204)
 
-    async def cancel_orders(self, request: web.Request) -> web.Response:
-        return json_response(self.exchange.cancel_all(), 207)
-
     # --- positions ------------------------------------------------------------------------------
 
+    @route("GET", "/v2/positions")
     async def list_positions(self, request: web.Request) -> web.Response:
-        return json_response([wire.position(v.position, mark=v.mark, qty_available=v.qty_available)
-                              for v in self.exchange.position_views()])
+        return json_response([view.as_json() for view in self.exchange.positions.views()])
 
+    @route("DELETE", "/v2/positions")
+    async def close_all_positions(self, request: web.Request) -> web.Response:
+        return json_response(self.exchange.close_all(query_bool(request, "cancel_orders")), 207)
+
+    @route("GET", "/v2/positions/{symbol}")
     async def get_position(self, request: web.Request) -> web.Response:
-        view = self.exchange.position_view(request.match_info["symbol"])
-        return json_response(wire.position(view.position, mark=view.mark, qty_available=view.qty_available))
+        return json_response(self.exchange.positions.view(request.match_info["symbol"]).as_json())
 
+    @route("DELETE", "/v2/positions/{symbol}")
     async def close_position(self, request: web.Request) -> web.Response:
         q = request.query
         _, reply = self.exchange.close_position(
@@ -242,20 +240,20 @@ class RestApi:
             percentage=wire.decimal(q.get("percentage"), "percentage"))
         return json_response(reply)
 
-    async def close_all_positions(self, request: web.Request) -> web.Response:
-        return json_response(self.exchange.close_all(query_bool(request, "cancel_orders")), 207)
-
     # --- account, clock, calendar ---------------------------------------------------------------
 
+    @route("GET", "/v2/account")
     async def get_account(self, request: web.Request) -> web.Response:
         ex = self.exchange
-        return json_response(wire.account(api_key=self.keys[0], valuation=ex.valuation(),
-                                          buying_power=ex.buying_power(), initial_cash=ex.account.initial_cash,
+        return json_response(wire.account(api_key=self.keys[0], valuation=ex.margin.valuation(),
+                                          buying_power=ex.margin.buying_power(), initial_cash=ex.account.initial_cash,
                                           created_at=ex.opened_at))
 
+    @route("GET", "/v2/clock")
     async def get_clock(self, request: web.Request) -> web.Response:
         return json_response(wire.clock(self.exchange.now))
 
+    @route("GET", "/v2/calendar")
     async def get_calendar(self, request: web.Request) -> web.Response:
         today = self.exchange.now.astimezone(sessions.ET).date()
         start = wire.timestamp(request.query["start"], "start").date() if request.query.get("start") else today

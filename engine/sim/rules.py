@@ -1,4 +1,5 @@
-"""Order-entry rules that depend on the request alone (the account rules live in the exchange).
+"""Order-entry rules that depend on the request alone, or on it and the order it replaces (the account
+rules live in margin.py).
 
 Each refusal carries Alpaca's status, code and message: 422/40010001 for a malformed or
 contradictory request, 422/42210000 for one Alpaca understands but will not take.
@@ -10,7 +11,16 @@ import re
 from decimal import Decimal
 
 from engine.sim import errors, wire
-from engine.sim.orders import ORDER_CLASSES, ORDER_TYPES, SIDES, TIMES_IN_FORCE, NewOrder
+from engine.sim.orders import (
+    FINAL_STATUSES,
+    ORDER_CLASSES,
+    ORDER_TYPES,
+    SIDES,
+    TIMES_IN_FORCE,
+    NewOrder,
+    ReplaceOrder,
+    SimOrder,
+)
 
 _SYMBOL = re.compile(r"^[A-Z][A-Z0-9.]{0,14}$")
 CENT = Decimal("0.01")
@@ -136,3 +146,30 @@ def _advanced(r: NewOrder, touch: Decimal | None) -> None:
     if r.stop_loss is not None and (base - r.stop_loss.stop_price) * sign < CENT:
         where = "<= base_price - 0.01" if exits_up else ">= base_price + 0.01"
         raise errors.unprocessable(f"stop_loss.stop_price must be {where}")
+
+
+def check_replace(old: SimOrder, r: ReplaceOrder) -> tuple[Decimal, str]:
+    """Refuse a replacement the old order's state or type does not allow; returns the new order's
+    qty and time in force."""
+    if old.status in FINAL_STATUSES or old.status in ("pending_cancel", "pending_replace", "pending_new"):
+        raise errors.unprocessable(f'order is already in "{old.status}" state')
+    if r.trail is not None:
+        raise errors.invalid("trail is only for trailing_stop orders")
+    if r.limit_price is not None and old.type not in ("limit", "stop_limit"):
+        raise errors.invalid(f"limit_price cannot be set on a {old.type} order")
+    if r.stop_price is not None and old.type not in ("stop", "stop_limit"):
+        raise errors.invalid(f"stop_price cannot be set on a {old.type} order")
+    tif = r.time_in_force or old.time_in_force
+    if tif not in TIMES_IN_FORCE or tif in ("opg", "cls"):
+        raise errors.invalid(f"invalid time_in_force: {tif!r}")
+    if old.extended_hours and tif != "day":
+        raise errors.invalid('only time_in_force="day" is allowed for extended hours orders')
+    if old.qty is None:
+        raise errors.unprocessable("notional orders cannot be replaced")
+    qty = r.qty if r.qty is not None else old.remaining
+    if qty <= 0:
+        raise errors.invalid("qty must be > 0")
+    for name, price in (("limit_price", r.limit_price), ("stop_price", r.stop_price)):
+        if price is not None:
+            check_price(name, price)
+    return qty, tif

@@ -54,6 +54,16 @@ def session_at(instant: datetime) -> Session:
     return Session.CLOSED
 
 
+def tradable(instant: datetime, extended_hours: bool) -> bool:
+    """Can an order trade at `instant`? Extended-hours orders trade pre-market and after hours too."""
+    session = session_at(instant)
+    if session is Session.REGULAR:
+        return True
+    if session in (Session.PRE, Session.POST):
+        return extended_hours
+    return False
+
+
 def next_trading_day(day: date) -> date:
     day += timedelta(days=1)
     while not is_trading_day(day):

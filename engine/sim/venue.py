@@ -43,14 +43,14 @@ DEFAULT_START = datetime(2024, 6, 12, 10, 0, tzinfo=ET)
 TICK = 0.02  # seconds between checks for due quote points and session changes
 
 
-def _decimal(value: Decimal | float | int | str) -> Decimal:
+def _decimal(value: Decimal | float | str) -> Decimal:
     return value if isinstance(value, Decimal) else Decimal(str(value))
 
 
 class Venue:
     def __init__(self, clock: SimClock | None = None, api_key: str = "sim-key", secret_key: str = "sim-secret",
-                 rate_limit_per_min: int | None = 200, market_slippage: Decimal = Decimal("0"), *,
-                 initial_cash: Decimal = Decimal("100000"), host: str = "127.0.0.1") -> None:
+                 rate_limit_per_min: int | None = 200, market_slippage: Decimal = Decimal(0), *,
+                 initial_cash: Decimal = Decimal(100_000), host: str = "127.0.0.1") -> None:
         self.clock = clock or SimClock(start=DEFAULT_START)
         self.api_key = api_key
         self.secret_key = secret_key
@@ -146,7 +146,7 @@ class Venue:
             asyncio.set_event_loop(loop)
             try:
                 loop.run_until_complete(venue.start(port))
-            except BaseException as exc:  # reported to the caller below
+            except BaseException as exc:  # noqa: BLE001 - re-raised in the caller below, whatever it was
                 failure.append(exc)
                 started.set()
                 loop.close()
@@ -181,7 +181,7 @@ class Venue:
         def call() -> None:
             try:
                 done.set_result(fn(*args))
-            except BaseException as exc:
+            except BaseException as exc:  # noqa: BLE001 - the waiting caller re-raises it
                 done.set_exception(exc)
 
         loop.call_soon_threadsafe(call)
@@ -227,7 +227,7 @@ class Venue:
         self._on_loop(apply)
 
     def quote(self, symbol: str) -> Book | None:
-        return self._on_loop(lambda: copy.copy(self.exchange.books.get(symbol.upper())))
+        return self._on_loop(lambda: copy.copy(self.exchange.market.books.get(symbol.upper())))
 
     # --- inspection -----------------------------------------------------------------------------
 
@@ -236,7 +236,7 @@ class Venue:
         included), with the order it created, if any."""
         def read() -> Submission:
             entry = self.submissions_log.get(client_order_id)
-            entry.order = copy.deepcopy(self.exchange.by_client_id.get(client_order_id))
+            entry.order = copy.deepcopy(self.exchange.store.by_client_id.get(client_order_id))
             return entry
 
         return self._on_loop(read)
@@ -247,10 +247,10 @@ class Venue:
     def orders(self, symbol: str | None = None) -> list[SimOrder]:
         """Copies of every order (legs included), oldest first."""
         return self._on_loop(lambda: copy.deepcopy(
-            [o for o in self.exchange.orders if symbol is None or o.symbol == symbol.upper()]))
+            [o for o in self.exchange.store.orders if symbol is None or o.symbol == symbol.upper()]))
 
     def order(self, client_order_id: str) -> SimOrder | None:
-        return self._on_loop(lambda: copy.deepcopy(self.exchange.by_client_id.get(client_order_id)))
+        return self._on_loop(lambda: copy.deepcopy(self.exchange.store.by_client_id.get(client_order_id)))
 
     def position(self, symbol: str) -> Position | None:
         return self._on_loop(lambda: copy.copy(self.exchange.account.positions.get(symbol.upper())))
@@ -260,14 +260,14 @@ class Venue:
 
     def account(self) -> Valuation:
         """Cash, long and short market value (equity is a property)."""
-        return self._on_loop(self.exchange.valuation)
+        return self._on_loop(self.exchange.margin.valuation)
 
     def buying_power(self) -> Decimal:
-        return self._on_loop(self.exchange.buying_power)
+        return self._on_loop(self.exchange.margin.buying_power)
 
     def events(self) -> list[TradeEvent]:
         """Every trade_updates event the venue produced, before any event fault was applied."""
-        return self._on_loop(lambda: list(self.exchange.event_log))
+        return self._on_loop(lambda: list(self.exchange.tape.log))
 
     def listening(self) -> int:
         """How many websocket connections are listening to trade_updates now."""
