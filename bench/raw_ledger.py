@@ -13,11 +13,11 @@ from typing import Any
 
 from sqlalchemy import Connection, create_engine, func, insert, select, update
 
-from engine.ledger import database as db
 from engine.core.domain import Leg
-from engine.ledger.store import _ADVANCE_HEAD, _INSERT_ORDER, _INSERT_TRANSITION, _READ_HEAD, _UPDATE_LIFECYCLE
 from engine.core.lifecycle import PROJECTED, State
+from engine.ledger import database as db
 from engine.ledger.schema import fills, lifecycles, orders
+from engine.ledger.store import _ADVANCE_HEAD, _INSERT_ORDER, _INSERT_TRANSITION, _READ_HEAD, _UPDATE_LIFECYCLE
 
 FAKE_HASH = "f" * 64
 

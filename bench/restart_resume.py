@@ -53,12 +53,12 @@ from sqlalchemy import Engine, event
 from venue_probe import KEY, SECRET, ProbedVenue
 
 from engine.broker.alpaca import AlpacaBroker
+from engine.broker.ratelimit import Priority, RateLimiter
 from engine.core.config import Settings
 from engine.core.domain import Leg, Mode, Side, Signal, client_order_id
-from engine.ledger import Ledger, OrderIntent, OrderUpdate, Writes
 from engine.core.lifecycle import State
 from engine.core.pricing import entry_limit
-from engine.broker.ratelimit import Priority, RateLimiter
+from engine.ledger import Ledger, OrderIntent, OrderUpdate, Writes
 from engine.service import Executor
 from engine.service.reconciler import BULK_PAGE
 from engine.service.timers import DEADLINE

@@ -51,11 +51,11 @@ from raw_ledger import RawLedger, StateCounts, migrated, order_row
 from venue_probe import KEY, SECRET, ProbedVenue
 
 from engine.broker.alpaca import AlpacaBroker
+from engine.broker.ratelimit import RateLimiter
 from engine.core.config import Settings
 from engine.core.domain import Leg, Signal, client_order_id
-from engine.ledger import Ledger
 from engine.core.lifecycle import State
-from engine.broker.ratelimit import RateLimiter
+from engine.ledger import Ledger
 from engine.service import Executor
 from engine.sim.testing import wait_until
 

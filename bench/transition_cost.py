@@ -20,10 +20,10 @@ from datetime import datetime, timezone
 from decimal import Decimal
 from pathlib import Path
 
-from engine.ledger import database as db
 from engine.core.domain import Mode, Signal
-from engine.ledger.store import _ADVANCE_HEAD, _INSERT_TRANSITION, _READ_HEAD, _UPDATE_LIFECYCLE, Ledger
 from engine.core.lifecycle import PROJECTED
+from engine.ledger import database as db
+from engine.ledger.store import _ADVANCE_HEAD, _INSERT_TRANSITION, _READ_HEAD, _UPDATE_LIFECYCLE, Ledger
 
 NOW = datetime(2026, 11, 24, 15, 0, tzinfo=timezone.utc)
 

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from engine.ledger import database as db
 from engine.ledger import Ledger
+from engine.ledger import database as db
 
 PG_URL = os.environ.get("SMART_EXECUTOR_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 

@@ -12,11 +12,11 @@ from hypothesis import strategies as st
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 
-from engine.core.domain import Leg, Mode, Side, Signal, client_order_id
+from engine.core.domain import Leg, Mode, Signal, client_order_id
 from engine.core.errors import SignalConflict, StaleLifecycle
-from engine.ledger import FillRecord, Ledger, OrderIntent, OrderUpdate, Writes
 from engine.core.lifecycle import TRANSITIONS, Outcome, State
-from engine.ledger.schema import fills, lifecycles, orders, transitions_table
+from engine.ledger import FillRecord, Ledger, OrderIntent, OrderUpdate, Writes
+from engine.ledger.schema import fills, lifecycles, transitions_table
 
 T0 = datetime(2026, 11, 24, 15, 0, tzinfo=timezone.utc)
 _ids = itertools.count()
@@ -50,7 +50,7 @@ def test_open_records_the_signal_and_its_first_transition(ledger: Ledger) -> Non
     assert row.payload["price"] == "534.82" and row.payload["limit_price"] == "535.09"
     assert ledger.get(lc.id) == lc
     [order] = ledger.orders_of(lc.id)
-    assert (order["client_order_id"], order["status"], order["limit_price"]) == ("sx-%s-en1" % signal.signal_id,
+    assert (order["client_order_id"], order["status"], order["limit_price"]) == (f"sx-{signal.signal_id}-en1",
                                                                                  "intended", D("535.09"))
 
 

@@ -8,11 +8,11 @@ from typing import Any
 
 import pytest
 
-from engine.ledger import database as db
 from engine.cli import main
 from engine.core.domain import Leg, Side, Signal, client_order_id
 from engine.core.errors import InvalidSignal
 from engine.ledger import Ledger
+from engine.ledger import database as db
 
 GOOD: dict[str, Any] = {"signal_id": "crwd-1", "symbol": "CRWD", "side": "buy", "qty": 10, "price": "534.82",
                         "stop": "529.47"}

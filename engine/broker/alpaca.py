@@ -10,6 +10,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import requests
+from alpaca.common.enums import Sort
 from alpaca.common.exceptions import APIError
 from alpaca.trading.client import TradingClient
 from alpaca.trading.enums import OrderClass, OrderSide, QueryOrderStatus, TimeInForce
@@ -24,7 +25,6 @@ from alpaca.trading.requests import (
 from alpaca.trading.stream import TradingStream
 from requests.adapters import HTTPAdapter
 
-from engine.core.domain import Side
 from engine.broker.port import (
     BrokerAmbiguous,
     BrokerError,
@@ -38,6 +38,7 @@ from engine.broker.port import (
     OrderEvent,
     Session,
 )
+from engine.core.domain import Side
 
 log = logging.getLogger("smartexec.alpaca")
 NEW_YORK = ZoneInfo("America/New_York")
@@ -177,7 +178,7 @@ class _Stream(TradingStream):
         self._on_connect = on_connect
 
     async def _start_ws(self) -> None:
-        await super()._start_ws()
+        await super()._start_ws()  # type: ignore[no-untyped-call]
         try:
             await self._on_connect()
         except Exception:
@@ -242,7 +243,7 @@ class AlpacaBroker:
         self._call(self._client.cancel_order_by_id, broker_order_id)
 
     def list_orders(self, *, after: datetime, limit: int = 500) -> list[BrokerOrder]:
-        request = GetOrdersRequest(status=QueryOrderStatus.ALL, after=after, limit=limit, direction="asc",
+        request = GetOrdersRequest(status=QueryOrderStatus.ALL, after=after, limit=limit, direction=Sort.ASC,
                                    nested=True)
         return [to_broker_order(order) for order in self._call(self._client.get_orders, request)]
 
@@ -277,7 +278,7 @@ class AlpacaBroker:
         # The SDK runs in a task of its own: Python 3.11's asyncio.wait_for, which it reads frames
         # with, swallows a cancel that lands as a frame arrives (cpython #86296), and the stream
         # would never stop. asyncio.wait keeps the engine's cancel here, where it always stops it.
-        runner = asyncio.ensure_future(stream._run_forever())
+        runner = asyncio.ensure_future(stream._run_forever())  # type: ignore[no-untyped-call]
         try:
             await asyncio.wait([runner])
             runner.result()

@@ -14,9 +14,9 @@ from decimal import Decimal
 from typing import Protocol
 
 from engine.core.domain import Side
+from engine.core.errors import EngineError
 from engine.core.orders import Kind as Kind  # re-exported: the port speaks the core's vocabulary
 from engine.core.orders import Session as Session
-from engine.core.errors import EngineError
 
 
 @dataclass(frozen=True)
@@ -35,7 +35,7 @@ class BrokerOrder:
     filled_avg_price: Decimal | None
     limit_price: Decimal | None = None
     stop_price: Decimal | None = None
-    legs: tuple["BrokerOrder", ...] = ()
+    legs: tuple[BrokerOrder, ...] = ()
     submitted_at: datetime | None = None
     is_stop: bool = False  # triggers on its stop price: the stop leg of an exit pair
 

@@ -63,7 +63,8 @@ class Conductor:
             # Someone else moved it: take the ledger's word and try again from there.
             fresh = await persist(self.ledger.get, lc.id)
             assert fresh is not None
-            moved, outcome = await persist(record, fresh, decision.trigger, decision.facts, at=self._now(),
+            lc = fresh
+            moved, outcome = await persist(record, lc, decision.trigger, decision.facts, at=self._now(),
                                            source=source, writes=writes)
         self.book.put(moved)
         if outcome is Outcome.MOVED:

@@ -83,7 +83,7 @@ class AdminApi:
         body = json.loads(text, parse_float=Decimal) if text else {}
         if not isinstance(body, dict):
             # ValueError, not TypeError: the guard's 400 answer begins with the exception's name.
-            raise ValueError("the body must be a JSON object")  # noqa: TRY004
+            raise ValueError("the body must be a JSON object")
         return body
 
     # --- reads ----------------------------------------------------------------------------------

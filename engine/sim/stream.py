@@ -57,7 +57,7 @@ class StreamHub:
     async def handle(self, request: web.Request) -> web.StreamResponse:
         ws = web.WebSocketResponse(autoping=True, heartbeat=None, max_msg_size=1 << 20)
         await ws.prepare(request)
-        conn = Connection(ws, request.transport)  # type: ignore[arg-type]  # aiohttp types it as BaseTransport
+        conn = Connection(ws, request.transport)
         self.connections.add(conn)
         writer = asyncio.create_task(self._write(conn))
         try:

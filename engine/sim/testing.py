@@ -64,7 +64,7 @@ class Listener:
             self.updates.put(update)
 
         self._stream.subscribe_trade_updates(handler)
-        task = asyncio.create_task(self._stream._run_forever())
+        task = asyncio.create_task(self._stream._run_forever())  # type: ignore[no-untyped-call]
         self._ready.set()
         try:
             await task

@@ -146,7 +146,7 @@ class Venue:
             asyncio.set_event_loop(loop)
             try:
                 loop.run_until_complete(venue.start(port))
-            except BaseException as exc:  # noqa: BLE001 - re-raised in the caller below, whatever it was
+            except BaseException as exc:
                 failure.append(exc)
                 started.set()
                 loop.close()
@@ -181,7 +181,7 @@ class Venue:
         def call() -> None:
             try:
                 done.set_result(fn(*args))
-            except BaseException as exc:  # noqa: BLE001 - the waiting caller re-raises it
+            except BaseException as exc:
                 done.set_exception(exc)
 
         loop.call_soon_threadsafe(call)

@@ -214,7 +214,7 @@ def timestamp(value: str, name: str) -> datetime:
     try:
         # Not redundant: it also lets a bare date with a Z ("2024-06-12Z") through, which
         # fromisoformat alone refuses.
-        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))  # noqa: FURB162
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
     except ValueError:
         try:
             parsed = datetime.combine(date.fromisoformat(value), datetime.min.time())

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import pytest
+from sample_ledger import Sample, build
 
 from engine.ledger import Ledger
-from sample_ledger import Sample, build
 
 
 @pytest.fixture

@@ -24,8 +24,8 @@ from decimal import Decimal as D
 from typing import Any
 
 from engine.core.domain import Leg, Mode, Side, Signal, client_order_id
-from engine.ledger import FillRecord, Ledger, OrderIntent, OrderUpdate, Writes
 from engine.core.lifecycle import Lifecycle
+from engine.ledger import FillRecord, Ledger, OrderIntent, OrderUpdate, Writes
 
 DAY1 = datetime(2026, 11, 24, 14, 30, tzinfo=timezone.utc)
 DAY2 = DAY1 + timedelta(days=1)

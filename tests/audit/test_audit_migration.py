@@ -10,10 +10,10 @@ import sqlalchemy as sa
 from sqlalchemy import create_engine, inspect, select
 
 from engine import audit
+from engine.core.lifecycle import Lifecycle, State
+from engine.ledger import Ledger
 from engine.ledger import database as db
 from engine.ledger.chain import GENESIS, ChainHead, row_hash
-from engine.ledger import Ledger
-from engine.core.lifecycle import Lifecycle, State
 from engine.ledger.schema import Payload, UTCDateTime, lifecycles
 
 AT = datetime(2026, 11, 20, 15, 0, tzinfo=timezone.utc)

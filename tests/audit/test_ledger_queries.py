@@ -11,10 +11,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from sample_ledger import Sample
 from sqlalchemy import text
 
 from engine.cli import main
-from sample_ledger import Sample
 
 
 def cli(*args: str) -> subprocess.CompletedProcess[str]:

@@ -9,10 +9,10 @@ from __future__ import annotations
 from datetime import date, datetime, timezone
 from decimal import Decimal as D
 
+from sample_ledger import Sample
+
 from engine import audit
 from engine.audit.report import build_report, nearest_rank, reason_kind
-
-from sample_ledger import Sample
 
 
 def report_of(sample: Sample, **window: datetime):  # type: ignore[no-untyped-def]

@@ -10,11 +10,12 @@ import sys
 from datetime import datetime, timezone
 from pathlib import Path
 
+from sample_ledger import Sample
+
 from engine import audit
-from engine.audit.report import Report, build_report
 from engine.audit.charts import outcomes_per_day, slippage_histogram
 from engine.audit.render import as_html, as_text
-from sample_ledger import Sample
+from engine.audit.report import Report, build_report
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -98,9 +99,9 @@ def test_the_text_report_puts_smart_and_legacy_side_by_side(sample: Sample) -> N
 
 def test_the_report_command_prints_the_table_and_writes_the_page(sample: Sample, tmp_path: Path) -> None:
     out = tmp_path / "week1" / "report.html"
-    result = subprocess.run([sys.executable, "-m", "engine.cli", "report", "--since", "2026-11-25", "--until", "2026-11-25", "--out",
-                             str(out), "--database-url", sample.url], capture_output=True, text=True, check=False,
-                            timeout=120)
+    result = subprocess.run([sys.executable, "-m", "engine.cli", "report", "--since", "2026-11-25",
+                             "--until", "2026-11-25", "--out", str(out), "--database-url", sample.url],
+                            capture_output=True, text=True, check=False, timeout=120)
     assert result.returncode == 0, result.stderr
     assert "lifecycles created from 2026-11-25T00:00:00+00:00" in result.stdout
     signals = next(line for line in result.stdout.splitlines() if line.startswith("signals"))

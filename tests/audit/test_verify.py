@@ -16,15 +16,15 @@ from decimal import Decimal as D
 from typing import Any
 
 import pytest
+from sample_ledger import DAY2, Sample
 from sqlalchemy import Connection, delete, insert, select, update
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from engine import audit
-from engine.ledger.chain import row_hash
 from engine.core.domain import Leg, Mode, Signal, client_order_id
 from engine.ledger import Ledger, OrderIntent, Writes
+from engine.ledger.chain import row_hash
 from engine.ledger.schema import chain_head, lifecycles, transitions_table
-from sample_ledger import DAY2, Sample
 
 TRANSITIONS, LIFECYCLES, ORDERS, FILLS = 42, 9, 20, 12
 
