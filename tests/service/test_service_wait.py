@@ -6,11 +6,11 @@ import threading
 from collections.abc import Callable
 
 import pytest
+from harness import Rig, signal_of
 from sqlalchemy import create_engine
 
 from engine.core.lifecycle import State
 from engine.sim.testing import wait_until
-from service_rig import Rig, signal_of
 
 FILLED_OR_LATER = frozenset({State.FILLED, State.VALIDATED, State.EXITS_PLACED})
 
