@@ -1,8 +1,8 @@
-"""Shared fixtures: real ledgers on SQLite files and on the PostgreSQL server, migrated by Alembic."""
+"""Shared fixtures: real ledgers on SQLite files and on the PostgreSQL server, migrated by Alembic
+(see tests/harness/ledgers.py)."""
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -11,24 +11,18 @@ import pytest
 from engine.ledger import Ledger
 from engine.ledger import database as db
 
-PG_URL = os.environ.get("SMART_EXECUTOR_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+pytest.register_assert_rewrite("harness")  # its helpers assert: show the values when they fail
+from harness import BACKENDS, database, migrated_ledger
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+@pytest.fixture(params=BACKENDS)
 def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     """An empty database on each backend (not migrated)."""
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'ledger.db'}"
-    else:
-        with db.temporary_schema(PG_URL) as url:
-            yield url
+    with database(request.param, tmp_path) as url:
+        yield url
 
 
 @pytest.fixture
 def ledger(database_url: str) -> Iterator[Ledger]:
-    db.upgrade(database_url)
-    ledger = Ledger(database_url)
-    try:
+    with migrated_ledger(database_url) as ledger:
         yield ledger
-    finally:
-        ledger.close()

@@ -9,6 +9,9 @@ The venue's clock is set in the next weekday's session, ahead of the engine's. O
 engine lists the broker's orders submitted since the oldest open lifecycle's `created_at` (its own
 clock, less a minute's margin), which is sound against Alpaca, whose clock agrees with ours; the
 shipped scenarios' 2024 clock would hide every order from that listing.
+
+What the crash suite shares with the in-process rig (tests/harness): the waiting (`poll`), the
+ledger's URL, and the `smartexec` command with the product defaults for an environment.
 """
 
 from __future__ import annotations
@@ -19,45 +22,30 @@ import re
 import signal
 import socket
 import subprocess
-import sys
-import time
 import urllib.request
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from datetime import datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Self
 
+from harness import SMARTEXEC, poll, product_environment, sqlite_url
 from sqlalchemy import select
 from sqlalchemy.engine import RowMapping
 
-from engine.ledger import database as db
 from engine.audit import read_engine
 from engine.cli import main as smartexec
-from engine.service.crash import TRACE_VARIABLE, VARIABLE
-from engine.ledger import Ledger
 from engine.core.lifecycle import State
+from engine.ledger import Ledger
+from engine.ledger import database as db
 from engine.ledger.schema import inbox, lifecycles, orders, transitions_table
+from engine.service.crash import TRACE_VARIABLE, VARIABLE
 from engine.sim.scenarios import SCENARIO_DIR
 from engine.sim.sessions import ET, next_trading_day
 
-T = TypeVar("T")
 ROOT = Path(__file__).resolve().parents[2]
 WAIT = 60.0  # generous: a 2-core machine shared with other test runs
 CRASHED = 137
-
-
-def until(condition: Callable[[], T | None], what: str | Callable[[], str], timeout: float = WAIT) -> T:
-    """Poll `condition` until it returns something truthy, and return that. `what` may be a
-    callable, to describe the failure as it stands at the timeout."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:g}s waiting for {what() if callable(what) else what}")
-        time.sleep(0.05)
 
 
 def free_port() -> int:
@@ -70,7 +58,7 @@ def dated_scenario(name: str, folder: Path) -> Path:
     """A copy of a shipped scenario set in the next weekday's session (see the module docstring)."""
     day = next_trading_day(datetime.now(ET).date())
     text = (SCENARIO_DIR / f"{name}.toml").read_text()
-    text, count = re.subn(r"^starts_at = \S+", f"starts_at = {day.isoformat()}T10:15:00", text, flags=re.M)
+    text, count = re.subn(r"^starts_at = \S+", f"starts_at = {day.isoformat()}T10:15:00", text, flags=re.MULTILINE)
     assert count == 1, f"scenario {name} has no starts_at line"
     path = folder / f"{name}.toml"
     path.write_text(text)
@@ -83,7 +71,7 @@ class Process:
     def __init__(self, args: list[str], log: Path, env: Mapping[str, str]) -> None:
         self.log_path = log
         with log.open("ab") as out:
-            self.proc = subprocess.Popen([sys.executable, "-m", "engine.cli", *args], cwd=ROOT, env=dict(env),
+            self.proc = subprocess.Popen([*SMARTEXEC, *args], cwd=ROOT, env=dict(env),
                                          stdout=out, stderr=subprocess.STDOUT)
 
     def log(self) -> str:
@@ -188,11 +176,11 @@ class Cell:
 
     def __init__(self, scenario: str, folder: Path) -> None:
         self.folder = folder
-        self.url = f"sqlite:///{folder / 'ledger.db'}"
+        self.url = sqlite_url(folder)
         self.venue = Venue(dated_scenario(scenario, folder), folder)
         try:
             db.upgrade(self.url)  # while the venue starts; the engine's own upgrade is then a no-op
-            until(self.venue.ready, "the venue to answer")
+            poll(self.venue.ready, "the venue to answer", WAIT)
         except BaseException:
             self.venue.stop()
             raise
@@ -200,7 +188,7 @@ class Cell:
         self._engines: list[Process] = []
         self._advanced: set[State] = set()
 
-    def __enter__(self) -> Cell:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -210,9 +198,7 @@ class Cell:
         self.reads.close()
 
     def engine(self, *, fill_timeout: float, crash_at: str | None = None, trace: Path | None = None) -> Process:
-        # The product settings are the defaults: nothing from the caller's environment leaks in.
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("SMART_EXECUTOR_", "USE_SMART_", "APCA_"))}
-        env["SMART_EXECUTOR_FILL_TIMEOUT"] = str(fill_timeout)
+        env = {**product_environment(), "SMART_EXECUTOR_FILL_TIMEOUT": str(fill_timeout)}
         if crash_at:
             env[VARIABLE] = crash_at
         if trace:
@@ -224,7 +210,7 @@ class Cell:
 
     def post_signal(self, payload: Mapping[str, Any]) -> None:
         """Hand the signal over once the engine's stream listens, as `smartexec submit` does."""
-        until(lambda: self.venue.listening() > 0, "the engine's stream to listen")
+        poll(lambda: self.venue.listening() > 0, "the engine's stream to listen", WAIT)
         ledger = Ledger(self.url)
         try:
             ledger.post_signal(payload)
@@ -244,7 +230,7 @@ class Cell:
             self.drive(signal_id, advance)
             return engine.exited() is not None
 
-        until(gone, lambda: f"the engine to exit; its log:\n{engine.log()[-3000:]}")
+        poll(gone, lambda: f"the engine to exit; its log:\n{engine.log()[-3000:]}", WAIT)
         return engine.proc.wait()
 
     def until_settled(self, engine: Process, signal_id: str, state: State,
@@ -258,7 +244,8 @@ class Cell:
             done = row is not None and row["state"] == state.value and self.reads.inbox_handled(signal_id)
             return row if done else None
 
-        return until(reached, lambda: f"{signal_id} to reach {state.value}; the engine's log:\n{engine.log()[-3000:]}")
+        return poll(reached, lambda: f"{signal_id} to reach {state.value}; the engine's log:\n{engine.log()[-3000:]}",
+                    WAIT)
 
     def verify_exit_code(self) -> int:
         """`smartexec ledger verify`: the hash chain and the replay of every lifecycle."""

@@ -12,10 +12,12 @@ from datetime import timedelta
 from decimal import Decimal
 from pathlib import Path
 
+from crash_rig import CRASHED, Cell, age_of
+from harness import poll
+
 from engine.core.domain import Leg, client_order_id
 from engine.core.lifecycle import State
 from engine.sim import load_scenario
-from crash_rig import CRASHED, Cell, age_of, until
 
 SCENARIO = "clean_fill"
 SIGNAL = dict(load_scenario(SCENARIO).signal)
@@ -43,7 +45,7 @@ def test_stale_unsent_entry_fails_with_the_reason(tmp_path: Path) -> None:
         crash_after_intent(played)
         pending = played.reads.lifecycle(SIGNAL_ID)
         assert pending is not None
-        until(lambda: age_of(pending) > timedelta(seconds=STALE_AFTER), "the signal to grow stale")
+        poll(lambda: age_of(pending) > timedelta(seconds=STALE_AFTER), "the signal to grow stale")
         second = played.engine(fill_timeout=STALE_AFTER)
         row = played.until_settled(second, SIGNAL_ID, State.FAILED, {})
         assert second.stop() == 0

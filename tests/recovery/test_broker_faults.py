@@ -11,14 +11,13 @@ from dataclasses import dataclass
 from decimal import Decimal
 
 import pytest
+from harness import FILL_QUOTE, HAPPY_PATH, TARGET_QUOTE, Rig, a_signal, errors, quote, run
 
 from engine.core.domain import Leg, client_order_id
 from engine.core.lifecycle import State
 from engine.service import Executor
 from engine.sim import Venue
 from engine.sim.submissions import LOST
-
-from .rig import FILL_QUOTE, HAPPY_PATH, TARGET_QUOTE, Rig, a_signal, errors, quote, run
 
 SIGNAL = "faulted"
 ENTRY, TAKE_PROFIT, FLATTEN = (client_order_id(SIGNAL, leg) for leg in (Leg.ENTRY, Leg.TAKE_PROFIT, Leg.FLATTEN))
@@ -107,7 +106,7 @@ def test_every_broker_call_survives_every_fault(rig: Rig, call: str, fault: str,
         async with rig.running() as executor:
             lifecycle_id = await spec.play(rig, executor, FAULTS[fault])
             assert rig.venue.faults.pending()["routes"] == []  # the fault did hit the call
-        assert rig.states(lifecycle_id) == spec.path
+        assert rig.path(lifecycle_id) == spec.path
 
     run(body)
     assert rig.our_orders() == spec.orders

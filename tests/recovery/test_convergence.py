@@ -14,16 +14,16 @@ import tempfile
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from decimal import Decimal
+from functools import partial
 from pathlib import Path
 
+from harness import Rig, a_signal, entry_id, migrated_ledger, quote, resting_venue, run, sqlite_url, until
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from engine.core.domain import Leg, client_order_id
 from engine.core.lifecycle import State
 from engine.sim import Venue
-
-from .rig import Rig, a_signal, entry_id, quote, resting_venue, run, sqlite_ledger, until
 
 SIGNAL = "converge"
 ENTRY, EXIT = entry_id(SIGNAL), client_order_id(SIGNAL, Leg.TAKE_PROFIT)
@@ -84,7 +84,7 @@ async def play(rig: Rig, plan: Plan) -> int:
             await quote(rig.venue, (bid, ask), size=size)
             if plan.down[step]:
                 await engine.enter_async_context(rig.running(poll_interval=POLL))
-            await until(lambda: caught_up(rig, lc.id, step), f"the engine to catch up with step {step}")
+            await until(partial(caught_up, rig, lc.id, step), f"the engine to catch up with step {step}")
     return lc.id
 
 
@@ -104,7 +104,8 @@ def test_any_interleaving_of_events_and_restarts_converges_to_the_same_ledger(pl
     """Prevents a ledger that depends on how the news arrived: a fill counted twice, a quantity
     summed from events instead of taken from the broker, an execution recorded that never
     happened, or a restart that loses or repeats what the previous engine did."""
-    with tempfile.TemporaryDirectory() as folder, resting_venue() as venue, sqlite_ledger(Path(folder)) as ledger:
+    with (tempfile.TemporaryDirectory() as folder, resting_venue() as venue,
+          migrated_ledger(sqlite_url(Path(folder))) as ledger):
         rig = Rig(venue, ledger)
         check(rig, run(lambda: play(rig, plan)), plan)
 

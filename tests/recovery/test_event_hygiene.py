@@ -8,11 +8,10 @@ from collections.abc import Callable
 from decimal import Decimal
 
 import pytest
+from harness import FILL_QUOTE, QUIET, SYMBOL, TARGET_QUOTE, Rig, a_signal, entry_id, errors, quote, run, until
 
 from engine.core.lifecycle import State
 from engine.sim import Venue
-
-from .rig import FILL_QUOTE, QUIET, SYMBOL, TARGET_QUOTE, Rig, a_signal, entry_id, errors, quote, run, until
 
 ENTRY_EXECUTIONS = ("partial_fill", "fill")
 FIRST_QUOTE = ("99.97", "99.99")  # 10 shares at 99.99, then FILL_QUOTE's 20 at 100.00
@@ -72,7 +71,7 @@ def test_dropped_duplicated_or_reordered_events_end_in_the_same_ledger(
             await rig.reach(executor, lc.id, State.CLOSED)
             assert rig.venue.faults.pending()["events"] == []  # the fault was applied in full
 
-        assert rig.states(lc.id) == path
+        assert rig.path(lc.id) == path
         assert rig.source_of(lc.id, "fill") == fill_source
         done = rig.ledger.get(lc.id)
         assert done is not None

@@ -13,14 +13,13 @@ from contextlib import contextmanager
 from typing import Any
 
 import pytest
+from harness import FILL_QUOTE, HAPPY_PATH, TARGET_QUOTE, Rig, a_signal, entry_id, quote, run, until
 from sqlalchemy import create_engine, event
 from sqlalchemy.engine import make_url
 
 from engine.core.domain import Leg, client_order_id
-from engine.ledger import Ledger
 from engine.core.lifecycle import State
-
-from .rig import FILL_QUOTE, HAPPY_PATH, TARGET_QUOTE, Rig, a_signal, entry_id, quote, run, until
+from engine.ledger import Ledger
 
 LEDGER_TABLES = "lifecycles, transitions, chain_head, orders, fills"
 
@@ -100,7 +99,7 @@ def test_a_signal_during_an_outage_sends_nothing_until_the_ledger_is_back(
             await rig.reach(executor, lc.id, State.EXITS_PLACED)
             await quote(rig.venue, TARGET_QUOTE)
             await rig.reach(executor, lc.id, State.CLOSED)
-        assert rig.states(lc.id) == HAPPY_PATH
+        assert rig.path(lc.id) == HAPPY_PATH
 
     run(body)
     assert_reported_plainly(caplog)
@@ -128,7 +127,7 @@ def test_a_fill_during_an_outage_is_recorded_once_the_ledger_is_back(
             await rig.reach(executor, lc.id, State.EXITS_PLACED)
             await quote(rig.venue, TARGET_QUOTE)
             await rig.reach(executor, lc.id, State.CLOSED)
-        assert rig.states(lc.id) == HAPPY_PATH
+        assert rig.path(lc.id) == HAPPY_PATH
         assert rig.source_of(lc.id, "fill") == "stream"  # the held event itself, not a later look-up
 
     run(body)

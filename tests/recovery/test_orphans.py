@@ -12,12 +12,11 @@ from decimal import Decimal
 import pytest
 from alpaca.trading.enums import OrderSide, TimeInForce
 from alpaca.trading.requests import LimitOrderRequest
+from harness import FILL_QUOTE, HAPPY_PATH, SYMBOL, TARGET_QUOTE, Rig, a_signal, errors, quote, run, until
 
 from engine.cli import main
 from engine.core.lifecycle import State
 from engine.sim.testing import trading_client
-
-from .rig import FILL_QUOTE, HAPPY_PATH, SYMBOL, TARGET_QUOTE, Rig, a_signal, errors, quote, run, until
 
 ORPHAN = "sx-by-hand-en1"
 
@@ -51,7 +50,7 @@ def test_an_orphan_placed_while_the_engine_was_down_is_flagged_on_resume(
         await place_by_hand(rig, "99.00")  # below the market: it rests
         async with rig.running():
             await until(lambda: rig.ledger.orphans(), "the orphan to be recorded")
-        assert rig.states(lc.id) == HAPPY_PATH
+        assert rig.path(lc.id) == HAPPY_PATH
 
     run(body)
     [orphan] = rig.ledger.orphans()

@@ -10,10 +10,9 @@ from datetime import timedelta
 from decimal import Decimal
 
 import pytest
+from harness import FILL_PRICE, FILL_QUOTE, HAPPY_PATH, TARGET_QUOTE, Rig, a_signal, entry_id, errors, quote, run
 
 from engine.core.lifecycle import State
-
-from .rig import FILL_PRICE, FILL_QUOTE, HAPPY_PATH, TARGET_QUOTE, Rig, a_signal, entry_id, errors, quote, run
 
 CONNECTED = "trade_updates stream connected"
 
@@ -41,7 +40,7 @@ def test_a_fill_sent_while_the_socket_was_down_is_found_by_the_reconcile_after_t
             await quote(rig.venue, TARGET_QUOTE)
             await rig.reach(executor, lc.id, State.CLOSED)
 
-        assert rig.states(lc.id) == ["PENDING", "LIMIT_SUBMITTED", "PARTIALLY_FILLED", "FILLED", "VALIDATED",
+        assert rig.path(lc.id) == ["PENDING", "LIMIT_SUBMITTED", "PARTIALLY_FILLED", "FILLED", "VALIDATED",
                                      "EXITS_PLACED", "CLOSED"]
         # The poll loop never ran (QUIET): the reconnect's reconcile found the fill.
         assert rig.source_of(lc.id, "fill") == "reconcile"
@@ -74,7 +73,7 @@ def test_a_mute_socket_is_covered_by_the_poll_loop(rig: Rig, caplog: pytest.LogC
             assert rig.venue.listening() == 1  # still connected, never dropped
             rig.venue.faults.unmute_streams()
 
-        assert rig.states(lc.id) == ["PENDING", "LIMIT_SUBMITTED", "FILLED", "VALIDATED", "EXITS_PLACED", "CLOSED"]
+        assert rig.path(lc.id) == ["PENDING", "LIMIT_SUBMITTED", "FILLED", "VALIDATED", "EXITS_PLACED", "CLOSED"]
         assert (rig.source_of(lc.id, "fill"), rig.source_of(lc.id, "exit_filled")) == ("reconcile", "reconcile")
         assert sum(CONNECTED in r.getMessage() for r in caplog.records) == 1
         done = rig.ledger.get(lc.id)
@@ -107,7 +106,7 @@ def test_an_exit_filled_while_the_engine_was_down_is_found_even_when_the_brokers
     that runs behind: an acknowledged order the listing lacks is looked up alone."""
     ahead = timedelta(minutes=10)  # far beyond the listing's one-minute margin
     lifecycle_id = run(lambda: exit_fills_while_down(rig, "skew", clock_ahead=ahead))
-    assert rig.states(lifecycle_id) == HAPPY_PATH
+    assert rig.path(lifecycle_id) == HAPPY_PATH
     assert rig.source_of(lifecycle_id, "exit_filled") == "reconcile"
     assert rig.position() == 0
 
@@ -119,7 +118,7 @@ def test_a_listing_that_fails_on_resume_is_tried_again_before_single_look_ups(
     caplog.set_level(logging.INFO, logger="smartexec")
     lifecycle_id = run(lambda: exit_fills_while_down(
         rig, "retry", before_restart=lambda: rig.venue.faults.fail_route("GET", "/v2/orders", 500, count=2)))
-    assert rig.states(lifecycle_id) == HAPPY_PATH
+    assert rig.path(lifecycle_id) == HAPPY_PATH
     assert rig.source_of(lifecycle_id, "exit_filled") == "reconcile"
     assert not rig.venue.faults.pending()["routes"]  # both failures were met
     assert not any("falling back to single look-ups" in r.getMessage() for r in caplog.records)

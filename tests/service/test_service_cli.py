@@ -3,34 +3,31 @@ venue, fed by `smartexec submit`, stopped by SIGTERM; and `smartexec demo`."""
 
 from __future__ import annotations
 
-import os
 import re
 import signal
 import subprocess
-import sys
 import threading
 from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
 
 import pytest
+from harness import API_KEY, API_SECRET, SMARTEXEC, product_environment, scenario_venue, signal_of, sqlite_url
 
 from engine.cli.demo import CASES
-from engine.ledger import Ledger
 from engine.core.lifecycle import State
+from engine.ledger import Ledger
 from engine.sim import Venue
 from engine.sim.testing import wait_until
-from service_rig import API_KEY, API_SECRET, signal_of
 
-SMARTEXEC = [sys.executable, "-m", "engine.cli"]
 # One line per `transitions` row; the first (`created`) has no from-state.
 TRANSITION_LINE = re.compile(r"lifecycle (\d+) (\S+) (\S+): (?:(\w+) )?-> (\w+) \((\w+), (\w+)\)")
 
 
 def environment() -> dict[str, str]:
-    """This process's environment without any engine or Alpaca setting, plus the venue's keys."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("SMART_EXECUTOR_", "APCA_"))}
-    return {**env, "APCA_API_KEY_ID": API_KEY, "APCA_API_SECRET_KEY": API_SECRET, "PYTHONUNBUFFERED": "1"}
+    """The product defaults (no engine or Alpaca setting of this process), plus the venue's keys."""
+    return {**product_environment(), "APCA_API_KEY_ID": API_KEY, "APCA_API_SECRET_KEY": API_SECRET,
+            "PYTHONUNBUFFERED": "1"}
 
 
 class Output:
@@ -57,7 +54,7 @@ def submit(url: str, signal_id: str, symbol: str, side: str, qty: object, price:
     done = subprocess.run(
         [*SMARTEXEC, "submit", "--signal-id", signal_id, "--symbol", symbol, "--side", side, "--qty", str(qty),
          "--price", str(price), "--stop", str(stop), "--wait", "20", "--database-url", url],
-        env=environment(), capture_output=True, text=True, timeout=60)
+        env=environment(), capture_output=True, text=True, timeout=60, check=False)
     assert done.returncode == 0, done.stderr
     queued, picked_up = done.stdout.splitlines()
     assert queued.startswith(f"queued signal {signal_id} as inbox entry ")
@@ -66,13 +63,12 @@ def submit(url: str, signal_id: str, symbol: str, side: str, qty: object, price:
 
 @pytest.fixture
 def venue() -> Iterator[Venue]:
-    with Venue.running_in_thread(scenarios=["target_hit"], api_key=API_KEY, secret_key=API_SECRET,
-                                 rate_limit_per_min=None) as venue:
+    with scenario_venue("target_hit") as venue:
         yield venue
 
 
 def test_submit_reaches_a_running_engine_which_stops_cleanly_on_sigterm(venue: Venue, tmp_path: Path) -> None:
-    url = f"sqlite:///{tmp_path / 'ledger.db'}"
+    url = sqlite_url(tmp_path)
     sig = signal_of("target_hit")
     run = subprocess.Popen([*SMARTEXEC, "run", "--venue", venue.rest_url, "--database-url", url], env=environment(),
                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -132,14 +128,14 @@ def test_submit_reaches_a_running_engine_which_stops_cleanly_on_sigterm(venue: V
 
 def test_demo_plays_every_scenario_and_exits_zero(tmp_path: Path) -> None:
     demo = subprocess.run([*SMARTEXEC, "demo", "--database", str(tmp_path / "demo.db")], env=environment(),
-                          capture_output=True, text=True, timeout=300)
+                          capture_output=True, text=True, timeout=300, check=False)
 
     assert demo.returncode == 0, demo.stderr
     tables = demo.stdout.split("\n\n")
     for case in CASES:
         table = next((t for t in tables if t.startswith(f"{case.scenario}: {case.title}\n")), None)
         assert table is not None, f"no table for {case.scenario}:\n{demo.stdout}"
-        rows = dict(re.findall(r"^  (\S+(?: \S+)?)\s{2,}(.*)$", table, re.M))
+        rows = dict(re.findall(r"^  (\S+(?: \S+)?)\s{2,}(.*)$", table, re.MULTILINE))
         assert list(rows) == ["signal", "limit", "fill", "slippage", "exits", "R/R", "final state", "P&L", "path"]
         final = State(rows["final state"].split()[0])
         assert final in case.until

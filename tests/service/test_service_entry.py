@@ -11,11 +11,11 @@ from collections.abc import Callable
 from decimal import Decimal as D
 
 import pytest
+from harness import Rig, rejections, signal_of, sqlite_only
 
 from engine.core.domain import Mode
 from engine.core.lifecycle import State
 from engine.sim.testing import wait_until
-from service_rig import Rig, rejections, signal_of, sqlite_only
 
 SUBMITTED = ["PENDING", "LIMIT_SUBMITTED"]
 PROTECTED = ["FILLED", "VALIDATED", "EXITS_PLACED"]

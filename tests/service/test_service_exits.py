@@ -7,9 +7,9 @@ from collections.abc import Callable
 from decimal import Decimal as D
 
 import pytest
+from harness import Rig, rejections, signal_of, sqlite_only
 
 from engine.core.lifecycle import State
-from service_rig import Rig, rejections, signal_of, sqlite_only
 
 ENTERED = ["PENDING", "LIMIT_SUBMITTED", "FILLED", "VALIDATED", "EXITS_PLACED"]
 

@@ -7,9 +7,9 @@ from collections.abc import Callable
 from decimal import Decimal as D
 
 import pytest
+from harness import Rig, rejections, signal_of, sqlite_only
 
 from engine.core.domain import Mode
-from service_rig import Rig, rejections, signal_of, sqlite_only
 
 FLATTENED = ["FILLED", "REJECTED", "FLATTENED"]
 

@@ -8,11 +8,11 @@ from collections.abc import Callable
 from decimal import Decimal as D
 
 import pytest
+from harness import Rig, rejections, signal_of, sqlite_only
 
 from engine.core.errors import SignalConflict
 from engine.core.lifecycle import Lifecycle, State
 from engine.sim.submissions import LOST
-from service_rig import Rig, rejections, signal_of, sqlite_only
 
 ENTRY = "sx-scenario-clean_fill-en1"
 FILL_TO_EXITS = ["FILLED", "VALIDATED", "EXITS_PLACED"]

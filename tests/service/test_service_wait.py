@@ -6,12 +6,12 @@ import threading
 from collections.abc import Callable
 
 import pytest
+from harness import Rig, signal_of
 from sqlalchemy import create_engine
 
 from engine.core.domain import Leg, client_order_id
 from engine.core.lifecycle import State
 from engine.sim.testing import wait_until
-from service_rig import Rig, signal_of
 
 FILLED_OR_LATER = frozenset({State.FILLED, State.VALIDATED, State.EXITS_PLACED})
 
