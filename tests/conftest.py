@@ -9,10 +9,9 @@ from pathlib import Path
 import pytest
 
 from engine.ledger import Ledger
-from engine.ledger import database as db
 
 pytest.register_assert_rewrite("harness")  # its helpers assert: show the values when they fail
-from harness import BACKENDS, database, migrated_ledger
+from harness import BACKENDS, database, migrated_ledger  # noqa: E402  (after the rewrite hook)
 
 
 @pytest.fixture(params=BACKENDS)

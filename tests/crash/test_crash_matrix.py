@@ -20,15 +20,15 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
+from crash_rig import CRASHED, Cell
 from sqlalchemy.engine import RowMapping
 
 from engine import service
-from engine.service import crash
-from engine.service.crash import POINTS
 from engine.core.domain import Leg, client_order_id
 from engine.core.lifecycle import State
+from engine.service import crash
+from engine.service.crash import POINTS
 from engine.sim import load_scenario
-from crash_rig import CRASHED, Cell
 
 S = State
 # A point lies on a scenario's path when its crash-free run enters this state.

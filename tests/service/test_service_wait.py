@@ -20,8 +20,9 @@ FILLED_OR_LATER = frozenset({State.FILLED, State.VALIDATED, State.EXITS_PLACED})
 # every transaction, reads included, takes the write lock at BEGIN).
 @pytest.mark.parametrize("database_url", [pytest.param("postgresql", marks=pytest.mark.postgres)], indirect=True)
 def test_wait_for_reports_only_states_the_ledger_holds(make_rig: Callable[..., Rig]) -> None:
-    """Prevents telling a caller about a state that is not committed (a commit can still fail). Here the fill's commit waits for a
-    lock held elsewhere; whenever wait_for answers, the ledger must already say so."""
+    """Prevents telling a caller about a state that is not committed (a commit can still fail).
+    Here the fill's commit waits for a lock held elsewhere; whenever wait_for answers, the ledger
+    must already say so."""
     rig = make_rig("slow_market")
     live = rig.submit(signal_of("slow_market"))
     rig.settle(live, State.LIMIT_SUBMITTED)
