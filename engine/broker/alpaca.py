@@ -10,6 +10,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import requests
+from alpaca.common.enums import Sort
 from alpaca.common.exceptions import APIError
 from alpaca.trading.client import TradingClient
 from alpaca.trading.enums import OrderClass, OrderSide, QueryOrderStatus, TimeInForce
@@ -24,7 +25,6 @@ from alpaca.trading.requests import (
 from alpaca.trading.stream import TradingStream
 from requests.adapters import HTTPAdapter
 
-from engine.core.domain import Side
 from engine.broker.port import (
     BrokerAmbiguous,
     BrokerError,
@@ -38,6 +38,7 @@ from engine.broker.port import (
     OrderEvent,
     Session,
 )
+from engine.core.domain import Side
 
 log = logging.getLogger("smartexec.alpaca")
 NEW_YORK = ZoneInfo("America/New_York")
@@ -140,7 +141,7 @@ def translate(exc: Exception) -> BrokerError:
         status = exc.status_code
         try:
             code, message = int(exc.code), str(exc.message)
-        except Exception:  # a body that is not Alpaca's {"code", "message"}
+        except Exception:  # noqa: BLE001  # a body that is not Alpaca's {"code", "message"}
             code, message = None, f"HTTP {status}"
         if status == 401:
             return BrokerUnauthorized(f"Alpaca refused the API keys ({message})")
@@ -177,7 +178,7 @@ class _Stream(TradingStream):
         self._on_connect = on_connect
 
     async def _start_ws(self) -> None:
-        await super()._start_ws()
+        await super()._start_ws()  # type: ignore[no-untyped-call]
         try:
             await self._on_connect()
         except Exception:
@@ -204,7 +205,7 @@ class AlpacaBroker:
     def _call(self, fn: Any, *args: Any) -> Any:
         try:
             return fn(*args)
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001  # translate() decides what every failure means
             raise translate(exc) from None
 
     def _submit(self, request: Any) -> BrokerOrder:
@@ -242,7 +243,7 @@ class AlpacaBroker:
         self._call(self._client.cancel_order_by_id, broker_order_id)
 
     def list_orders(self, *, after: datetime, limit: int = 500) -> list[BrokerOrder]:
-        request = GetOrdersRequest(status=QueryOrderStatus.ALL, after=after, limit=limit, direction="asc",
+        request = GetOrdersRequest(status=QueryOrderStatus.ALL, after=after, limit=limit, direction=Sort.ASC,
                                    nested=True)
         return [to_broker_order(order) for order in self._call(self._client.get_orders, request)]
 
@@ -277,7 +278,7 @@ class AlpacaBroker:
         # The SDK runs in a task of its own: Python 3.11's asyncio.wait_for, which it reads frames
         # with, swallows a cancel that lands as a frame arrives (cpython #86296), and the stream
         # would never stop. asyncio.wait keeps the engine's cancel here, where it always stops it.
-        runner = asyncio.ensure_future(stream._run_forever())
+        runner = asyncio.ensure_future(stream._run_forever())  # type: ignore[no-untyped-call]
         try:
             await asyncio.wait([runner])
             runner.result()

@@ -52,7 +52,7 @@ class BrokerOrder:
     filled_avg_price: Decimal | None
     limit_price: Decimal | None = None
     stop_price: Decimal | None = None
-    legs: tuple["BrokerOrder", ...] = ()
+    legs: tuple[BrokerOrder, ...] = ()
     submitted_at: datetime | None = None
     is_stop: bool = False  # triggers on its stop price: the stop leg of an exit pair
 

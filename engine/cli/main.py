@@ -39,7 +39,8 @@ def cmd_db(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
-    from engine.service.runner import broker_target, run
+    from engine.broker.alpaca_target import broker_target
+    from engine.service.runner import run
 
     return asyncio.run(run(settings, broker_target(args.venue, args.live), database_url=args.database_url))
 
