@@ -2,5 +2,6 @@
 Alpaca adapter over alpaca-py, the client-side rate limiter and an in-memory fake broker.
 
 May import `engine.core`. Never the ledger, the service, the audit side or the command line.
-Alpaca's status words and `APCA_*` variables appear in `engine.broker.alpaca` only.
+Alpaca's environment variables are read in `engine.broker.alpaca_target` only, and its status
+words are mapped in `engine.broker.alpaca`; the fake speaks them too, through that map.
 """

@@ -205,7 +205,7 @@ class AlpacaBroker:
     def _call(self, fn: Any, *args: Any) -> Any:
         try:
             return fn(*args)
-        except Exception as exc:
+        except Exception as exc:  # translate() decides what every failure means
             raise translate(exc) from None
 
     def _submit(self, request: Any) -> BrokerOrder:

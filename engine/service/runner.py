@@ -4,58 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import signal as signals
-from collections.abc import Mapping
-from dataclasses import dataclass
 
-from engine.broker.alpaca import AlpacaBroker
+from engine.broker.alpaca_target import BrokerTarget, broker_target
 from engine.core.config import Settings
 from engine.core.domain import Mode, Signal
-from engine.core.errors import ConfigError, EngineError
+from engine.core.errors import EngineError
 from engine.ledger import Ledger
 from engine.ledger import database as db
 from engine.service import Executor
 
 log = logging.getLogger("smartexec")
-LIVE_URL = "https://api.alpaca.markets"
-
-
-@dataclass(frozen=True)
-class BrokerTarget:
-    api_key: str
-    secret_key: str
-    paper: bool
-    rest_url: str | None
-    stream_url: str | None
-
-    def __repr__(self) -> str:  # the keys never reach a log line or a traceback
-        where = self.rest_url or ("paper" if self.paper else "live")
-        return f"BrokerTarget({where})"
-
-    def broker(self) -> AlpacaBroker:
-        return AlpacaBroker(self.api_key, self.secret_key, paper=self.paper, rest_url=self.rest_url,
-                            stream_url=self.stream_url)
-
-
-def broker_target(venue: str | None, live: bool, env: Mapping[str, str] | None = None) -> BrokerTarget:
-    """Keys from APCA_API_KEY_ID / APCA_API_SECRET_KEY (the local venue accepts its defaults);
-    paper unless --live or APCA_API_BASE_URL names the live endpoint; `venue` = a local venue URL."""
-    source = os.environ if env is None else env
-    if venue:
-        base = venue.rstrip("/")
-        if not base.startswith(("http://", "https://")):
-            raise ConfigError("--venue", f"expected http://HOST:PORT, was {venue!r}")
-        stream = "ws" + base[len("http"):] + "/stream"
-        return BrokerTarget(source.get("APCA_API_KEY_ID", "sim-key"), source.get("APCA_API_SECRET_KEY", "sim-secret"),
-                            True, base, stream)
-    key, secret = source.get("APCA_API_KEY_ID"), source.get("APCA_API_SECRET_KEY")
-    if not key:
-        raise ConfigError("APCA_API_KEY_ID", "is required unless --venue names a local venue")
-    if not secret:
-        raise ConfigError("APCA_API_SECRET_KEY", "is required unless --venue names a local venue")
-    live = live or source.get("APCA_API_BASE_URL", "").rstrip("/") == LIVE_URL
-    return BrokerTarget(key, secret, not live, None, None)
+__all__ = ["BrokerTarget", "broker_target", "consume_inbox", "run"]
 
 
 async def consume_inbox(executor: Executor, interval: float = 0.25) -> None:
