@@ -21,6 +21,7 @@ def test_defaults_are_the_product_spec() -> None:
     assert s.extended_hours is False
     assert s.database_url == DEFAULT_DATABASE_URL
     assert s.poll_interval == 15.0
+    assert s.signal_max_age == 30.0
 
 
 def test_every_variable_is_read() -> None:
@@ -36,6 +37,7 @@ def test_every_variable_is_read() -> None:
         "SMART_EXECUTOR_DEFAULT_STOP_PCT": "0.02",
         "SMART_EXECUTOR_DATABASE_URL": "postgresql+psycopg://u@h/db",
         "SMART_EXECUTOR_POLL_INTERVAL": "2.5",
+        "SMART_EXECUTOR_SIGNAL_MAX_AGE": "120",
     }
     assert set(env) == {variable for variable, _ in ENVIRONMENT.values()}
     s = Settings.from_env(env)
@@ -43,6 +45,7 @@ def test_every_variable_is_read() -> None:
         False, D("0.002"), D("0.0004"), D("0.0015"))
     assert (s.fill_timeout, s.fill_timeout_extended, s.min_rr_ratio, s.extended_hours) == (1.5, 30.0, D(3), True)
     assert (s.default_stop_pct, s.database_url, s.poll_interval) == (D("0.02"), "postgresql+psycopg://u@h/db", 2.5)
+    assert s.signal_max_age == 120.0
 
 
 @pytest.mark.parametrize(

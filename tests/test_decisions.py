@@ -47,7 +47,7 @@ def report(kind: Kind, status: str, filled_qty: str = "0", avg: str | None = Non
 
 
 def test_a_smart_signal_in_regular_hours_intends_a_limit_at_the_buffer() -> None:
-    plan = decisions.intake(CRWD, Mode.SMART, Session.REGULAR, SETTINGS)
+    plan = decisions.intake(CRWD, Mode.SMART, Session.REGULAR, SETTINGS, NOW)
     assert plan.refusal is None and plan.extended is False
     assert plan.facts == {"session": "regular", "limit_price": D("535.09")}
     assert plan.intents == (OrderIntent("sx-crwd-1-en1", Leg.ENTRY, Side.BUY, "limit", "day", D(10),
@@ -55,13 +55,13 @@ def test_a_smart_signal_in_regular_hours_intends_a_limit_at_the_buffer() -> None
 
 
 def test_a_legacy_signal_intends_a_market_order() -> None:
-    plan = decisions.intake(CRWD, Mode.LEGACY, Session.REGULAR, SETTINGS)
+    plan = decisions.intake(CRWD, Mode.LEGACY, Session.REGULAR, SETTINGS, NOW)
     assert plan.facts == {"session": "regular"}
     assert plan.intents == (OrderIntent("sx-crwd-1-en1", Leg.ENTRY, Side.BUY, "market", "day", D(10)),)
 
 
 def test_extended_hours_use_the_wider_buffer_and_flag_the_order() -> None:
-    plan = decisions.intake(CRWD, Mode.SMART, Session.EXTENDED, replace(SETTINGS, extended_hours=True))
+    plan = decisions.intake(CRWD, Mode.SMART, Session.EXTENDED, replace(SETTINGS, extended_hours=True), NOW)
     assert plan.refusal is None and plan.extended is True
     [intent] = plan.intents
     assert (intent.limit_price, intent.extended_hours) == (D("535.35"), True)
@@ -73,12 +73,46 @@ def test_extended_hours_use_the_wider_buffer_and_flag_the_order() -> None:
     (Session.EXTENDED, Mode.LEGACY, True, "the legacy path sends market orders"),
 ])
 def test_the_session_refusals(session: Session, mode: Mode, extended_on: bool, reason: str) -> None:
-    plan = decisions.intake(CRWD, mode, session, replace(SETTINGS, extended_hours=extended_on))
+    plan = decisions.intake(CRWD, mode, session, replace(SETTINGS, extended_hours=extended_on), NOW)
     assert plan.refusal is not None and reason in plan.refusal
     assert plan.intents == ()
     refused = decisions.refuse_entry(plan.refusal)
     assert (refused.trigger, refused.facts, refused.refusal) == (Trigger.REJECTED, {"reject_reason": plan.refusal},
                                                                  plan.refusal)
+
+
+def test_a_signal_older_than_the_max_age_is_refused_with_its_age() -> None:
+    made = replace(CRWD, created_at=NOW - timedelta(seconds=31))
+    plan = decisions.intake(made, Mode.SMART, Session.REGULAR, SETTINGS, NOW)
+    assert plan.refusal == "signal is 31.0s old (older than SMART_EXECUTOR_SIGNAL_MAX_AGE 30s)"
+    assert plan.intents == () and plan.facts["signal_age"] == D("31.0")
+    fresh = decisions.intake(replace(CRWD, created_at=NOW - timedelta(seconds=30)), Mode.SMART, Session.REGULAR,
+                             SETTINGS, NOW)
+    assert fresh.refusal is None and fresh.facts["signal_age"] == D("30.0")
+
+
+def test_a_queued_signal_without_a_time_ages_from_when_it_was_received() -> None:
+    plan = decisions.intake(CRWD, Mode.SMART, Session.REGULAR, SETTINGS, NOW, NOW - timedelta(minutes=4))
+    assert plan.refusal is not None and plan.refusal.startswith("signal is 240.0s old")
+    assert decisions.intake(CRWD, Mode.SMART, Session.REGULAR, SETTINGS, NOW).facts == {
+        "session": "regular", "limit_price": D("535.09")}  # no time at all: the Python API's own call
+
+
+def test_an_expired_or_future_signal_is_refused() -> None:
+    expired = replace(CRWD, expires_at=NOW)
+    assert decisions.intake(expired, Mode.SMART, Session.REGULAR, SETTINGS, NOW).refusal == (
+        f"signal expired at {NOW.isoformat()}")
+    ahead = replace(CRWD, created_at=NOW + timedelta(seconds=6))
+    refusal = decisions.intake(ahead, Mode.SMART, Session.REGULAR, SETTINGS, NOW).refusal
+    assert refusal is not None and refusal.endswith("is 6.0s in the future")
+    slight = replace(CRWD, created_at=NOW + timedelta(seconds=4))  # within the clock skew allowed
+    assert decisions.intake(slight, Mode.SMART, Session.REGULAR, SETTINGS, NOW).refusal is None
+
+
+def test_a_stale_signal_is_refused_before_the_session_is_considered() -> None:
+    stale = replace(CRWD, created_at=NOW - timedelta(hours=1))
+    refusal = decisions.intake(stale, Mode.SMART, Session.CLOSED, SETTINGS, NOW).refusal
+    assert refusal is not None and refusal.startswith("signal is 3600.0s old")
 
 
 def test_an_unsent_entry_is_sent_while_the_signal_is_young_and_refused_after() -> None:

@@ -86,6 +86,9 @@ class Settings:
     # Seconds without news after which a waiting lifecycle is looked up by REST: the stream can
     # stay connected yet deliver nothing.
     poll_interval: float = 15.0
+    # Seconds after it was made that a signal may still be traded: one queued while no engine ran
+    # is refused, not traded whenever an engine starts.
+    signal_max_age: float = 30.0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -118,4 +121,5 @@ ENVIRONMENT: dict[str, tuple[str, Callable[[str, str], object]]] = {
     "default_stop_pct": ("SMART_EXECUTOR_DEFAULT_STOP_PCT", _fraction(Decimal("0.5"))),
     "database_url": ("SMART_EXECUTOR_DATABASE_URL", _url),
     "poll_interval": ("SMART_EXECUTOR_POLL_INTERVAL", _seconds),
+    "signal_max_age": ("SMART_EXECUTOR_SIGNAL_MAX_AGE", _seconds),
 }

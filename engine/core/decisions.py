@@ -33,6 +33,7 @@ WAITING: dict[State, tuple[Leg, ...]] = {
     State.REJECTED: (Leg.FLATTEN,),
 }
 _DEADLINE_STATES = (State.LIMIT_SUBMITTED, State.PARTIALLY_FILLED)
+MAX_CLOCK_SKEW = Decimal(5)  # seconds a signal's time may lie ahead of the engine's clock
 
 
 class Then(str, Enum):
@@ -85,10 +86,32 @@ def session_refusal(session: Session, mode: Mode, settings: Settings) -> str | N
     return None
 
 
-def intake(signal: Signal, mode: Mode, session: Session, settings: Settings) -> Intake:
+def staleness(signal: Signal, now: datetime, settings: Settings, received_at: datetime | None = None,
+              ) -> tuple[Decimal | None, str | None]:
+    """The signal's age in seconds (None: unknown) and why it is too old to trade, if it is.
+
+    Its age runs from `created_at`, or from when the ledger received it when the bot gave no time."""
+    made = signal.created_at or received_at
+    age = None if made is None else Decimal(str(round((now - made).total_seconds(), 3)))
+    if signal.expires_at is not None and signal.expires_at <= now:
+        return age, f"signal expired at {signal.expires_at.isoformat()}"
+    if age is None:
+        return None, None
+    if age > Decimal(str(settings.signal_max_age)):
+        return age, f"signal is {age}s old (older than SMART_EXECUTOR_SIGNAL_MAX_AGE {settings.signal_max_age:g}s)"
+    if age < -MAX_CLOCK_SKEW:
+        return age, f"signal time {made.isoformat() if made else ''} is {-age}s in the future"
+    return age, None
+
+
+def intake(signal: Signal, mode: Mode, session: Session, settings: Settings, now: datetime,
+           received_at: datetime | None = None) -> Intake:
     extended = session is Session.EXTENDED
-    refusal = session_refusal(session, mode, settings)
+    age, refusal = staleness(signal, now, settings, received_at)
+    refusal = refusal or session_refusal(session, mode, settings)
     facts: dict[str, Any] = {"session": session.value}
+    if age is not None:
+        facts["signal_age"] = age
     coid = client_order_id(signal.signal_id, Leg.ENTRY)
     intents: tuple[OrderIntent, ...] = ()
     if refusal is None and mode is Mode.SMART:

@@ -38,6 +38,14 @@ class SignalConflict(EngineError):
         self.differences = differences
 
 
+class SignalRefused(EngineError):
+    """A valid signal the engine would not trade (too old, market closed, a risk limit, …)."""
+
+
+class NotPickedUp(EngineError):
+    """No running engine took a queued signal within the time the caller waited."""
+
+
 # --- the state machine refused: a programming or wiring error, never a broker condition -------
 
 

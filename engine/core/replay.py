@@ -30,7 +30,7 @@ def replay(history: Iterable[HistoryRow], lifecycle_id: int) -> Lifecycle:
     if not rows or rows[0].trigger != CREATED:
         raise ValueError(f"lifecycle {lifecycle_id}: history does not start with a '{CREATED}' row")
     first = rows[0].payload
-    lc = Lifecycle.opened(Signal.parse(first), mode=Mode(first["mode"]), extended_hours=bool(first["extended_hours"]),
+    lc = Lifecycle.opened(Signal.restore(first), mode=Mode(first["mode"]), extended_hours=bool(first["extended_hours"]),
                           at=rows[0].at, lifecycle_id=lifecycle_id)
     lc = apply_facts(lc, first)
     for row in rows[1:]:

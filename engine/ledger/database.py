@@ -108,3 +108,8 @@ def temporary_schema(url: str, prefix: str = "t") -> Iterator[str]:
         with admin.connect() as conn:
             conn.exec_driver_sql(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
         admin.dispose()
+
+
+def redacted(url: str) -> str:
+    """A database URL as it may be printed: no password."""
+    return make_url(url).render_as_string(hide_password=True)

@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterable
 from datetime import datetime, timezone
 from typing import Any
 
-from engine.broker.port import Broker, OrderEvent
+from engine.broker.port import Broker, BrokerAmbiguous, OrderEvent
 from engine.broker.ratelimit import Priority, RateLimiter
 from engine.core import decisions
 from engine.core.config import Settings
@@ -43,6 +43,7 @@ from engine.service.workers import Workers
 log = logging.getLogger("smartexec")
 STOP_GRACE = 5.0  # seconds stop() gives the news already received to be recorded
 SESSION_TTL = 5.0  # seconds a burst of signals shares one look at the broker's clock
+SESSION_TRIES = 4
 
 
 def utcnow() -> datetime:
@@ -156,12 +157,26 @@ class Executor:
     async def _market_session(self) -> Session:
         async with self._session_lock:
             if self._session is None or self._monotonic() - self._session[0] > SESSION_TTL:
-                self._session = (self._monotonic(), await self.workers.call(Priority.QUERY, self.broker.session))
+                self._session = (self._monotonic(), await self._read_session())
             return self._session[1]
 
-    async def submit(self, signal: Signal, *, mode: Mode | None = None) -> Lifecycle:
+    async def _read_session(self) -> Session:
+        # One transient 5xx or 429 on the clock must not turn a valid signal into a refusal.
+        for attempt in range(1, SESSION_TRIES + 1):
+            try:
+                return await self.workers.call(Priority.QUERY, self.broker.session)
+            except BrokerAmbiguous as exc:
+                if attempt == SESSION_TRIES:
+                    raise
+                log.warning("the broker's clock did not answer (%s); asking again", exc)
+                await asyncio.sleep(0.25 * 2 ** (attempt - 1))
+        raise AssertionError("unreachable")
+
+    async def submit(self, signal: Signal, *, mode: Mode | None = None,
+                     received_at: datetime | None = None) -> Lifecycle:
         """Hand over one signal. Idempotent by signal id; the entry is placed before this returns.
-        `mode` overrides USE_SMART_EXECUTOR for this signal (e.g. to compare the two paths)."""
+        `mode` overrides USE_SMART_EXECUTOR for this signal (e.g. to compare the two paths);
+        `received_at` is when it was queued, its age when it carries no `created_at`."""
         known = await self.workers.persist(self.ledger.find_by_signal, signal.signal_id)
         if known is not None:
             differences = known.signal().differences(signal)
@@ -170,7 +185,7 @@ class Executor:
             return self.book.open.get(known.id, known)
 
         mode = mode or (Mode.SMART if self.settings.use_smart_executor else Mode.LEGACY)
-        plan = decisions.intake(signal, mode, await self._market_session(), self.settings)
+        plan = decisions.intake(signal, mode, await self._market_session(), self.settings, self._now(), received_at)
         lc, created = await self.workers.persist(self.ledger.open_lifecycle, signal, mode=mode,
                                                  extended_hours=plan.extended, at=self._now(), facts=plan.facts,
                                                  writes=Writes(intents=plan.intents))

@@ -91,10 +91,16 @@ def test_submit_reaches_a_running_engine_which_stops_cleanly_on_sigterm(venue: V
         wait_until(lambda: state() is State.CLOSED, timeout=30, what="the take-profit fill")
         sent = venue.submissions()
 
-        # The same signal id with another quantity: refused, nothing recorded or sent.
+        # The same signal id with another quantity: refused (exit 4), nothing queued, recorded or sent.
         conflict = "signal_id 'scenario-target_hit' is already recorded with different content (qty)"
-        assert submit(url, sig.signal_id, sig.symbol, sig.side.value, 40, sig.price, sig.stop) == \
-            f"inbox entry 2: refused: {conflict}"
+        refused = subprocess.run(
+            [*SMARTEXEC, "submit", "--signal-id", sig.signal_id, "--symbol", sig.symbol, "--side", sig.side.value,
+             "--qty", "40", "--price", str(sig.price), "--stop", str(sig.stop), "--wait", "20", "--database-url", url],
+            env=environment(), capture_output=True, text=True, timeout=60, check=False)
+        assert (refused.returncode, refused.stdout) == (4, ""), refused.stderr
+        assert f"smartexec: {conflict}" in refused.stderr
+        assert f"Smart executor rejected {sig.signal_id} {conflict}" in refused.stderr
+        assert len(ledger.pending_signals()) == 0 and ledger.inbox_entry(1)["lifecycle_id"] == 1
 
         run.send_signal(signal.SIGTERM)
         assert run.wait(30) == 0
@@ -121,7 +127,6 @@ def test_submit_reaches_a_running_engine_which_stops_cleanly_on_sigterm(venue: V
     assert [(int(g[0]), g[1], g[2]) for g in logged] == [(lc.id, sig.signal_id, "NVDA")] * len(history)
     assert [g[3:] for g in logged] == [(row.from_state, row.to_state, row.trigger, row.source) for row in history]
     assert "Finished processing state" not in text  # the state machine library's chatter
-    assert f"Smart executor rejected {sig.signal_id} {conflict}" in text
     assert "stopping" in text
     assert API_SECRET not in text
 
