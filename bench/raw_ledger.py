@@ -16,8 +16,9 @@ from sqlalchemy import Connection, create_engine, func, insert, select, update
 from engine.core.domain import Leg
 from engine.core.lifecycle import PROJECTED, State
 from engine.ledger import database as db
+from engine.ledger.orders import _INSERT_ORDER
 from engine.ledger.schema import fills, lifecycles, orders
-from engine.ledger.store import _ADVANCE_HEAD, _INSERT_ORDER, _INSERT_TRANSITION, _READ_HEAD, _UPDATE_LIFECYCLE
+from engine.ledger.store import _ADVANCE_HEAD, _INSERT_TRANSITION, _READ_HEAD, _UPDATE_LIFECYCLE
 
 FAKE_HASH = "f" * 64
 

@@ -34,7 +34,7 @@ def open_partially_filled(ledger: Ledger, count: int, tag: str) -> list:  # type
         signal = Signal.parse({"signal_id": f"{tag}-{i}", "symbol": "CRWD", "side": "buy", "qty": 1000,
                                "price": "534.82", "stop": "529.47"})
         lc, _ = ledger.open_lifecycle(signal, mode=Mode.SMART, extended_hours=False, at=NOW)
-        ledger.record(lc, "partial_fill", {"filled_qty": "1"}, at=NOW, source="bench")
+        lc, _ = ledger.record(lc, "partial_fill", {"filled_qty": "1"}, at=NOW, source="bench")
         out.append(lc)
     return out
 
@@ -43,8 +43,8 @@ def engine_run(ledger: Ledger, lcs: list, n: int) -> float:  # type: ignore[type
     start = time.perf_counter()
     for i in range(n):
         lc = lcs[i % len(lcs)]
-        ledger.record(lc, "partial_fill", {"filled_qty": str(lc.filled_qty + 1), "execution_id": f"e{i}"},
-                      at=NOW, source="bench")
+        lcs[i % len(lcs)], _ = ledger.record(lc, "partial_fill", {"filled_qty": str(lc.filled_qty + 1),
+                                                                  "execution_id": f"e{i}"}, at=NOW, source="bench")
     return (time.perf_counter() - start) / n
 
 
@@ -52,10 +52,11 @@ def floor_run(ledger: Ledger, lcs: list, n: int) -> float:  # type: ignore[type-
     base = {name: None for name in PROJECTED}
     with ledger.engine.connect() as conn:
         last_id = conn.execute(_READ_HEAD).one().last_id
+    versions = {lc.id: lc.version for lc in lcs}
     start = time.perf_counter()
     for i in range(n):
         lc = lcs[i % len(lcs)]
-        version = lc.version
+        version = versions[lc.id]
         with ledger.engine.begin() as conn:
             conn.execute(_UPDATE_LIFECYCLE, {**base, "state": "PARTIALLY_FILLED", "version": version + 1,
                                              "updated_at": NOW, "filled_qty": Decimal(version), "_id": lc.id,
@@ -66,7 +67,7 @@ def floor_run(ledger: Ledger, lcs: list, n: int) -> float:  # type: ignore[type-
                                               "from_state": "PARTIALLY_FILLED", "to_state": "PARTIALLY_FILLED",
                                               "source": "bench", "at": NOW,
                                               "payload": {"filled_qty": str(version), "execution_id": f"f{i}"}})
-        lc.version = version + 1
+        versions[lc.id] = version + 1
         last_id += 1
     return (time.perf_counter() - start) / n
 
