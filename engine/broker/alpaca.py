@@ -38,6 +38,7 @@ from engine.broker.port import (
     OrderEvent,
     Session,
 )
+from engine.broker.redaction import redact, register_secret
 from engine.core.domain import Side
 
 log = logging.getLogger("smartexec.alpaca")
@@ -134,13 +135,14 @@ def to_order_event(update: TradeUpdate) -> OrderEvent:
 
 
 def translate(exc: Exception) -> BrokerError:
-    """The one place SDK and transport errors become engine errors grouped by what to do next."""
+    """The one place SDK and transport errors become engine errors grouped by what to do next.
+    A venue's message is passed on with any registered key masked."""
     if isinstance(exc, BrokerError):
         return exc
     if isinstance(exc, APIError):
         status = exc.status_code
         try:
-            code, message = int(exc.code), str(exc.message)
+            code, message = int(exc.code), redact(str(exc.message))
         except Exception:  # a body that is not Alpaca's {"code", "message"}
             code, message = None, f"HTTP {status}"
         if status == 401:
@@ -188,6 +190,7 @@ class _Stream(TradingStream):
 class AlpacaBroker:
     def __init__(self, api_key: str, secret_key: str, *, paper: bool = True, rest_url: str | None = None,
                  stream_url: str | None = None, request_timeout: float = 10.0) -> None:
+        register_secret(api_key, secret_key)  # masked in every log line from now on (engine.broker.redaction)
         self._client = TradingClient(api_key, secret_key, paper=paper, url_override=rest_url)
         # The engine resolves 429/504 itself (lookup, then its own backoff); the SDK's blind
         # retries would resend a POST and block a worker for 9 s.

@@ -7,9 +7,10 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from engine.broker.alpaca import AlpacaBroker
+from engine.broker.redaction import register_secret
 from engine.core.errors import ConfigError
 
 LIVE_URL = "https://api.alpaca.markets"
@@ -17,8 +18,8 @@ LIVE_URL = "https://api.alpaca.markets"
 
 @dataclass(frozen=True)
 class BrokerTarget:
-    api_key: str
-    secret_key: str
+    api_key: str = field(repr=False)
+    secret_key: str = field(repr=False)
     paper: bool
     rest_url: str | None
     stream_url: str | None
@@ -26,6 +27,9 @@ class BrokerTarget:
     def __repr__(self) -> str:  # the keys never reach a log line or a traceback
         where = self.rest_url or ("paper" if self.paper else "live")
         return f"BrokerTarget({where})"
+
+    def __post_init__(self) -> None:
+        register_secret(self.api_key, self.secret_key)  # masked in every log line from now on
 
     def broker(self) -> AlpacaBroker:
         return AlpacaBroker(self.api_key, self.secret_key, paper=self.paper, rest_url=self.rest_url,

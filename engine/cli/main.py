@@ -196,6 +196,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     # The state machine library logs two INFO lines per state change; the engine logs one itself.
     logging.getLogger("transitions").setLevel(logging.DEBUG if args.verbose else logging.WARNING)
+    # API keys never reach a log line, the libraries' DEBUG lines included; websockets logs no
+    # frames (the stream's auth frame among them).
+    from engine.service.redaction import install_redaction, quiet_wire_frames
+
+    install_redaction()
+    quiet_wire_frames()
     try:
         settings = Settings.from_env()
         handler: Handler = args.handler
