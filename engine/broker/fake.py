@@ -17,6 +17,7 @@ stream through its own loop.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import re
 import threading
@@ -205,10 +206,8 @@ class _Connection:
 
 
 def _post(loop: asyncio.AbstractEventLoop, callback: Callable[[], None]) -> None:
-    try:
+    with contextlib.suppress(RuntimeError):  # that loop has closed: its stream is gone
         loop.call_soon_threadsafe(callback)
-    except RuntimeError:  # that loop has closed: its stream is gone
-        pass
 
 
 class FakeBroker:
@@ -455,10 +454,8 @@ class FakeBroker:
             if failure is None:
                 return work()
             if failure.carried_out:
-                try:
+                with contextlib.suppress(BrokerError):  # the injected failure is all the caller sees
                     work()
-                except BrokerError:
-                    pass  # the injected failure is all the caller sees, refusal or not
             raise failure.error
 
     def _stamp(self) -> datetime:
