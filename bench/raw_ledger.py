@@ -18,9 +18,18 @@ from engine.core.lifecycle import PROJECTED, State
 from engine.ledger import database as db
 from engine.ledger.orders import _INSERT_ORDER
 from engine.ledger.schema import fills, lifecycles, orders
-from engine.ledger.store import _ADVANCE_HEAD, _INSERT_TRANSITION, _READ_HEAD, _UPDATE_LIFECYCLE
+from engine.ledger.store import _ADVANCE_HEAD, _INSERT_TRANSITION, _READ_HEAD, _UPDATE_LIFECYCLE, Ledger
 
 FAKE_HASH = "f" * 64
+
+
+def identity_of(url: str) -> str:
+    """The ledger's identity, which every client order id placed for it carries."""
+    ledger = Ledger(url)
+    try:
+        return ledger.identity()
+    finally:
+        ledger.close()
 
 
 @contextlib.contextmanager

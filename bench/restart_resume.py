@@ -48,7 +48,7 @@ from typing import Any
 from alpaca.trading.client import TradingClient
 from alpaca.trading.enums import QueryOrderStatus
 from alpaca.trading.requests import GetOrdersRequest
-from raw_ledger import RawLedger, StateCounts, migrated, order_row
+from raw_ledger import RawLedger, StateCounts, identity_of, migrated, order_row
 from sqlalchemy import Engine, event
 from venue_probe import KEY, SECRET, ProbedVenue
 
@@ -116,15 +116,16 @@ def build(venue: ProbedVenue, url: str, n: int) -> Plan:
     signals = [Signal(f"rs-{i}", SYMBOL, Side.BUY, QTY, *(FILLING if r == "fill" else RESTING))
                for i, r in enumerate(roles)]
     limits = [entry_limit(s.price, s.side, settings.limit_buffer_regular) for s in signals]
+    ledger_id = identity_of(url)
     placed = venue.seed(NewOrder(symbol=SYMBOL, side="buy", type="limit", time_in_force="day", qty=QTY,
-                                 limit_price=limit, client_order_id=client_order_id(s.signal_id, Leg.ENTRY))
+                                 limit_price=limit, client_order_id=client_order_id(ledger_id, s.signal_id, Leg.ENTRY))
                         for s, limit in zip(signals, limits))
     ledger = Ledger(url)
     relax_durability(ledger.engine)
     ids = []
     try:
         for signal, limit, order in zip(signals, limits, placed):
-            coid = client_order_id(signal.signal_id, Leg.ENTRY)
+            coid = client_order_id(ledger_id, signal.signal_id, Leg.ENTRY)
             lc, _ = ledger.open_lifecycle(
                 signal, mode=Mode.SMART, extended_hours=False, at=now,
                 facts={"session": "regular", "limit_price": limit},
@@ -139,7 +140,8 @@ def build(venue: ProbedVenue, url: str, n: int) -> Plan:
     venue.cancel(order for order, r in zip(placed, roles) if r == "cancel")
     venue.advance(DOWNTIME)
     by_role = {r: frozenset(i for i, x in zip(ids, roles) if x == r) for r in ("fill", "cancel", "rest")}
-    changed = {client_order_id(s.signal_id, Leg.ENTRY): s.signal_id for s, r in zip(signals, roles) if r != "rest"}
+    changed = {client_order_id(ledger_id, s.signal_id, Leg.ENTRY): s.signal_id
+               for s, r in zip(signals, roles) if r != "rest"}
     return Plan(now - timedelta(minutes=1), by_role["fill"], by_role["cancel"], by_role["rest"], changed)
 
 

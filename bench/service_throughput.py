@@ -47,7 +47,7 @@ from alpaca.trading.enums import OrderClass, OrderSide, TimeInForce
 from alpaca.trading.models import TradeUpdate
 from alpaca.trading.requests import LimitOrderRequest, StopLossRequest, TakeProfitRequest
 from alpaca.trading.stream import TradingStream
-from raw_ledger import RawLedger, StateCounts, migrated, order_row
+from raw_ledger import RawLedger, StateCounts, identity_of, migrated, order_row
 from venue_probe import KEY, SECRET, ProbedVenue
 
 from engine.broker.alpaca import AlpacaBroker
@@ -77,9 +77,9 @@ def signal_ids(tag: str, n: int) -> list[str]:
     return [f"{tag}-{i}" for i in range(n)]
 
 
-def fill_to_exit(venue: ProbedVenue, ids: list[str]) -> list[float]:
-    return [venue.arrived[client_order_id(s, Leg.TAKE_PROFIT)] - venue.published["fill", client_order_id(s, Leg.ENTRY)]
-            for s in ids]
+def fill_to_exit(venue: ProbedVenue, ledger_id: str, ids: list[str]) -> list[float]:
+    return [venue.arrived[client_order_id(ledger_id, s, Leg.TAKE_PROFIT)]
+            - venue.published["fill", client_order_id(ledger_id, s, Leg.ENTRY)] for s in ids]
 
 
 @contextlib.contextmanager
@@ -119,7 +119,7 @@ async def engine_run(venue: ProbedVenue, url: str, ids: list[str]) -> Run:
         await executor.stop()
         ledger.close()
         states.close()
-    return Run(seconds, fill_to_exit(venue, ids), sum(venue.request_counts().values()))
+    return Run(seconds, fill_to_exit(venue, ledger.identity(), ids), sum(venue.request_counts().values()))
 
 
 # --- the floor: no engine, the same calls and commits ------------------------------------------
@@ -131,6 +131,7 @@ class Floor:
         self.client = TradingClient(KEY, SECRET, url_override=venue.rest_url)
         self.client._retry = 0  # as the engine's adapter: no blind resends
         self.ledger = RawLedger(url, venue.clock.now)
+        self.ledger_id = identity_of(url)
         self.io = ThreadPoolExecutor(WORKERS, thread_name_prefix="floor-io")
         self.writer = ThreadPoolExecutor(1, thread_name_prefix="floor-db")
         self.entries: dict[str, tuple[str, int, int]] = {}  # entry coid -> signal id, lifecycle id, order row id
@@ -142,7 +143,7 @@ class Floor:
         return await asyncio.get_running_loop().run_in_executor(pool, partial(fn, *args, **kwargs))
 
     async def submit(self, signal_id: str) -> None:
-        entry = client_order_id(signal_id, Leg.ENTRY)
+        entry = client_order_id(self.ledger_id, signal_id, Leg.ENTRY)
         lifecycle_id, order_id = await self.call(
             self.writer, self.ledger.create,
             {"signal_id": signal_id, "symbol": SYMBOL, "side": "buy", "qty": QTY, "signal_price": PRICE, "stop": STOP,
@@ -169,7 +170,7 @@ class Floor:
                         order_update=(entry, {"status": "filled", "filled_qty": QTY, "filled_avg_price": price}),
                         fill={"order_id": order_id, "execution_id": str(news.execution_id), "qty": QTY,
                               "price": price})
-        take_profit = client_order_id(signal_id, Leg.TAKE_PROFIT)
+        take_profit = client_order_id(self.ledger_id, signal_id, Leg.TAKE_PROFIT)
         await self.call(self.writer, self.ledger.step, lifecycle_id, State.VALIDATED, "guards_passed",
                         new_order=order_row(take_profit, Leg.TAKE_PROFIT, "sell", "limit", QTY, TARGET, STOP))
         oco = await self.call(self.io, self.client.submit_order, LimitOrderRequest(
@@ -201,7 +202,8 @@ class Floor:
             self.io.shutdown(cancel_futures=True)
             self.writer.shutdown()
             self.ledger.close()
-        return Run(seconds, fill_to_exit(self.venue, self.ids), sum(self.venue.request_counts().values()))
+        calls = sum(self.venue.request_counts().values())
+        return Run(seconds, fill_to_exit(self.venue, self.ledger_id, self.ids), calls)
 
 
 # --- the comparison ----------------------------------------------------------------------------

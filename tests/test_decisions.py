@@ -17,11 +17,12 @@ from engine.core.config import Settings
 from engine.core.decisions import MAX_FLATTEN_ATTEMPTS, NOTHING, Decision, Then
 from engine.core.domain import Leg, Mode, Side, Signal, client_order_id
 from engine.core.lifecycle import Lifecycle, State, Trigger
-from engine.core.orders import Execution, Kind, OrderIntent, OrderReport, OrderUpdate, Session
+from engine.core.orders import Execution, HeldOrder, Kind, OrderIntent, OrderReport, OrderUpdate, Session
 from engine.core.polling import PollPolicy
 
 NOW = datetime(2026, 11, 24, 15, 0, tzinfo=timezone.utc)
 SETTINGS = Settings()
+LEDGER = "l3dg3r00"  # the ledger identity every client order id below carries
 CRWD = Signal.parse({"signal_id": "crwd-1", "symbol": "CRWD", "side": "buy", "qty": 10, "price": "534.82",
                      "stop": "529.47"})
 SHORT = Signal.parse({"signal_id": "goog-1", "symbol": "GOOG", "side": "sell", "qty": 10, "price": "170.00",
@@ -38,7 +39,7 @@ def filled(price: str, qty: str = "10", signal: Signal = CRWD, mode: Mode = Mode
 
 
 def report(kind: Kind, status: str, filled_qty: str = "0", avg: str | None = None, *,
-           coid: str = "sx-crwd-1-en1", execution: Execution | None = None) -> OrderReport:
+           coid: str = "sx-l3dg3r00-crwd-1-en1", execution: Execution | None = None) -> OrderReport:
     return OrderReport(kind, OrderUpdate(coid, status, broker_order_id="b-1", filled_qty=D(filled_qty),
                                          filled_avg_price=None if avg is None else D(avg)), execution)
 
@@ -47,21 +48,22 @@ def report(kind: Kind, status: str, filled_qty: str = "0", avg: str | None = Non
 
 
 def test_a_smart_signal_in_regular_hours_intends_a_limit_at_the_buffer() -> None:
-    plan = decisions.intake(CRWD, Mode.SMART, Session.REGULAR, SETTINGS, NOW)
+    plan = decisions.intake(CRWD, Mode.SMART, Session.REGULAR, SETTINGS, NOW, ledger_id=LEDGER)
     assert plan.refusal is None and plan.extended is False
     assert plan.facts == {"session": "regular", "limit_price": D("535.09")}
-    assert plan.intents == (OrderIntent("sx-crwd-1-en1", Leg.ENTRY, Side.BUY, "limit", "day", D(10),
+    assert plan.intents == (OrderIntent("sx-l3dg3r00-crwd-1-en1", Leg.ENTRY, Side.BUY, "limit", "day", D(10),
                                         limit_price=D("535.09")),)
 
 
 def test_a_legacy_signal_intends_a_market_order() -> None:
-    plan = decisions.intake(CRWD, Mode.LEGACY, Session.REGULAR, SETTINGS, NOW)
+    plan = decisions.intake(CRWD, Mode.LEGACY, Session.REGULAR, SETTINGS, NOW, ledger_id=LEDGER)
     assert plan.facts == {"session": "regular"}
-    assert plan.intents == (OrderIntent("sx-crwd-1-en1", Leg.ENTRY, Side.BUY, "market", "day", D(10)),)
+    assert plan.intents == (OrderIntent("sx-l3dg3r00-crwd-1-en1", Leg.ENTRY, Side.BUY, "market", "day", D(10)),)
 
 
 def test_extended_hours_use_the_wider_buffer_and_flag_the_order() -> None:
-    plan = decisions.intake(CRWD, Mode.SMART, Session.EXTENDED, replace(SETTINGS, extended_hours=True), NOW)
+    extended_on = replace(SETTINGS, extended_hours=True)
+    plan = decisions.intake(CRWD, Mode.SMART, Session.EXTENDED, extended_on, NOW, ledger_id=LEDGER)
     assert plan.refusal is None and plan.extended is True
     [intent] = plan.intents
     assert (intent.limit_price, intent.extended_hours) == (D("535.35"), True)
@@ -73,7 +75,7 @@ def test_extended_hours_use_the_wider_buffer_and_flag_the_order() -> None:
     (Session.EXTENDED, Mode.LEGACY, True, "the legacy path sends market orders"),
 ])
 def test_the_session_refusals(session: Session, mode: Mode, extended_on: bool, reason: str) -> None:
-    plan = decisions.intake(CRWD, mode, session, replace(SETTINGS, extended_hours=extended_on), NOW)
+    plan = decisions.intake(CRWD, mode, session, replace(SETTINGS, extended_hours=extended_on), NOW, ledger_id=LEDGER)
     assert plan.refusal is not None and reason in plan.refusal
     assert plan.intents == ()
     refused = decisions.refuse_entry(plan.refusal)
@@ -83,35 +85,36 @@ def test_the_session_refusals(session: Session, mode: Mode, extended_on: bool, r
 
 def test_a_signal_older_than_the_max_age_is_refused_with_its_age() -> None:
     made = replace(CRWD, created_at=NOW - timedelta(seconds=31))
-    plan = decisions.intake(made, Mode.SMART, Session.REGULAR, SETTINGS, NOW)
+    plan = decisions.intake(made, Mode.SMART, Session.REGULAR, SETTINGS, NOW, ledger_id=LEDGER)
     assert plan.refusal == "signal is 31.0s old (older than SMART_EXECUTOR_SIGNAL_MAX_AGE 30s)"
     assert plan.intents == () and plan.facts["signal_age"] == D("31.0")
     fresh = decisions.intake(replace(CRWD, created_at=NOW - timedelta(seconds=30)), Mode.SMART, Session.REGULAR,
-                             SETTINGS, NOW)
+                             SETTINGS, NOW, ledger_id=LEDGER)
     assert fresh.refusal is None and fresh.facts["signal_age"] == D("30.0")
 
 
 def test_a_queued_signal_without_a_time_ages_from_when_it_was_received() -> None:
-    plan = decisions.intake(CRWD, Mode.SMART, Session.REGULAR, SETTINGS, NOW, NOW - timedelta(minutes=4))
+    queued = NOW - timedelta(minutes=4)
+    plan = decisions.intake(CRWD, Mode.SMART, Session.REGULAR, SETTINGS, NOW, queued, ledger_id=LEDGER)
     assert plan.refusal is not None and plan.refusal.startswith("signal is 240.0s old")
-    assert decisions.intake(CRWD, Mode.SMART, Session.REGULAR, SETTINGS, NOW).facts == {
+    assert decisions.intake(CRWD, Mode.SMART, Session.REGULAR, SETTINGS, NOW, ledger_id=LEDGER).facts == {
         "session": "regular", "limit_price": D("535.09")}  # no time at all: the Python API's own call
 
 
 def test_an_expired_or_future_signal_is_refused() -> None:
     expired = replace(CRWD, expires_at=NOW)
-    assert decisions.intake(expired, Mode.SMART, Session.REGULAR, SETTINGS, NOW).refusal == (
+    assert decisions.intake(expired, Mode.SMART, Session.REGULAR, SETTINGS, NOW, ledger_id=LEDGER).refusal == (
         f"signal expired at {NOW.isoformat()}")
     ahead = replace(CRWD, created_at=NOW + timedelta(seconds=6))
-    refusal = decisions.intake(ahead, Mode.SMART, Session.REGULAR, SETTINGS, NOW).refusal
+    refusal = decisions.intake(ahead, Mode.SMART, Session.REGULAR, SETTINGS, NOW, ledger_id=LEDGER).refusal
     assert refusal is not None and refusal.endswith("is 6.0s in the future")
     slight = replace(CRWD, created_at=NOW + timedelta(seconds=4))  # within the clock skew allowed
-    assert decisions.intake(slight, Mode.SMART, Session.REGULAR, SETTINGS, NOW).refusal is None
+    assert decisions.intake(slight, Mode.SMART, Session.REGULAR, SETTINGS, NOW, ledger_id=LEDGER).refusal is None
 
 
 def test_a_stale_signal_is_refused_before_the_session_is_considered() -> None:
     stale = replace(CRWD, created_at=NOW - timedelta(hours=1))
-    refusal = decisions.intake(stale, Mode.SMART, Session.CLOSED, SETTINGS, NOW).refusal
+    refusal = decisions.intake(stale, Mode.SMART, Session.CLOSED, SETTINGS, NOW, ledger_id=LEDGER).refusal
     assert refusal is not None and refusal.startswith("signal is 3600.0s old")
 
 
@@ -224,56 +227,57 @@ def test_a_cancel_is_sent_again_only_when_the_entry_is_plainly_still_working(sta
 
 
 def test_a_clean_fill_passes_and_intends_the_exit_pair_from_the_fill() -> None:
-    decision = decisions.after_fill(filled("535.00"), SETTINGS)
+    decision = decisions.after_fill(filled("535.00"), SETTINGS, ledger_id=LEDGER)
     assert decision.trigger is Trigger.GUARDS_PASSED and decision.then == (Then.PLACE_EXITS,)
     assert decision.facts == {"slippage": D("0.000337"), "exit_stop": D("529.47"), "exit_target": D("546.06"),
                               "reward_risk": D("2.0000")}
-    assert decision.intents == (OrderIntent("sx-crwd-1-tp1", Leg.TAKE_PROFIT, Side.SELL, "limit", "gtc", D(10),
+    assert decision.intents == (OrderIntent("sx-l3dg3r00-crwd-1-tp1", Leg.TAKE_PROFIT, Side.SELL, "limit", "gtc", D(10),
                                             limit_price=D("546.06"), stop_price=D("529.47")),)
 
 
 def test_the_crwd_fill_fails_on_slippage_and_intends_a_flatten() -> None:
-    decision = decisions.after_fill(filled("536.00"), SETTINGS)
+    decision = decisions.after_fill(filled("536.00"), SETTINGS, ledger_id=LEDGER)
     assert decision.trigger is Trigger.GUARDS_FAILED and decision.then == (Then.FLATTEN,)
     assert decision.refusal is not None and decision.refusal.startswith("slippage 0.22% > max 0.10%")
     assert decision.facts["reject_reason"] == decision.refusal
-    assert decision.intents == (OrderIntent("sx-crwd-1-fl1", Leg.FLATTEN, Side.SELL, "market", "day", D(10)),)
+    assert decision.intents == (OrderIntent("sx-l3dg3r00-crwd-1-fl1", Leg.FLATTEN, Side.SELL, "market", "day", D(10)),)
 
 
 def test_the_legacy_path_keeps_exits_from_the_signal_and_fails_on_reward_risk() -> None:
     legacy = Signal.parse({**CRWD.as_facts(), "target": "536.87"})
-    decision = decisions.after_fill(filled("535.20", signal=legacy, mode=Mode.LEGACY), SETTINGS)
+    decision = decisions.after_fill(filled("535.20", signal=legacy, mode=Mode.LEGACY), SETTINGS, ledger_id=LEDGER)
     assert decision.trigger is Trigger.GUARDS_FAILED
     assert (decision.facts["exit_stop"], decision.facts["exit_target"]) == (D("529.47"), D("536.87"))
     assert "reward/risk" in decision.facts["reject_reason"]
 
 
 def test_a_short_fill_mirrors_its_exits() -> None:
-    decision = decisions.after_fill(filled("169.83", signal=SHORT), SETTINGS)
+    decision = decisions.after_fill(filled("169.83", signal=SHORT), SETTINGS, ledger_id=LEDGER)
     assert decision.trigger is Trigger.GUARDS_PASSED
     [intent] = decision.intents
     assert (intent.side, intent.limit_price, intent.stop_price) == (Side.BUY, D("165.00"), D("172.00"))
 
 
 def test_after_fill_does_nothing_outside_filled() -> None:
-    assert decisions.after_fill(replace(filled("535.00"), state=State.VALIDATED), SETTINGS) is NOTHING
+    assert decisions.after_fill(replace(filled("535.00"), state=State.VALIDATED), SETTINGS, ledger_id=LEDGER) is NOTHING
 
 
 # --- exits, P&L and R ------------------------------------------------------------------------------
 
 
 def test_accepted_exits_record_the_broker_order_and_outside_hours_say_when_they_work() -> None:
-    regular = decisions.exits_accepted(filled("535.00"), report(Kind.ACK, "new", coid="sx-crwd-1-tp1"))
+    regular = decisions.exits_accepted(filled("535.00"), report(Kind.ACK, "new", coid="sx-l3dg3r00-crwd-1-tp1"))
     assert regular == Decision(Trigger.EXITS_PLACED, {"broker_order_id": "b-1", "status": "new"})
     extended = decisions.exits_accepted(filled("535.00", extended_hours=True), report(Kind.ACK, "new"))
     assert extended.facts["exits_active_from"] == "next regular session open"
 
 
 def test_refused_exits_flatten_at_once() -> None:
-    decision = decisions.exits_refused(filled("535.00"), "broker rejected the exits: insufficient qty")
+    reason = "broker rejected the exits: insufficient qty"
+    decision = decisions.exits_refused(filled("535.00"), reason, ledger_id=LEDGER)
     assert (decision.trigger, decision.then) == (Trigger.EXITS_REJECTED, (Then.FLATTEN,))
     assert decision.facts == {"reject_reason": "broker rejected the exits: insufficient qty"}
-    assert [i.client_order_id for i in decision.intents] == ["sx-crwd-1-fl1"]
+    assert [i.client_order_id for i in decision.intents] == ["sx-l3dg3r00-crwd-1-fl1"]
 
 
 @pytest.mark.parametrize(("lc", "price", "pnl", "r"), [
@@ -291,7 +295,7 @@ def test_no_r_multiple_without_a_risk() -> None:
 
 def test_an_exit_leg_fill_closes_the_lifecycle_and_other_news_does_not() -> None:
     placed = replace(filled("535.00", exit_stop=D("529.47")), state=State.EXITS_PLACED)
-    fill = report(Kind.FILL, "filled", "10", "529.47", coid="sx-crwd-1-sl1")
+    fill = report(Kind.FILL, "filled", "10", "529.47", coid="sx-l3dg3r00-crwd-1-sl1")
     closed = decisions.on_exit(placed, Leg.STOP, fill)
     assert closed == Decision(Trigger.EXIT_FILLED, {"exit_price": D("529.47"), "realized_pnl": D("-55.30"),
                                                     "r_multiple": D("-1.0000"), "exit_leg": "stop",
@@ -308,34 +312,35 @@ def test_which_leg_an_exit_order_is() -> None:
 
 
 def test_the_flatten_price_is_a_market_order_in_hours_and_a_limit_through_the_fill_outside() -> None:
-    assert decisions.flatten_intent(filled("536.00"), 1) == OrderIntent("sx-crwd-1-fl1", Leg.FLATTEN, Side.SELL,
-                                                                        "market", "day", D(10))
-    long_out = decisions.flatten_intent(filled("536.00", extended_hours=True), 2)
-    assert long_out == OrderIntent("sx-crwd-1-fl2", Leg.FLATTEN, Side.SELL, "limit", "day", D(10),
+    assert decisions.flatten_intent(filled("536.00"), 1, ledger_id=LEDGER) == OrderIntent(
+        "sx-l3dg3r00-crwd-1-fl1", Leg.FLATTEN, Side.SELL, "market", "day", D(10))
+    long_out = decisions.flatten_intent(filled("536.00", extended_hours=True), 2, ledger_id=LEDGER)
+    assert long_out == OrderIntent("sx-l3dg3r00-crwd-1-fl2", Leg.FLATTEN, Side.SELL, "limit", "day", D(10),
                                    limit_price=D("530.64"), extended_hours=True)
-    short_out = decisions.flatten_intent(filled("169.83", signal=SHORT, extended_hours=True), 1)
+    short_out = decisions.flatten_intent(filled("169.83", signal=SHORT, extended_hours=True), 1, ledger_id=LEDGER)
     assert (short_out.side, short_out.limit_price) == (Side.BUY, D("171.53"))
-    assert decisions.flatten_attempt("sx-crwd-1-fl2") == 2
+    assert decisions.flatten_attempt("sx-l3dg3r00-crwd-1-fl2") == 2
 
 
 def test_a_filled_flatten_records_the_loss() -> None:
     rejected = replace(filled("536.00", exit_stop=D("529.47")), state=State.REJECTED)
-    decision = decisions.on_flatten(rejected, report(Kind.FILL, "filled", "10", "535.50", coid="sx-crwd-1-fl1"), 1)
+    fill = report(Kind.FILL, "filled", "10", "535.50", coid="sx-l3dg3r00-crwd-1-fl1")
+    decision = decisions.on_flatten(rejected, fill, 1, ledger_id=LEDGER)
     assert decision.trigger is Trigger.FLATTENED
     assert (decision.facts["exit_price"], decision.facts["realized_pnl"]) == (D("535.50"), D("-5.00"))
 
 
 def test_a_flatten_that_ends_unfilled_is_retried_then_given_up_loudly() -> None:
     rejected = replace(filled("536.00"), state=State.REJECTED)
-    canceled = report(Kind.DONE, "canceled", coid="sx-crwd-1-fl1")
-    retry = decisions.on_flatten(rejected, canceled, 1)
+    canceled = report(Kind.DONE, "canceled", coid="sx-l3dg3r00-crwd-1-fl1")
+    retry = decisions.on_flatten(rejected, canceled, 1, ledger_id=LEDGER)
     assert retry.trigger is None and retry.then == (Then.PAUSE, Then.FLATTEN)
-    assert [i.client_order_id for i in retry.intents] == ["sx-crwd-1-fl2"]
-    assert retry.problem == "flatten sx-crwd-1-fl1 ended canceled; retrying as attempt 2"
-    last = decisions.on_flatten(rejected, canceled, MAX_FLATTEN_ATTEMPTS)
+    assert [i.client_order_id for i in retry.intents] == ["sx-l3dg3r00-crwd-1-fl2"]
+    assert retry.problem == "flatten sx-l3dg3r00-crwd-1-fl1 ended canceled; retrying as attempt 2"
+    last = decisions.on_flatten(rejected, canceled, MAX_FLATTEN_ATTEMPTS, ledger_id=LEDGER)
     assert (last.trigger, last.intents, last.then) == (None, (), ())
     assert last.alarm is not None and last.alarm.startswith("POSITION LEFT OPEN: crwd-1 10 CRWD after 3")
-    assert decisions.on_flatten(rejected, report(Kind.ACK, "new"), 1) is NOTHING
+    assert decisions.on_flatten(rejected, report(Kind.ACK, "new"), 1, ledger_id=LEDGER) is NOTHING
 
 
 # --- catching up and polling -----------------------------------------------------------------------
@@ -347,11 +352,12 @@ def test_a_flatten_that_ends_unfilled_is_retried_then_given_up_loudly() -> None:
     (State.LIMIT_SUBMITTED, (Then.ARM,)),
 ])
 def test_catching_up_resumes_what_the_state_still_owes(state: State, then: tuple[Then, ...]) -> None:
-    assert decisions.catch_up(lifecycle(state), SETTINGS).then == then
+    assert decisions.catch_up(lifecycle(state), SETTINGS, ledger_id=LEDGER).then == then
 
 
 def test_catching_up_a_filled_lifecycle_judges_its_fill() -> None:
-    assert decisions.catch_up(filled("535.00"), SETTINGS) == decisions.after_fill(filled("535.00"), SETTINGS)
+    judged = decisions.after_fill(filled("535.00"), SETTINGS, ledger_id=LEDGER)
+    assert decisions.catch_up(filled("535.00"), SETTINGS, ledger_id=LEDGER) == judged
 
 
 def test_the_poll_policy_looks_up_only_waiting_lifecycles_quiet_for_too_long() -> None:
@@ -371,11 +377,77 @@ UNCONFIRMED_EXITS = "the exits could not be confirmed at the broker"
 @pytest.mark.parametrize(("leg", "refused", "expected"), [
     (Leg.ENTRY, "no buying power", decisions.refuse_entry("broker rejected the entry: no buying power")),
     (Leg.ENTRY, None, decisions.refuse_entry("the entry could not be confirmed at the broker")),
-    (Leg.TAKE_PROFIT, "qty held", decisions.exits_refused(filled("535.00"), "broker rejected the exits: qty held")),
-    (Leg.TAKE_PROFIT, None, decisions.exits_refused(filled("535.00"), UNCONFIRMED_EXITS)),
-    (Leg.FLATTEN, "halted", decisions.retry_flatten(filled("535.00"), 1, "flatten sx-crwd-1-fl1 rejected: halted")),
-    (Leg.FLATTEN, None, decisions.retry_flatten(filled("535.00"), 1, "flatten sx-crwd-1-fl1 could not be confirmed")),
+    (Leg.TAKE_PROFIT, "qty held",
+     decisions.exits_refused(filled("535.00"), "broker rejected the exits: qty held", ledger_id=LEDGER)),
+    (Leg.TAKE_PROFIT, None, decisions.exits_refused(filled("535.00"), UNCONFIRMED_EXITS, ledger_id=LEDGER)),
+    (Leg.FLATTEN, "halted",
+     decisions.retry_flatten(filled("535.00"), 1, "flatten sx-l3dg3r00-crwd-1-fl1 rejected: halted", ledger_id=LEDGER)),
+    (Leg.FLATTEN, None,
+     decisions.retry_flatten(filled("535.00"), 1, "flatten sx-l3dg3r00-crwd-1-fl1 could not be confirmed",
+                             ledger_id=LEDGER)),
 ])
 def test_a_send_that_fails_is_answered_by_its_leg(leg: Leg, refused: str | None, expected: Decision) -> None:
-    intent = OrderIntent(client_order_id("crwd-1", leg), leg, Side.SELL, "market", "day", D(10))
-    assert decisions.send_failed(filled("535.00"), intent, refused, 1) == expected
+    intent = OrderIntent(client_order_id(LEDGER, "crwd-1", leg), leg, Side.SELL, "market", "day", D(10))
+    assert decisions.send_failed(filled("535.00"), intent, refused, 1, ledger_id=LEDGER) == expected
+
+
+# --- an order found under our id after an ambiguous submit: ours only if it is the one intended ------
+
+RECORDED = datetime(2024, 6, 12, 14, 0, tzinfo=timezone.utc)
+ENTRY_INTENT = OrderIntent("sx-l3dg3r00-crwd-1-en1", Leg.ENTRY, Side.BUY, "limit", "day", D(10),
+                           limit_price=D("535.09"))
+EXITS_INTENT = OrderIntent("sx-l3dg3r00-crwd-1-tp1", Leg.TAKE_PROFIT, Side.SELL, "limit", "gtc", D(10),
+                           limit_price=D("549.06"), stop_price=D("529.47"))
+
+
+def held(intent: OrderIntent = ENTRY_INTENT, symbol: str = "CRWD", at: datetime = RECORDED + timedelta(seconds=1),
+         **changes: object) -> HeldOrder:
+    """The order the broker holds, exactly as `intent` would have made it, with `changes`."""
+    order = HeldOrder(symbol, intent.side, intent.order_type, intent.qty, intent.limit_price, intent.stop_price, at)
+    return replace(order, **changes)  # type: ignore[arg-type]
+
+
+def test_the_order_the_intent_made_is_ours() -> None:
+    assert decisions.not_intended(ENTRY_INTENT, "CRWD", RECORDED, held()) is None
+    assert decisions.not_intended(EXITS_INTENT, "CRWD", RECORDED, held(EXITS_INTENT)) is None
+    # The same price written with another scale is the same price.
+    assert decisions.not_intended(ENTRY_INTENT, "CRWD", RECORDED, held(limit_price=D("535.090"))) is None
+
+
+def test_an_order_stamped_a_little_before_the_intent_is_still_ours_within_the_clock_skew_margin() -> None:
+    """Prevents failing an entry that is live at the broker because the broker's clock is behind ours."""
+    just_inside = RECORDED - decisions.SUBMIT_CLOCK_SKEW
+    assert decisions.not_intended(ENTRY_INTENT, "CRWD", RECORDED, held(submitted_at=just_inside)) is None
+    # Unknown times (no recorded intent, a broker that gives none) decide nothing.
+    assert decisions.not_intended(ENTRY_INTENT, "CRWD", None, held(submitted_at=just_inside)) is None
+    assert decisions.not_intended(ENTRY_INTENT, "CRWD", RECORDED, held(submitted_at=None)) is None
+
+
+@pytest.mark.parametrize(("found", "difference"), [
+    (held(symbol="AAPL"), "symbol AAPL, not CRWD"),
+    (held(side=Side.SELL), "side sell, not buy"),
+    (held(qty=D(5)), "qty 5, not 10"),
+    (held(order_type="market", limit_price=None), "type market, not limit; limit None, not 535.09"),
+    (held(limit_price=D("99.00")), "limit 99.00, not 535.09"),
+    (held(EXITS_INTENT, stop_price=D("520.00")), "stop 520.00, not 529.47"),
+    (held(submitted_at=RECORDED - timedelta(days=3)),
+     "submitted 2024-06-09T14:00:00+00:00, before the intent of 2024-06-12T14:00:00+00:00"),
+])
+def test_any_other_order_under_the_id_is_someone_elses_and_says_how_it_differs(found: HeldOrder,
+                                                                               difference: str) -> None:
+    """Prevents adopting another ledger's (or a person's) order, its fill and its exits, as this
+    lifecycle's position."""
+    intent = EXITS_INTENT if found.stop_price is not None else ENTRY_INTENT
+    assert decisions.not_intended(intent, "CRWD", RECORDED, found) == (
+        f"client order id {intent.client_order_id} is taken at the broker by a different order ({difference})")
+
+
+@pytest.mark.parametrize(("leg", "then"), [(Leg.ENTRY, ()), (Leg.TAKE_PROFIT, (Then.FLATTEN,)),
+                                           (Leg.FLATTEN, (Then.PAUSE, Then.FLATTEN))])
+def test_a_send_refused_for_a_taken_id_keeps_the_reason_as_it_is(leg: Leg, then: tuple[Then, ...]) -> None:
+    """The entry fails, refused exits flatten, a flatten tries its next attempt: each with the true reason."""
+    reason = "client order id sx-l3dg3r00-crwd-1-x is taken at the broker by a different order (qty 5, not 10)"
+    intent = OrderIntent(client_order_id(LEDGER, "crwd-1", leg), leg, Side.SELL, "market", "day", D(10))
+    decision = decisions.send_refused(filled("535.00"), intent, reason, 1, ledger_id=LEDGER)
+    assert decision.then == then
+    assert reason in (decision.refusal or decision.problem or "")

@@ -19,6 +19,8 @@ from engine.core.lifecycle import TRANSITIONS, Outcome, State
 from engine.ledger import FillRecord, Ledger, OrderIntent, OrderUpdate, Writes
 from engine.ledger.schema import fills, lifecycles, transitions_table
 
+LEDGER_ID = "t3stl3dg"  # a ledger identity for orders that never reach a venue
+
 T0 = datetime(2026, 11, 24, 15, 0, tzinfo=timezone.utc)
 _ids = itertools.count()
 
@@ -30,7 +32,7 @@ def a_signal(**change: object) -> Signal:
 
 
 def entry_intent(signal: Signal) -> OrderIntent:
-    return OrderIntent(client_order_id(signal.signal_id, Leg.ENTRY), Leg.ENTRY, signal.side, "limit", "day",
+    return OrderIntent(client_order_id(LEDGER_ID, signal.signal_id, Leg.ENTRY), Leg.ENTRY, signal.side, "limit", "day",
                        signal.qty, limit_price=D("535.09"))
 
 
@@ -51,8 +53,8 @@ def test_open_records_the_signal_and_its_first_transition(ledger: Ledger) -> Non
     assert row.payload["price"] == "534.82" and row.payload["limit_price"] == "535.09"
     assert ledger.get(lc.id) == lc
     [order] = ledger.orders_of(lc.id)
-    assert (order["client_order_id"], order["status"], order["limit_price"]) == (f"sx-{signal.signal_id}-en1",
-                                                                                 "intended", D("535.09"))
+    assert (order["client_order_id"], order["status"], order["limit_price"]) == (
+        f"sx-{LEDGER_ID}-{signal.signal_id}-en1", "intended", D("535.09"))
 
 
 def test_intake_is_idempotent_by_signal_id_and_refuses_different_content(ledger: Ledger) -> None:
@@ -70,7 +72,7 @@ def test_a_transition_commits_state_row_and_orders_together(ledger: Ledger) -> N
     signal = a_signal()
     lc, _ = ledger.open_lifecycle(signal, mode=Mode.SMART, extended_hours=False, at=T0,
                                   writes=Writes(intents=[entry_intent(signal)]))
-    coid = client_order_id(signal.signal_id, Leg.ENTRY)
+    coid = client_order_id(LEDGER_ID, signal.signal_id, Leg.ENTRY)
     _, outcome = ledger.record(lc, "submitted", {"entry_deadline": T0 + timedelta(seconds=60)}, at=T0, source="engine",
                             writes=Writes(updates=[OrderUpdate(coid, "new", broker_order_id="b-1")]))
     assert outcome is Outcome.MOVED
@@ -113,7 +115,7 @@ def test_stale_news_writes_no_transition_but_keeps_order_status(ledger: Ledger) 
     lc, _ = ledger.open_lifecycle(signal, mode=Mode.SMART, extended_hours=False, at=T0,
                                   writes=Writes(intents=[entry_intent(signal)]))
     lc, _ = ledger.record(lc, "fill", {"filled_qty": "10", "filled_avg_price": "535.00"}, at=T0, source="stream")
-    coid = client_order_id(signal.signal_id, Leg.ENTRY)
+    coid = client_order_id(LEDGER_ID, signal.signal_id, Leg.ENTRY)
     late = Writes(updates=[OrderUpdate(coid, "filled", filled_qty=D(10), filled_avg_price=D("535.00"))])
     assert ledger.record(lc, "submitted", {}, at=T0, source="stream", writes=late)[1] is Outcome.IGNORED
     assert len(ledger.history(lc.id)) == 2
@@ -124,7 +126,7 @@ def test_cumulative_fill_quantities_never_shrink(ledger: Ledger) -> None:
     signal = a_signal()
     lc, _ = ledger.open_lifecycle(signal, mode=Mode.SMART, extended_hours=False, at=T0,
                                   writes=Writes(intents=[entry_intent(signal)]))
-    coid = client_order_id(signal.signal_id, Leg.ENTRY)
+    coid = client_order_id(LEDGER_ID, signal.signal_id, Leg.ENTRY)
     ledger.save_orders(lc.id, Writes(updates=[OrderUpdate(coid, "partially_filled", filled_qty=D(6),
                                                           filled_avg_price=D("535.01"))]), at=T0)
     ledger.save_orders(lc.id, Writes(updates=[OrderUpdate(coid, "partially_filled", filled_qty=D(4),
@@ -136,7 +138,7 @@ def test_fills_are_unique_by_execution_id(ledger: Ledger) -> None:
     signal = a_signal()
     lc, _ = ledger.open_lifecycle(signal, mode=Mode.SMART, extended_hours=False, at=T0,
                                   writes=Writes(intents=[entry_intent(signal)]))
-    fill = FillRecord(client_order_id(signal.signal_id, Leg.ENTRY), "exec-1", D(10), D("535.00"), T0)
+    fill = FillRecord(client_order_id(LEDGER_ID, signal.signal_id, Leg.ENTRY), "exec-1", D(10), D("535.00"), T0)
     ledger.save_orders(lc.id, Writes(fills=[fill]), at=T0)
     assert ledger.has_fill("exec-1")
     with pytest.raises(IntegrityError):

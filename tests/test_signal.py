@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from engine.cli import main
-from engine.core.domain import Leg, Side, Signal, client_order_id
+from engine.core.domain import Leg, Side, Signal, client_order_id, ledger_prefix
 from engine.core.errors import InvalidSignal
 from engine.ledger import Ledger
 from engine.ledger import database as db
@@ -59,10 +59,13 @@ def test_bad_input_names_the_field(change: dict[str, Any], field: str, reason: s
     assert reason in caught.value.reason
 
 
-def test_client_order_ids_are_deterministic_per_leg_and_attempt() -> None:
-    assert client_order_id("crwd-1", Leg.ENTRY) == "sx-crwd-1-en1"
-    assert client_order_id("crwd-1", Leg.FLATTEN, 2) == "sx-crwd-1-fl2"
-    assert len(client_order_id("x" * 64, Leg.TAKE_PROFIT, 999)) <= 128  # Alpaca's limit
+def test_client_order_ids_are_deterministic_per_ledger_signal_leg_and_attempt() -> None:
+    assert client_order_id("k3x9q0ab", "crwd-1", Leg.ENTRY) == "sx-k3x9q0ab-crwd-1-en1"
+    assert client_order_id("k3x9q0ab", "crwd-1", Leg.FLATTEN, 2) == "sx-k3x9q0ab-crwd-1-fl2"
+    # Another ledger on the same account never reuses this one's ids for the same signal.
+    assert client_order_id("00000001", "crwd-1", Leg.ENTRY) != client_order_id("k3x9q0ab", "crwd-1", Leg.ENTRY)
+    assert client_order_id("k3x9q0ab", "crwd-1", Leg.ENTRY).startswith(ledger_prefix("k3x9q0ab"))
+    assert len(client_order_id("x" * 8, "x" * 64, Leg.TAKE_PROFIT, 999)) <= 128  # Alpaca's limit
 
 
 @pytest.mark.parametrize(

@@ -18,7 +18,7 @@ from typing import Any
 from engine.core.config import Settings
 from engine.core.domain import Leg, Mode, Side, Signal, client_order_id
 from engine.core.lifecycle import Lifecycle, State, Trigger
-from engine.core.orders import Kind, OrderIntent, OrderReport, Session
+from engine.core.orders import HeldOrder, Kind, OrderIntent, OrderReport, Session
 from engine.core.pricing import entry_limit, exits_from_fill, fraction, judge_fill, ratio, to_tick
 
 MAX_FLATTEN_ATTEMPTS = 3
@@ -105,14 +105,14 @@ def staleness(signal: Signal, now: datetime, settings: Settings, received_at: da
 
 
 def intake(signal: Signal, mode: Mode, session: Session, settings: Settings, now: datetime,
-           received_at: datetime | None = None) -> Intake:
+           received_at: datetime | None = None, *, ledger_id: str) -> Intake:
     extended = session is Session.EXTENDED
     age, refusal = staleness(signal, now, settings, received_at)
     refusal = refusal or session_refusal(session, mode, settings)
     facts: dict[str, Any] = {"session": session.value}
     if age is not None:
         facts["signal_age"] = age
-    coid = client_order_id(signal.signal_id, Leg.ENTRY)
+    coid = client_order_id(ledger_id, signal.signal_id, Leg.ENTRY)
     intents: tuple[OrderIntent, ...] = ()
     if refusal is None and mode is Mode.SMART:
         limit = entry_limit(signal.price, signal.side, settings.limit_buffer(extended))
@@ -207,7 +207,7 @@ def cancel_again(lc: Lifecycle, found: Kind | None) -> bool:
 # --- after the fill: guards, then exits or flatten ------------------------------------------------
 
 
-def after_fill(lc: Lifecycle, settings: Settings) -> Decision:
+def after_fill(lc: Lifecycle, settings: Settings, *, ledger_id: str) -> Decision:
     if lc.state is not State.FILLED:
         return NOTHING
     assert lc.filled_avg_price is not None
@@ -222,12 +222,12 @@ def after_fill(lc: Lifecycle, settings: Settings) -> Decision:
     facts: dict[str, Any] = {"slippage": fraction(verdict.slippage), "exit_stop": exits.stop,
                              "exit_target": exits.target, "reward_risk": verdict.reward_risk}
     if verdict.passed:
-        intent = OrderIntent(client_order_id(lc.signal_id, Leg.TAKE_PROFIT), Leg.TAKE_PROFIT, side.opposite,
+        intent = OrderIntent(client_order_id(ledger_id, lc.signal_id, Leg.TAKE_PROFIT), Leg.TAKE_PROFIT, side.opposite,
                              "limit", "gtc", lc.filled_qty, limit_price=exits.target, stop_price=exits.stop)
         return Decision(Trigger.GUARDS_PASSED, facts, (intent,), then=(Then.PLACE_EXITS,))
     reason = "; ".join(verdict.reasons)
-    return Decision(Trigger.GUARDS_FAILED, {**facts, "reject_reason": reason}, (flatten_intent(lc, 1),),
-                    then=(Then.FLATTEN,), refusal=reason)
+    return Decision(Trigger.GUARDS_FAILED, {**facts, "reject_reason": reason},
+                    (flatten_intent(lc, 1, ledger_id=ledger_id),), then=(Then.FLATTEN,), refusal=reason)
 
 
 def exit_leg(is_stop: bool) -> Leg:
@@ -243,8 +243,8 @@ def exits_accepted(lc: Lifecycle, report: OrderReport) -> Decision:
     return Decision(Trigger.EXITS_PLACED, facts)
 
 
-def exits_refused(lc: Lifecycle, reason: str) -> Decision:
-    return Decision(Trigger.EXITS_REJECTED, {"reject_reason": reason}, (flatten_intent(lc, 1),),
+def exits_refused(lc: Lifecycle, reason: str, *, ledger_id: str) -> Decision:
+    return Decision(Trigger.EXITS_REJECTED, {"reject_reason": reason}, (flatten_intent(lc, 1, ledger_id=ledger_id),),
                     then=(Then.FLATTEN,), refusal=reason)
 
 
@@ -270,8 +270,8 @@ def on_exit(lc: Lifecycle, leg: Leg, report: OrderReport) -> Decision:
 # --- flatten: close exactly what this lifecycle owns ------------------------------------------------
 
 
-def flatten_intent(lc: Lifecycle, attempt: int) -> OrderIntent:
-    coid = client_order_id(lc.signal_id, Leg.FLATTEN, attempt)
+def flatten_intent(lc: Lifecycle, attempt: int, *, ledger_id: str) -> OrderIntent:
+    coid = client_order_id(ledger_id, lc.signal_id, Leg.FLATTEN, attempt)
     side = Side(lc.side).opposite
     if lc.extended_hours:
         assert lc.filled_avg_price is not None
@@ -286,45 +286,93 @@ def flatten_attempt(client_order_id_: str) -> int:
     return int(client_order_id_.rsplit("fl", 1)[1])
 
 
-def retry_flatten(lc: Lifecycle, attempt: int, reason: str) -> Decision:
+def retry_flatten(lc: Lifecycle, attempt: int, reason: str, *, ledger_id: str) -> Decision:
     """The flatten `attempt` failed: send the next one, or give up loudly after the last."""
     if attempt >= MAX_FLATTEN_ATTEMPTS:
         return Decision(alarm=f"POSITION LEFT OPEN: {lc.signal_id} {lc.filled_qty} {lc.symbol} after {attempt} "
                               f"flatten attempts ({reason}); manual action needed")
-    return Decision(intents=(flatten_intent(lc, attempt + 1),), then=(Then.PAUSE, Then.FLATTEN),
+    return Decision(intents=(flatten_intent(lc, attempt + 1, ledger_id=ledger_id),), then=(Then.PAUSE, Then.FLATTEN),
                     problem=f"{reason}; retrying as attempt {attempt + 1}")
 
 
-def on_flatten(lc: Lifecycle, report: OrderReport, attempt: int) -> Decision:
+def on_flatten(lc: Lifecycle, report: OrderReport, attempt: int, *, ledger_id: str) -> Decision:
     price = report.filled_avg_price
     if report.kind is Kind.FILL and price is not None:
         return Decision(Trigger.FLATTENED, {**outcome(lc, price), "broker_order_id": report.update.broker_order_id})
     if report.kind in (Kind.DONE, Kind.REJECTED) and lc.state is State.REJECTED:
-        return retry_flatten(lc, attempt, f"flatten {report.update.client_order_id} ended {report.update.status}")
+        return retry_flatten(lc, attempt, f"flatten {report.update.client_order_id} ended {report.update.status}",
+                             ledger_id=ledger_id)
     return NOTHING
 
 
-def send_failed(lc: Lifecycle, intent: OrderIntent, refused: str | None, flatten_attempt: int) -> Decision:
+def send_failed(lc: Lifecycle, intent: OrderIntent, refused: str | None, flatten_attempt: int, *,
+                ledger_id: str) -> Decision:
     """The broker refused an order (`refused` says why) or its fate stayed unknown (None)."""
     coid = intent.client_order_id
     if intent.leg is Leg.ENTRY:
-        return refuse_entry("the entry could not be confirmed at the broker" if refused is None
-                            else f"broker rejected the entry: {refused}")
+        reason = ("the entry could not be confirmed at the broker" if refused is None
+                  else f"broker rejected the entry: {refused}")
+    elif intent.leg is Leg.TAKE_PROFIT:
+        reason = ("the exits could not be confirmed at the broker" if refused is None
+                  else f"broker rejected the exits: {refused}")
+    else:
+        reason = f"flatten {coid} could not be confirmed" if refused is None else f"flatten {coid} rejected: {refused}"
+    return send_refused(lc, intent, reason, flatten_attempt, ledger_id=ledger_id)
+
+
+def send_refused(lc: Lifecycle, intent: OrderIntent, reason: str, flatten_attempt: int, *,
+                 ledger_id: str) -> Decision:
+    """An order that did not become ours, for `reason`: the entry fails, refused exits flatten,
+    a flatten tries its next attempt."""
+    if intent.leg is Leg.ENTRY:
+        return refuse_entry(reason)
     if intent.leg is Leg.TAKE_PROFIT:
-        return exits_refused(lc, "the exits could not be confirmed at the broker" if refused is None
-                             else f"broker rejected the exits: {refused}")
-    return retry_flatten(lc, flatten_attempt, f"flatten {coid} could not be confirmed" if refused is None
-                         else f"flatten {coid} rejected: {refused}")
+        return exits_refused(lc, reason, ledger_id=ledger_id)
+    return retry_flatten(lc, flatten_attempt, reason, ledger_id=ledger_id)
+
+
+# --- an ambiguous submit: is the order found under our id the one intended? -------------------------
+
+# The broker's clock and ours may disagree: an order stamped up to this long before its intent was
+# recorded still counts as placed after it (the reconcile listing allows the same margin).
+SUBMIT_CLOCK_SKEW = timedelta(minutes=1)
+
+
+def not_intended(intent: OrderIntent, symbol: str, recorded_at: datetime | None, held: HeldOrder) -> str | None:
+    """None if `held`, found at the broker under `intent`'s client order id after a duplicate-id
+    answer or a lost reply, is the order this intent made; otherwise why it is someone else's.
+
+    Ours means: the same symbol, side, quantity, order type and price(s), submitted no earlier than
+    the intent was recorded (less SUBMIT_CLOCK_SKEW). Anything else under the id (a person's
+    order, another ledger's with the same identity, the trace of a lost ledger) must never be
+    taken for ours: its fills are not this lifecycle's position."""
+    expected: list[tuple[str, object, object]] = [
+        ("symbol", symbol, held.symbol),
+        ("side", intent.side.value, held.side.value),
+        ("qty", intent.qty, held.qty),
+        ("type", intent.order_type, held.order_type),
+        ("limit", intent.limit_price, held.limit_price),
+        ("stop", intent.stop_price, held.stop_price),
+    ]
+    differences = [f"{name} {found}, not {wanted}" for name, wanted, found in expected if found != wanted]
+    if (recorded_at is not None and held.submitted_at is not None
+            and held.submitted_at < recorded_at - SUBMIT_CLOCK_SKEW):
+        differences.append(f"submitted {held.submitted_at.isoformat()}, before the intent of "
+                           f"{recorded_at.isoformat()}")
+    if not differences:
+        return None
+    return (f"client order id {intent.client_order_id} is taken at the broker by a different order "
+            f"({'; '.join(differences)})")
 
 
 # --- catching up after a restart, a reconnect or a mute stream -------------------------------------
 
 
-def catch_up(lc: Lifecycle, settings: Settings) -> Decision:
+def catch_up(lc: Lifecycle, settings: Settings, *, ledger_id: str) -> Decision:
     """What a lifecycle needs next when nothing new is known of its orders (the commit before a
     crash landed, the broker call after it may not have)."""
     if lc.state is State.FILLED:
-        return after_fill(lc, settings)
+        return after_fill(lc, settings, ledger_id=ledger_id)
     if lc.state is State.VALIDATED:
         return Decision(then=(Then.PLACE_EXITS,))  # an exit already placed answers "duplicate": looked up
     if lc.state is State.REJECTED:

@@ -13,7 +13,7 @@ from typing import Any
 
 from engine.core.errors import InvalidSignal
 
-CLIENT_ORDER_ID_PREFIX = "sx-"
+CLIENT_ORDER_ID_PREFIX = "sx-"  # every engine's orders, whichever ledger placed them
 _SIGNAL_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$", re.ASCII)
 _SYMBOL = re.compile(r"^[A-Za-z][A-Za-z0-9.]{0,9}$", re.ASCII)
 # A plain decimal: ASCII digits, one optional point, no exponent, no separators ("1_0", "١٠").
@@ -49,12 +49,19 @@ class Leg(str, Enum):
 _LEG_CODE = {Leg.ENTRY: "en", Leg.TAKE_PROFIT: "tp", Leg.STOP: "sl", Leg.FLATTEN: "fl"}
 
 
-def client_order_id(signal_id: str, leg: Leg, attempt: int = 1) -> str:
-    """Deterministic id per (lifecycle, leg, attempt): a retry after a crash reuses it, so the
-    broker's uniqueness rule turns a would-be duplicate order into a lookup."""
+def ledger_prefix(ledger_id: str) -> str:
+    """The prefix of every client order id one ledger places: `sx-<ledger id>-`. Orders under
+    `sx-` but another ledger's prefix belong to another engine on the same account."""
+    return f"{CLIENT_ORDER_ID_PREFIX}{ledger_id}-"
+
+
+def client_order_id(ledger_id: str, signal_id: str, leg: Leg, attempt: int = 1) -> str:
+    """Deterministic id per (ledger, signal, leg, attempt): a retry after a crash reuses it, so the
+    broker's uniqueness rule turns a would-be duplicate order into a lookup, while another ledger
+    on the same account (whose signal ids may repeat ours) never collides with it."""
     if attempt < 1:
         raise ValueError(f"attempt must be >= 1, was {attempt}")
-    return f"{CLIENT_ORDER_ID_PREFIX}{signal_id}-{_LEG_CODE[leg]}{attempt}"
+    return f"{ledger_prefix(ledger_id)}{signal_id}-{_LEG_CODE[leg]}{attempt}"
 
 
 # The bounds a signal must keep (the README's "Signals" section lists them): beyond them a value is

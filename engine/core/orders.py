@@ -87,3 +87,17 @@ class OrderReport:
     @property
     def filled_avg_price(self) -> Decimal | None:
         return self.update.filled_avg_price
+
+
+@dataclass(frozen=True)
+class HeldOrder:
+    """What the broker holds under a client order id, as far as telling whose order it is needs:
+    an exit pair's stop price is its stop leg's."""
+
+    symbol: str
+    side: Side
+    order_type: str
+    qty: Decimal
+    limit_price: Decimal | None
+    stop_price: Decimal | None
+    submitted_at: datetime | None

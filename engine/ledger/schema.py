@@ -151,6 +151,18 @@ class ChainHeadRow(Base):
     last_hash: Mapped[str] = mapped_column(String(64))
 
 
+class LedgerIdentityRow(Base):
+    """One row (id 1): this ledger's random identity, drawn when the ledger is created (migration
+    0007). Every client order id it places carries it (`sx-<ledger_id>-…`), so two ledgers on one
+    broker account never share an id, and orders of other ledgers are told from orphans."""
+
+    __tablename__ = "ledger_identity"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    ledger_id: Mapped[str] = mapped_column(String(16), unique=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
 class OrderRow(Base):
     __tablename__ = "orders"
 
@@ -237,3 +249,4 @@ fills = cast(Table, FillRow.__table__)
 inbox = cast(Table, InboxRow.__table__)
 chain_head = cast(Table, ChainHeadRow.__table__)
 orphan_orders = cast(Table, OrphanOrderRow.__table__)
+ledger_identity = cast(Table, LedgerIdentityRow.__table__)

@@ -27,7 +27,7 @@ from engine.ledger.inbox import InboxStore
 from engine.ledger.orders import apply_writes
 from engine.ledger.orphans import OrphanStore
 from engine.ledger.records import TransitionRecord, Writes
-from engine.ledger.schema import chain_head, fills, lifecycles, orders, transitions_table
+from engine.ledger.schema import chain_head, fills, ledger_identity, lifecycles, orders, transitions_table
 
 _MUTABLE = ("state", "version", "updated_at", *PROJECTED)
 _UPDATE_LIFECYCLE = (
@@ -56,6 +56,18 @@ class Ledger(InboxStore, OrphanStore):
         # The chain head as of this ledger's last commit: saves a read per transition. Only a
         # hint: the conditional UPDATE in `_append_transition` catches a stale value.
         self._head: ChainHead | None = None
+        self._identity: str | None = None
+
+    def identity(self) -> str:
+        """This ledger's random identity (drawn when it was created, migration 0007): the part of
+        every client order id it places that tells its orders from other ledgers' on the account."""
+        if self._identity is None:
+            with self._read() as conn:
+                found = conn.execute(select(ledger_identity.c.ledger_id).where(ledger_identity.c.id == 1)).scalar()
+            if found is None:
+                raise LedgerUnavailable("the ledger has no identity row (ledger_identity): run `smartexec db upgrade`")
+            self._identity = found
+        return self._identity
 
     def close(self) -> None:
         self.engine.dispose()

@@ -12,6 +12,7 @@ import asyncio
 import logging
 from collections.abc import Callable
 from datetime import datetime
+from functools import partial
 
 from engine.broker.port import Broker, BrokerAmbiguous, BrokerNotFound, BrokerOrder, BrokerRejected
 from engine.broker.ratelimit import Priority
@@ -21,12 +22,12 @@ from engine.core.decisions import Decision, Then
 from engine.core.domain import Leg
 from engine.core.errors import StaleLifecycle
 from engine.core.lifecycle import Lifecycle, Outcome
-from engine.core.orders import Kind, OrderReport
+from engine.core.orders import Kind, OrderIntent, OrderReport
 from engine.ledger import FillRecord, Ledger, Writes
 from engine.service.book import Book
 from engine.service.crash import AFTER_COMMIT, AFTER_SUBMIT, BEFORE_COMMIT, crash_point
 from engine.service.router import Router
-from engine.service.sender import Sender
+from engine.service.sender import IdTaken, Sender
 from engine.service.timers import VERIFY, Timers
 from engine.service.translate import leg_intents, rejected, report_of
 from engine.service.workers import Workers
@@ -49,6 +50,18 @@ class Conductor:
         self.timers = timers
         self.verify_after = verify_after
         self._now = clock
+        self._ledger_id: str | None = None
+
+    @property
+    def ledger_id(self) -> str:
+        """The ledger's identity, in every client order id this engine places (loaded at start)."""
+        assert self._ledger_id is not None, "the ledger identity is loaded by Executor.start"
+        return self._ledger_id
+
+    async def load_identity(self) -> str:
+        if self._ledger_id is None:
+            self._ledger_id = await self.workers.persist(self.ledger.identity)
+        return self._ledger_id
 
     # --- persist ---------------------------------------------------------------------------------
 
@@ -107,7 +120,7 @@ class Conductor:
         elif then is Then.CANCEL_ENTRY:
             await self.cancel_entry(lc)
         elif then is Then.AFTER_FILL:
-            lc = await self.carry_out(lc, decisions.after_fill(lc, self.settings))
+            lc = await self.carry_out(lc, decisions.after_fill(lc, self.settings, ledger_id=self.ledger_id))
         elif then is Then.PLACE_ENTRY:
             lc = await self.place(lc, Leg.ENTRY)
         elif then is Then.PLACE_EXITS:
@@ -136,7 +149,7 @@ class Conductor:
         if leg is Leg.ENTRY:
             decision = decisions.on_entry(lc, report, self._now(), self.settings)
         elif leg is Leg.FLATTEN:
-            decision = decisions.on_flatten(lc, report, self._flatten_attempt(lc))
+            decision = decisions.on_flatten(lc, report, self._flatten_attempt(lc), ledger_id=self.ledger_id)
         else:
             decision = decisions.on_exit(lc, leg, report)
         return await self.carry_out(lc, decision, source=source, writes=writes)
@@ -152,16 +165,30 @@ class Conductor:
         intent = self.router.intent(lc.id, leg)
         priority = Priority.ENTRY if leg is Leg.ENTRY else Priority.PROTECT
         try:
-            order = await self.sender.submit(lc.symbol, intent, priority)
+            order = await self.sender.submit(lc.symbol, intent, priority, partial(self.recorded_at, intent))
+        except IdTaken as exc:
+            return await self.refuse_taken(lc, intent, str(exc))
         except BrokerRejected as exc:
-            decision = decisions.send_failed(lc, intent, str(exc), self._flatten_attempt(lc))
+            decision = decisions.send_failed(lc, intent, str(exc), self._flatten_attempt(lc), ledger_id=self.ledger_id)
             return await self.carry_out(lc, decision, writes=Writes(updates=[rejected(intent.client_order_id)]))
         if order is None:
-            return await self.carry_out(lc, decisions.send_failed(lc, intent, None, self._flatten_attempt(lc)))
+            decision = decisions.send_failed(lc, intent, None, self._flatten_attempt(lc), ledger_id=self.ledger_id)
+            return await self.carry_out(lc, decision)
         crash_point(AFTER_SUBMIT.get(leg))
         if leg is Leg.TAKE_PROFIT:
             return await self._exits_accepted(lc, order)
         return await self.on_report(lc, leg, report_of(order), source="engine")
+
+    async def recorded_at(self, intent: OrderIntent) -> datetime | None:
+        row = await self.workers.persist(self.ledger.order, intent.client_order_id)
+        return None if row is None else row["created_at"]
+
+    async def refuse_taken(self, lc: Lifecycle, intent: OrderIntent, reason: str) -> Lifecycle:
+        """The intent's client order id is held at the broker by an order it did not make: the send
+        counts as refused for that reason, and that order's news is no longer this lifecycle's."""
+        self.router.disown(intent.client_order_id)
+        decision = decisions.send_refused(lc, intent, reason, self._flatten_attempt(lc), ledger_id=self.ledger_id)
+        return await self.carry_out(lc, decision, writes=Writes(updates=[rejected(intent.client_order_id)]))
 
     async def _exits_accepted(self, lc: Lifecycle, order: BrokerOrder) -> Lifecycle:
         legs = leg_intents(order)

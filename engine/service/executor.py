@@ -24,7 +24,7 @@ from engine.broker.port import Broker, BrokerAmbiguous, OrderEvent
 from engine.broker.ratelimit import Priority, RateLimiter
 from engine.core import decisions
 from engine.core.config import Settings
-from engine.core.domain import CLIENT_ORDER_ID_PREFIX, Leg, Mode, Signal
+from engine.core.domain import CLIENT_ORDER_ID_PREFIX, Leg, Mode, Signal, ledger_prefix
 from engine.core.errors import SignalConflict
 from engine.core.lifecycle import TERMINAL, Lifecycle, State
 from engine.core.orders import Session
@@ -100,6 +100,8 @@ class Executor:
             "min R/R %s, extended hours %s)", mode.value, s.limit_buffer_regular, s.fill_timeout,
             s.max_slippage_pct, s.min_rr_ratio, "on" if s.extended_hours else "off",
         )
+        ledger_id = await self.conductor.load_identity()
+        log.info("ledger %s: client order ids %s<signal id>-<leg><attempt>", ledger_id, ledger_prefix(ledger_id))
         self._tasks.append(asyncio.create_task(self.timers.run(), name="timers"))
         self._tasks.append(asyncio.create_task(self.reconciler.poll(), name="poller"))
         if stream:
@@ -185,7 +187,8 @@ class Executor:
             return self.book.open.get(known.id, known)
 
         mode = mode or (Mode.SMART if self.settings.use_smart_executor else Mode.LEGACY)
-        plan = decisions.intake(signal, mode, await self._market_session(), self.settings, self._now(), received_at)
+        plan = decisions.intake(signal, mode, await self._market_session(), self.settings, self._now(), received_at,
+                                ledger_id=self.conductor.ledger_id)
         lc, created = await self.workers.persist(self.ledger.open_lifecycle, signal, mode=mode,
                                                  extended_hours=plan.extended, at=self._now(), facts=plan.facts,
                                                  writes=Writes(intents=plan.intents))
@@ -193,7 +196,7 @@ class Executor:
             return self.book.open.get(lc.id, lc)
         log.info("lifecycle %s %s %s: -> %s (created, intake)", lc.id, lc.signal_id, lc.symbol, lc.state.value)
         self.book.put(lc)
-        self.router.register(lc)
+        self.router.register(lc, self.conductor.ledger_id)
         for intent in plan.intents:
             self.router.intend(lc.id, intent)
         async with self.book.lock(lc.id):
@@ -215,7 +218,7 @@ class Executor:
         route = await self.router.find(coid, lambda c: self.workers.persist(self.ledger.order, c))
         if route is None:
             if coid.startswith(CLIENT_ORDER_ID_PREFIX):
-                await self.reconciler.flag_orphan(event.order, via="stream")
+                await self.reconciler.unknown_order(event.order, via="stream")
             else:
                 log.info("update for an order this engine does not own: %s %s", coid, event.event)
             return

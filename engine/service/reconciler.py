@@ -19,13 +19,13 @@ from engine.broker.port import BrokerAmbiguous, BrokerOrder
 from engine.broker.ratelimit import Priority
 from engine.core import decisions
 from engine.core.decisions import WAITING
-from engine.core.domain import CLIENT_ORDER_ID_PREFIX, Leg
+from engine.core.domain import CLIENT_ORDER_ID_PREFIX, Leg, ledger_prefix
 from engine.core.lifecycle import Lifecycle, State
 from engine.core.orders import Kind
 from engine.core.polling import PollPolicy
 from engine.service.conductor import Conductor
 from engine.service.timers import VERIFY
-from engine.service.translate import orphan_of, report_of
+from engine.service.translate import held_of, orphan_of, report_of
 
 log = logging.getLogger("smartexec")
 BULK_PAGE = 500  # Alpaca's largest page
@@ -45,6 +45,7 @@ class Reconciler:
         self._monotonic = monotonic
         # Orders under our prefix placed since this instant have not been checked for orphans yet.
         self._scanned_to = clock()
+        self._foreign: set[str] = set()  # other ledgers' orders already reported (once each)
 
     # --- restart ---------------------------------------------------------------------------------
 
@@ -61,7 +62,7 @@ class Reconciler:
             rows[row["lifecycle_id"]].append(row)
         for lc in open_lifecycles:
             self.c.book.put(lc)
-            self.c.router.register(lc, rows[lc.id])
+            self.c.router.register(lc, self.c.ledger_id, rows[lc.id])
         if open_lifecycles:
             log.info("resuming %d open lifecycles", len(open_lifecycles))
         await self.reconcile(open_lifecycles)
@@ -143,7 +144,10 @@ class Reconciler:
                 return
             if lc.state is State.PENDING:
                 order = await self.lookup(lc, Leg.ENTRY, snapshot)
-                if order is not None:
+                taken = None if order is None else await self._taken(lc, order)
+                if taken is not None:
+                    await self.c.refuse_taken(lc, self.c.router.intent(lc.id, Leg.ENTRY), taken)
+                elif order is not None:
                     await self.c.on_report(lc, Leg.ENTRY, report_of(order), source="reconcile")
                 else:
                     decision = decisions.resume_pending(lc, self._now(), self.c.settings)
@@ -164,7 +168,12 @@ class Reconciler:
                         lc = await self.apply(lc, leg, order)
                 self.c.timers.arm(lc)
             else:
-                await self.c.carry_out(lc, decisions.catch_up(lc, self.c.settings))
+                await self.c.carry_out(lc, decisions.catch_up(lc, self.c.settings, ledger_id=self.c.ledger_id))
+
+    async def _taken(self, lc: Lifecycle, order: BrokerOrder) -> str | None:
+        """Why the order found under a never-acknowledged entry's id is not the one it intended."""
+        intent = self.c.router.intent(lc.id, Leg.ENTRY)
+        return decisions.not_intended(intent, lc.symbol, await self.c.recorded_at(intent), held_of(order))
 
     async def on_verify(self, lifecycle_id: int) -> None:
         """After a cancel: REST tells whether the entry was canceled (or filled) without news."""
@@ -189,9 +198,22 @@ class Reconciler:
     async def _flag_orphans(self, snapshot: Snapshot) -> None:
         # Our own orders are recorded (intent committed) before they are sent, so an order listed
         # here that the ledger does not know was never placed by an engine on this ledger.
-        ours = [coid for coid in snapshot if coid.startswith(CLIENT_ORDER_ID_PREFIX) and not self.c.router.knows(coid)]
-        for coid in sorted(await self.c.workers.persist(self.c.ledger.unknown_orders, ours)):
-            await self.flag_orphan(snapshot[coid], via="reconcile")
+        unknown = [coid for coid in snapshot
+                   if coid.startswith(CLIENT_ORDER_ID_PREFIX) and not self.c.router.knows(coid)]
+        for coid in sorted(await self.c.workers.persist(self.c.ledger.unknown_orders, unknown)):
+            await self.unknown_order(snapshot[coid], via="reconcile")
+
+    async def unknown_order(self, order: BrokerOrder, *, via: str) -> None:
+        """An order under `sx-` that this ledger never intended: an orphan if it carries this
+        ledger's prefix, else another ledger's order on the same account, which is left alone
+        and not recorded (said once, at INFO)."""
+        if order.client_order_id.startswith(ledger_prefix(self.c.ledger_id)):
+            await self.flag_orphan(order, via=via)
+        elif order.client_order_id not in self._foreign:
+            self._foreign.add(order.client_order_id)
+            log.info("order %s (%s %s %s) is another ledger's (this ledger's orders are under %s): left alone",
+                     order.client_order_id, order.side.value, order.qty, order.symbol,
+                     ledger_prefix(self.c.ledger_id))
 
     async def flag_orphan(self, order: BrokerOrder, *, via: str) -> None:
         """Record an order under our prefix that the ledger never intended, and say so loudly.

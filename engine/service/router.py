@@ -29,6 +29,7 @@ class Router:
         self._coids: dict[Route, str] = {}  # the newest client order id of each leg
         self._intents: dict[str, OrderIntent] = {}
         self._seen: dict[str, tuple[str, Decimal]] = {}  # last (status, filled qty) per client order id
+        self._disowned: set[str] = set()
 
     def route(self, lifecycle_id: int, leg: Leg, coid: str) -> None:
         self._routes[coid] = (lifecycle_id, leg)
@@ -38,9 +39,13 @@ class Router:
         self.route(lifecycle_id, intent.leg, intent.client_order_id)
         self._intents[intent.client_order_id] = intent
 
-    def register(self, lc: Lifecycle, rows: Iterable[dict[str, Any]] = ()) -> None:
-        """A lifecycle's entry route, and the orders the ledger holds for it (on resume)."""
-        self.route(lc.id, Leg.ENTRY, client_order_id(lc.signal_id, Leg.ENTRY))
+    def register(self, lc: Lifecycle, ledger_id: str, rows: Iterable[dict[str, Any]] = ()) -> None:
+        """A lifecycle's entry route, and the orders the ledger holds for it (on resume). The rows
+        are the truth: a lifecycle recorded before the ledger had an identity keeps the ids its
+        orders were placed under."""
+        rows = list(rows)
+        if not any(row["leg"] == Leg.ENTRY.value for row in rows):
+            self.route(lc.id, Leg.ENTRY, client_order_id(ledger_id, lc.signal_id, Leg.ENTRY))
         for row in rows:
             self.intend(lc.id, intent_of(row))
             self.saw(row["client_order_id"], row["status"], row["filled_qty"])
@@ -55,6 +60,11 @@ class Router:
     def knows(self, coid: str) -> bool:
         return coid in self._routes
 
+    def disown(self, coid: str) -> None:
+        """The id is held at the broker by an order its intent did not make: that order's news is
+        not ours (an order under our prefix the ledger never placed, like any orphan)."""
+        self._disowned.add(coid)
+
     def saw(self, coid: str, status: str, filled_qty: Decimal) -> None:
         self._seen[coid] = (status, filled_qty)
 
@@ -66,6 +76,8 @@ class Router:
         return self._seen.get(coid, ("",))[0] == INTENDED
 
     async def find(self, coid: str, ask_ledger: Callable[[str], Awaitable[dict[str, Any] | None]]) -> Route | None:
+        if coid in self._disowned:
+            return None
         # An exit leg's id is the broker's; its first event can beat the reply that tells us it.
         for _ in range(40):
             if coid in self._routes:

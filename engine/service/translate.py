@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from engine.broker.port import BrokerOrder, OrderEvent
 from engine.core.decisions import exit_leg
-from engine.core.orders import Execution, OrderIntent, OrderReport, OrderUpdate
+from engine.core.orders import Execution, HeldOrder, OrderIntent, OrderReport, OrderUpdate
 from engine.ledger.records import OrphanOrder
 
 
@@ -33,6 +33,15 @@ def leg_intents(parent: BrokerOrder) -> list[tuple[OrderIntent, OrderUpdate]]:
     return [(OrderIntent(leg.client_order_id, exit_leg(leg.is_stop), leg.side, leg.order_type, "gtc", leg.qty,
                          limit_price=leg.limit_price, stop_price=leg.stop_price), update_of(leg))
             for leg in parent.legs if leg.client_order_id != parent.client_order_id]
+
+
+def held_of(order: BrokerOrder) -> HeldOrder:
+    """An order as `decisions.not_intended` compares it: an exit pair's stop is its stop leg's."""
+    stop = order.stop_price
+    if stop is None:
+        stop = next((leg.stop_price for leg in order.legs if leg.is_stop), None)
+    return HeldOrder(order.symbol, order.side, order.order_type, order.qty, order.limit_price, stop,
+                     order.submitted_at)
 
 
 def orphan_of(order: BrokerOrder) -> OrphanOrder:

@@ -27,6 +27,8 @@ from engine.core.domain import Leg, Mode, Side, Signal, client_order_id
 from engine.core.lifecycle import Lifecycle
 from engine.ledger import FillRecord, Ledger, OrderIntent, OrderUpdate, Writes
 
+LEDGER_ID = "t3stl3dg"  # a ledger identity for orders that never reach a venue
+
 DAY1 = datetime(2026, 11, 24, 14, 30, tzinfo=timezone.utc)
 DAY2 = DAY1 + timedelta(days=1)
 DAY4 = DAY1 + timedelta(days=3)
@@ -47,7 +49,7 @@ class _Builder:
 
     def open(self, letter: str, at: datetime, mode: Mode, limit: str | None, **signal: Any) -> Lifecycle:
         sig = Signal.parse({"signal_id": f"sig-{letter}", **signal})
-        coid = client_order_id(sig.signal_id, Leg.ENTRY)
+        coid = client_order_id(LEDGER_ID, sig.signal_id, Leg.ENTRY)
         intent = (OrderIntent(coid, Leg.ENTRY, sig.side, "limit", "day", sig.qty, limit_price=D(limit)) if limit
                   else OrderIntent(coid, Leg.ENTRY, sig.side, "market", "day", sig.qty))
         facts = {"limit_price": D(limit)} if limit else {}
@@ -72,13 +74,13 @@ class _Builder:
 
     def submitted(self, letter: str, lc: Lifecycle, at: datetime) -> None:
         lc = self.current[letter]
-        coid = client_order_id(lc.signal_id, Leg.ENTRY)
+        coid = client_order_id(LEDGER_ID, lc.signal_id, Leg.ENTRY)
         self.step(letter, lc, "submitted", at, entry_deadline=at + timedelta(seconds=60),
                   writes=Writes(updates=[OrderUpdate(coid, "new", broker_order_id=f"b-{letter}-en")]))
 
     def filled(self, letter: str, lc: Lifecycle, at: datetime, *executions: tuple[str, str]) -> None:
         lc = self.current[letter]
-        coid = client_order_id(lc.signal_id, Leg.ENTRY)
+        coid = client_order_id(LEDGER_ID, lc.signal_id, Leg.ENTRY)
         qty = sum((D(q) for q, _ in executions), D(0))
         avg = sum((D(q) * D(p) for q, p in executions), D(0)) / qty
         fills = [FillRecord(coid, f"x-{letter}-{n}", D(q), D(p), at) for n, (q, p) in enumerate(executions, 1)]
@@ -89,16 +91,16 @@ class _Builder:
     def exits(self, letter: str, lc: Lifecycle, at: datetime) -> None:
         """The OCO accepted: its take-profit (intended with guards_passed) and its stop leg."""
         lc = self.current[letter]
-        coid = client_order_id(lc.signal_id, Leg.TAKE_PROFIT)
-        stop = OrderIntent(client_order_id(lc.signal_id, Leg.STOP), Leg.STOP, Side(lc.side).opposite, "stop", "gtc",
-                           lc.filled_qty, stop_price=lc.exit_stop)
+        coid = client_order_id(LEDGER_ID, lc.signal_id, Leg.TAKE_PROFIT)
+        stop = OrderIntent(client_order_id(LEDGER_ID, lc.signal_id, Leg.STOP), Leg.STOP, Side(lc.side).opposite,
+                           "stop", "gtc", lc.filled_qty, stop_price=lc.exit_stop)
         self.step(letter, lc, "exits_placed", at, broker_order_id=f"b-{letter}-tp", status="new",
                   writes=Writes(intents=[stop], updates=[OrderUpdate(coid, "new", broker_order_id=f"b-{letter}-tp")]))
 
     def passed(self, letter: str, lc: Lifecycle, at: datetime, slippage: str, stop: str, target: str,
                rr: str) -> None:
         lc = self.current[letter]
-        coid = client_order_id(lc.signal_id, Leg.TAKE_PROFIT)
+        coid = client_order_id(LEDGER_ID, lc.signal_id, Leg.TAKE_PROFIT)
         intent = OrderIntent(coid, Leg.TAKE_PROFIT, Side(lc.side).opposite, "limit", "gtc", lc.filled_qty,
                              limit_price=D(target), stop_price=D(stop))
         self.step(letter, lc, "guards_passed", at, writes=Writes(intents=[intent]), slippage=slippage,
@@ -107,7 +109,7 @@ class _Builder:
     def exit_filled(self, letter: str, lc: Lifecycle, at: datetime, price: str, pnl: str, r: str,
                     leg: Leg = Leg.TAKE_PROFIT) -> None:
         lc = self.current[letter]
-        coid = client_order_id(lc.signal_id, leg)
+        coid = client_order_id(LEDGER_ID, lc.signal_id, leg)
         fill = FillRecord(coid, f"x-{letter}-exit", lc.filled_qty, D(price), at)
         update = OrderUpdate(coid, "filled", filled_qty=lc.filled_qty, filled_avg_price=D(price))
         self.step(letter, lc, "exit_filled", at, source="stream", writes=Writes(updates=[update], fills=[fill]),
@@ -115,7 +117,7 @@ class _Builder:
 
     def flattened(self, letter: str, lc: Lifecycle, at: datetime, price: str, pnl: str, r: str) -> None:
         lc = self.current[letter]
-        coid = client_order_id(lc.signal_id, Leg.FLATTEN)
+        coid = client_order_id(LEDGER_ID, lc.signal_id, Leg.FLATTEN)
         fill = FillRecord(coid, f"x-{letter}-flat", lc.filled_qty, D(price), at)
         update = OrderUpdate(coid, "filled", broker_order_id=f"b-{letter}-fl", filled_qty=lc.filled_qty,
                              filled_avg_price=D(price))
@@ -124,7 +126,7 @@ class _Builder:
 
     def flatten_intent(self, lc: Lifecycle) -> Writes:
         lc = self.current[lc.signal_id.removeprefix("sig-")]
-        coid = client_order_id(lc.signal_id, Leg.FLATTEN)
+        coid = client_order_id(LEDGER_ID, lc.signal_id, Leg.FLATTEN)
         return Writes(intents=[OrderIntent(coid, Leg.FLATTEN, Side(lc.side).opposite, "market", "day",
                                            lc.filled_qty)])
 

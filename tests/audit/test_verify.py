@@ -26,11 +26,13 @@ from engine.ledger import Ledger, OrderIntent, Writes
 from engine.ledger.chain import row_hash
 from engine.ledger.schema import chain_head, lifecycles, transitions_table
 
+LEDGER_ID = "t3stl3dg"  # a ledger identity for orders that never reach a venue
+
 TRANSITIONS, LIFECYCLES, ORDERS, FILLS = 42, 9, 20, 12
 
 
 def entry_intent(signal: Signal) -> OrderIntent:
-    return OrderIntent(client_order_id(signal.signal_id, Leg.ENTRY), Leg.ENTRY, signal.side, "market", "day",
+    return OrderIntent(client_order_id(LEDGER_ID, signal.signal_id, Leg.ENTRY), Leg.ENTRY, signal.side, "market", "day",
                        signal.qty)
 
 

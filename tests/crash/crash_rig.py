@@ -185,6 +185,11 @@ class Cell:
             self.venue.stop()
             raise
         self.reads = LedgerReads(self.url)
+        identity = Ledger(self.url)
+        try:
+            self.ledger_id = identity.identity()  # every client order id the engine places carries it
+        finally:
+            identity.close()
         self._engines: list[Process] = []
         self._advanced: set[State] = set()
 

@@ -79,13 +79,13 @@ class Case:
             return tuple(s for s in self.states if s is not S.LIMIT_SUBMITTED)
         return self.states
 
-    def expected_posts(self, point: str | None) -> dict[str, tuple[int, ...]]:
+    def expected_posts(self, point: str | None, ledger_id: str) -> dict[str, tuple[int, ...]]:
         """Each order is sent once, and at most one POST per client order id makes an order. The
         one resend: restarted in VALIDATED, the engine sends the exits again to learn their legs,
         the venue refuses the duplicate id (422) and the engine looks the order up."""
-        posts = {client_order_id(self.signal_id, leg): answers for leg, answers in self.posts.items()}
+        posts = {client_order_id(ledger_id, self.signal_id, leg): answers for leg, answers in self.posts.items()}
         if point == "after_exits_submit":
-            posts[client_order_id(self.signal_id, TP)] += (422,)
+            posts[client_order_id(ledger_id, self.signal_id, TP)] += (422,)
         return posts
 
     @property
@@ -123,7 +123,7 @@ def assert_outcome(played: Cell, case: Case, point: str | None = None) -> list[R
     assert row is not None
     history = played.reads.history(row["id"])
     assert [S(t["to_state"]) for t in history] == list(case.expected(point))
-    assert played.venue.answers() == case.expected_posts(point)
+    assert played.venue.answers() == case.expected_posts(point, played.ledger_id)
     assert played.reads.held(row["id"]) == played.venue.position(row["symbol"]) == case.position
     # Every order at the venue is in the ledger with the venue's fill: nothing lost, nothing counted twice.
     venue_fills = played.venue.fills()

@@ -22,7 +22,6 @@ from engine.sim import load_scenario
 SCENARIO = "clean_fill"
 SIGNAL = dict(load_scenario(SCENARIO).signal)
 SIGNAL_ID = SIGNAL["signal_id"]
-ENTRY = client_order_id(SIGNAL_ID, Leg.ENTRY)
 STALE_AFTER = 0.5  # the restart's fill timeout in the stale case, in seconds
 FRESH_FOR = 60.0  # the restart's fill timeout in the fresh case: far longer than any restart
 
@@ -68,6 +67,7 @@ def test_fresh_unsent_entry_is_submitted_exactly_once(tmp_path: Path) -> None:
         assert second.stop() == 0
         assert [t["to_state"] for t in played.reads.history(row["id"])] == [
             "PENDING", "LIMIT_SUBMITTED", "FILLED", "VALIDATED", "EXITS_PLACED"]
-        assert played.venue.answers()[ENTRY] == (200,), "one POST of the entry, which made the order"
+        entry = client_order_id(played.ledger_id, SIGNAL_ID, Leg.ENTRY)
+        assert played.venue.answers()[entry] == (200,), "one POST of the entry, which made the order"
         assert played.reads.held(row["id"]) == played.venue.position(row["symbol"]) == Decimal(SIGNAL["qty"])
         assert played.verify_exit_code() == 0

@@ -31,7 +31,6 @@ from .venues import (
     SYMBOL,
     TARGET_QUOTE,
     a_signal,
-    entry_id,
     quote,
     resting_venue,
     scenario_venue,
@@ -42,6 +41,6 @@ from .waiting import WAIT, poll, run, until
 __all__ = [
     "API_KEY", "API_SECRET", "BACKENDS", "FILL_PRICE", "FILL_QUOTE", "HAPPY_PATH", "PG_URL", "PRICE", "PRODUCT",
     "QUIET", "RESTING_QUOTE", "SETTINGS", "SMARTEXEC", "STOP", "SYMBOL", "TARGET_QUOTE", "WAIT", "Rig",
-    "a_signal", "database", "entry_id", "errors", "migrated_ledger", "poll", "product_environment", "quote",
+    "a_signal", "database", "errors", "migrated_ledger", "poll", "product_environment", "quote",
     "rejections", "resting_venue", "run", "scenario_venue", "signal_of", "sqlite_only", "sqlite_url", "until",
 ]

@@ -28,7 +28,7 @@ from sqlalchemy import select
 
 from engine.broker.alpaca import AlpacaBroker
 from engine.core.config import Settings
-from engine.core.domain import CLIENT_ORDER_ID_PREFIX, Mode, Signal
+from engine.core.domain import CLIENT_ORDER_ID_PREFIX, Leg, Mode, Signal, client_order_id
 from engine.core.lifecycle import TERMINAL, Lifecycle, State
 from engine.ledger import Ledger
 from engine.ledger.schema import fills, orders
@@ -68,11 +68,12 @@ class Rig:
     # -- running the engine ------------------------------------------------------------------
 
     @asynccontextmanager
-    async def running(self, *, poll_interval: float | None = None,
-                      clock_ahead: timedelta = timedelta(0)) -> AsyncIterator[Executor]:
+    async def running(self, *, poll_interval: float | None = None, clock_ahead: timedelta = timedelta(0),
+                      others: int = 0) -> AsyncIterator[Executor]:
         """A started Executor whose trade_updates stream is listening; stopped (and its socket
         gone) on exit, so that the next one starts from a clean slate. `clock_ahead` sets the
-        engine's clock that far ahead of the broker's."""
+        engine's clock that far ahead of the broker's; `others` is how many other engines (other
+        rigs on the same venue) listen meanwhile."""
         broker = AlpacaBroker(self.venue.api_key, self.venue.secret_key, rest_url=self.venue.rest_url,
                               stream_url=self.venue.stream_url, request_timeout=self.request_timeout)
         executor = Executor(self.settings, self.ledger, broker,
@@ -81,11 +82,11 @@ class Rig:
         await executor.start()
         try:
             # Submitting before the stream listens would leave the fills to the reconnect look-up.
-            await until(lambda: self.venue.listening() == 1, "the engine's stream to listen")
+            await until(lambda: self.venue.listening() == others + 1, "the engine's stream to listen")
             yield executor
         finally:
             await executor.stop()
-            await until(lambda: self.venue.listening() == 0, "the engine's stream to close")
+            await until(lambda: self.venue.listening() == others, "the engine's stream to close")
 
     def start(self) -> Executor:
         """`running()` on an event loop in a thread of its own, until `stop()`."""
@@ -165,6 +166,10 @@ class Rig:
         with self.ledger.engine.connect() as conn:
             return {row.execution_id: (row.client_order_id, row.qty, row.price) for row in conn.execute(query)}
 
+    def coid(self, signal_id: str, leg: Leg = Leg.ENTRY, attempt: int = 1) -> str:
+        """The client order id this rig's ledger places `signal_id`'s `leg` under."""
+        return client_order_id(self.ledger.identity(), signal_id, leg, attempt)
+
     # -- the venue --------------------------------------------------------------------------------
 
     def sent(self) -> list[str]:
@@ -193,7 +198,7 @@ class Rig:
 
     def assert_protected_by(self, lc: Lifecycle, *, qty: Decimal, stop: Decimal, target: Decimal) -> None:
         """The venue holds a GTC OCO closing exactly `qty`: take-profit limit `target`, stop `stop`."""
-        take_profit, stop_leg = self.oco(f"sx-{lc.signal_id}-tp1")
+        take_profit, stop_leg = self.oco(self.coid(lc.signal_id, Leg.TAKE_PROFIT))
         closing = "sell" if lc.side == "buy" else "buy"
         assert (take_profit.side, take_profit.type, take_profit.time_in_force) == (closing, "limit", "gtc")
         assert (take_profit.qty, take_profit.limit_price) == (qty, target)

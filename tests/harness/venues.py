@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from decimal import Decimal
 
-from engine.core.domain import Leg, Signal, client_order_id
+from engine.core.domain import Signal
 from engine.sim import Venue, load_scenario
 
 # Distinctive so that a test can prove the secret never reaches a log line.
@@ -59,7 +59,3 @@ def a_signal(signal_id: str, qty: int = 30, **change: object) -> Signal:
     """A buy on the resting market: limit from PRICE, stop STOP."""
     return Signal.parse({"signal_id": signal_id, "symbol": SYMBOL, "side": "buy", "qty": qty, "price": str(PRICE),
                          "stop": str(STOP), **change})
-
-
-def entry_id(signal_id: str) -> str:
-    return client_order_id(signal_id, Leg.ENTRY)

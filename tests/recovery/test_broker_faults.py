@@ -13,14 +13,14 @@ from decimal import Decimal
 import pytest
 from harness import FILL_QUOTE, HAPPY_PATH, TARGET_QUOTE, Rig, a_signal, errors, quote, run
 
-from engine.core.domain import Leg, client_order_id
+from engine.core.domain import Leg
 from engine.core.lifecycle import State
 from engine.service import Executor
 from engine.sim import Venue
 from engine.sim.submissions import LOST
 
 SIGNAL = "faulted"
-ENTRY, TAKE_PROFIT, FLATTEN = (client_order_id(SIGNAL, leg) for leg in (Leg.ENTRY, Leg.TAKE_PROFIT, Leg.FLATTEN))
+ENTRY, TAKE_PROFIT, FLATTEN = Leg.ENTRY, Leg.TAKE_PROFIT, Leg.FLATTEN
 
 
 @dataclass(frozen=True)
@@ -81,8 +81,8 @@ async def _exits_to_close(rig: Rig, executor: Executor, lifecycle_id: int) -> No
 class Call:
     play: Callable[[Rig, Executor, Fault], Awaitable[int]]
     path: list[str]
-    orders: set[str]  # every order under our prefix the venue holds at the end
-    faulted: str | None  # the POSTed order the fault hit (None: the fault hit a DELETE)
+    orders: set[Leg]  # the legs of every order under our prefix the venue holds at the end
+    faulted: Leg | None  # the leg of the POSTed order the fault hit (None: the fault hit a DELETE)
 
 
 CALLS = {
@@ -109,11 +109,11 @@ def test_every_broker_call_survives_every_fault(rig: Rig, call: str, fault: str,
         assert rig.path(lifecycle_id) == spec.path
 
     run(body)
-    assert rig.our_orders() == spec.orders
+    assert rig.our_orders() == {rig.coid(SIGNAL, leg) for leg in spec.orders}
     if spec.faulted is not None:
-        assert rig.venue.received(spec.faulted).statuses == FAULTS[fault].answers
+        assert rig.venue.received(rig.coid(SIGNAL, spec.faulted)).statuses == FAULTS[fault].answers
     else:
-        entry = rig.venue.order(ENTRY)
+        entry = rig.venue.order(rig.coid(SIGNAL))
         assert entry is not None and entry.status == "canceled"
     assert rig.position() == Decimal(0)  # flat: nothing doubled, nothing left behind
     assert errors(caplog) == []  # resolved by looking up, not by retrying blindly

@@ -17,16 +17,14 @@ from decimal import Decimal
 from functools import partial
 from pathlib import Path
 
-from harness import Rig, a_signal, entry_id, migrated_ledger, quote, resting_venue, run, sqlite_url, until
+from harness import Rig, a_signal, migrated_ledger, quote, resting_venue, run, sqlite_url, until
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from engine.core.domain import Leg, client_order_id
+from engine.core.domain import Leg
 from engine.core.lifecycle import State
-from engine.sim import Venue
 
 SIGNAL = "converge"
-ENTRY, EXIT = entry_id(SIGNAL), client_order_id(SIGNAL, Leg.TAKE_PROFIT)
 EXECUTIONS = ["partial_fill", "fill"]
 # (bid, ask, size): three entry executions of 10 (the first at a better price), then the exit's 30.
 STEPS = [("99.97", "99.99", 10), ("99.98", "100.00", 10), ("99.98", "100.00", 10), ("102.00", "102.02", 30)]
@@ -62,8 +60,9 @@ def plans(draw: st.DrawFn) -> Plan:
     return Plan(tuple(faults), tuple(down))
 
 
-def inject(venue: Venue, step: int, fault: str) -> None:
-    prefix = EXIT if step == ENTRY_STEPS else ENTRY
+def inject(rig: Rig, step: int, fault: str) -> None:
+    venue = rig.venue
+    prefix = rig.coid(SIGNAL, Leg.TAKE_PROFIT) if step == ENTRY_STEPS else rig.coid(SIGNAL)
     if fault == "drop":
         venue.faults.drop_events(1, events=EXECUTIONS, client_order_id_prefix=prefix)
     elif fault == "duplicate":
@@ -78,7 +77,7 @@ async def play(rig: Rig, plan: Plan) -> int:
         lc = await executor.submit(a_signal(SIGNAL, qty=30))
         await rig.reach(executor, lc.id, State.LIMIT_SUBMITTED)
         for step, (bid, ask, size) in enumerate(STEPS):
-            inject(rig.venue, step, plan.faults[step])
+            inject(rig, step, plan.faults[step])
             if plan.down[step]:
                 await engine.aclose()
             await quote(rig.venue, (bid, ask), size=size)
@@ -111,7 +110,8 @@ def test_any_interleaving_of_events_and_restarts_converges_to_the_same_ledger(pl
 
 
 def check(rig: Rig, lifecycle_id: int, plan: Plan) -> None:
-    entry, exit_ = rig.venue.order(ENTRY), rig.venue.order(EXIT)
+    entry_id, exit_id = rig.coid(SIGNAL), rig.coid(SIGNAL, Leg.TAKE_PROFIT)
+    entry, exit_ = rig.venue.order(entry_id), rig.venue.order(exit_id)
     assert entry is not None and exit_ is not None
     lc = rig.ledger.get(lifecycle_id)
     assert lc is not None and lc.state is State.CLOSED
@@ -120,7 +120,7 @@ def check(rig: Rig, lifecycle_id: int, plan: Plan) -> None:
     assert lc.exit_price == exit_.filled_avg_price == Decimal("102.00")
     assert lc.realized_pnl == (lc.exit_price - lc.filled_avg_price) * 30
     assert rig.ledger.replay_differences(lifecycle_id) == []
-    executions = [*rig.executions(ENTRY).items(), *rig.executions(EXIT).items()]
+    executions = [*rig.executions(entry_id).items(), *rig.executions(exit_id).items()]
     assert len(executions) == len(STEPS)
     shown = {eid: fill for step, (eid, fill) in enumerate(executions) if plan.delivered(step)}
     assert rig.fills() == shown  # one row per execution shown, none invented, none twice

@@ -8,7 +8,7 @@ from collections.abc import Callable
 from decimal import Decimal
 
 import pytest
-from harness import FILL_QUOTE, QUIET, SYMBOL, TARGET_QUOTE, Rig, a_signal, entry_id, errors, quote, run, until
+from harness import FILL_QUOTE, QUIET, SYMBOL, TARGET_QUOTE, Rig, a_signal, errors, quote, run, until
 
 from engine.core.lifecycle import State
 from engine.sim import Venue
@@ -56,7 +56,7 @@ def test_dropped_duplicated_or_reordered_events_end_in_the_same_ledger(
         rig: Rig, fault: Callable[[Venue, str], None], path: list[str], fill_source: str, lost: str | None,
         caplog: pytest.LogCaptureFixture) -> None:
     """Prevents double-counted, missed or shrunken fills when the stream misbehaves."""
-    coid = entry_id("hygiene")
+    coid = rig.coid("hygiene")
 
     async def body() -> None:
         # A poll short enough to find the dropped fill, long enough not to race the held events.
@@ -91,7 +91,7 @@ def test_dropped_duplicated_or_reordered_events_end_in_the_same_ledger(
 def test_an_older_cumulative_quantity_never_shrinks_the_fill(rig: Rig) -> None:
     """Two partial fills delivered newest first: the older report (cumulative 10) arrives after
     the newer (cumulative 25) and must neither move the lifecycle nor shrink its quantity."""
-    coid = entry_id("max-wins")
+    coid = rig.coid("max-wins")
 
     async def body() -> None:
         async with rig.running() as executor:

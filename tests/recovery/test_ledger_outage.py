@@ -13,11 +13,11 @@ from contextlib import contextmanager
 from typing import Any
 
 import pytest
-from harness import FILL_QUOTE, HAPPY_PATH, TARGET_QUOTE, Rig, a_signal, entry_id, quote, run, until
+from harness import FILL_QUOTE, HAPPY_PATH, TARGET_QUOTE, Rig, a_signal, quote, run, until
 from sqlalchemy import create_engine, event
 from sqlalchemy.engine import make_url
 
-from engine.core.domain import Leg, client_order_id
+from engine.core.domain import Leg
 from engine.core.lifecycle import State
 from engine.ledger import Ledger
 
@@ -90,7 +90,7 @@ def test_a_signal_during_an_outage_sends_nothing_until_the_ledger_is_back(
             with locked(rig.ledger):
                 submitting = asyncio.create_task(executor.submit(a_signal("outage")))
                 await until(lambda: len(outage_reports(caplog)) >= 2, "the engine to retry the ledger")
-                assert rig.venue.received(entry_id("outage")).attempts == 0
+                assert rig.venue.received(rig.coid("outage")).attempts == 0
                 assert rig.our_orders() == set()
                 assert not submitting.done()
             lc = await submitting
@@ -103,7 +103,7 @@ def test_a_signal_during_an_outage_sends_nothing_until_the_ledger_is_back(
 
     run(body)
     assert_reported_plainly(caplog)
-    assert rig.venue.received(entry_id("outage")).statuses == [200]
+    assert rig.venue.received(rig.coid("outage")).statuses == [200]
 
 
 def test_a_fill_during_an_outage_is_recorded_once_the_ledger_is_back(
@@ -112,14 +112,14 @@ def test_a_fill_during_an_outage_is_recorded_once_the_ledger_is_back(
     exits sent for a fill the ledger does not hold."""
     rig = rig_on_both
     impatient(rig.ledger)
-    exits = client_order_id("outage", Leg.TAKE_PROFIT)
+    exits = rig.coid("outage", Leg.TAKE_PROFIT)
 
     async def body() -> None:
         async with rig.running() as executor:
             lc = await executor.submit(a_signal("outage"))
             await rig.reach(executor, lc.id, State.LIMIT_SUBMITTED)
             # The entry's own `new` event handled: the writes that fail below are the fill's.
-            await until(lambda: order_status(rig.ledger, entry_id("outage")) == "new", "the entry's new event")
+            await until(lambda: order_status(rig.ledger, rig.coid("outage")) == "new", "the entry's new event")
             with locked(rig.ledger):
                 await quote(rig.venue, FILL_QUOTE)
                 await until(lambda: len(outage_reports(caplog)) >= 2, "the engine to retry the ledger")

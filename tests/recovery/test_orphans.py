@@ -18,13 +18,16 @@ from engine.cli import main
 from engine.core.lifecycle import State
 from engine.sim.testing import trading_client
 
-ORPHAN = "sx-by-hand-en1"
+
+def orphan_id(rig: Rig) -> str:
+    """An id under this ledger's own prefix that its engine never placed."""
+    return rig.coid("by-hand")
 
 
-async def place_by_hand(rig: Rig, limit: str) -> None:
+async def place_by_hand(rig: Rig, limit: str, coid: str | None = None) -> None:
     """Straight to the venue through the SDK, as a person with the account's keys would."""
     request = LimitOrderRequest(symbol=SYMBOL, qty=5, side=OrderSide.BUY, time_in_force=TimeInForce.DAY,
-                                limit_price=float(limit), client_order_id=ORPHAN)
+                                limit_price=float(limit), client_order_id=coid or orphan_id(rig))
     await asyncio.to_thread(trading_client(rig.venue).submit_order, request)
 
 
@@ -56,12 +59,12 @@ def test_an_orphan_placed_while_the_engine_was_down_is_flagged_on_resume(
     [orphan] = rig.ledger.orphans()
     assert (orphan["client_order_id"], orphan["symbol"], orphan["side"], orphan["qty"], orphan["limit_price"],
             orphan["status"], orphan["filled_qty"], orphan["seen_via"]) == (
-        ORPHAN, SYMBOL, "buy", 5, Decimal("99.00"), "new", 0, "reconcile")
-    [warning] = warnings_about(caplog, ORPHAN)
+        orphan_id(rig), SYMBOL, "buy", 5, Decimal("99.00"), "new", 0, "reconcile")
+    [warning] = warnings_about(caplog, orphan_id(rig))
     assert "the ledger never placed it" in warning
-    held = rig.venue.order(ORPHAN)
+    held = rig.venue.order(orphan_id(rig))
     assert held is not None and held.status == "new"  # left alone: not cancelled
-    assert rig.venue.received(ORPHAN).attempts == 1  # the hand-placed one; the engine sent nothing under it
+    assert rig.venue.received(orphan_id(rig)).attempts == 1  # the hand-placed one; the engine sent nothing under it
     assert errors(caplog) == []
     assert main(["ledger", "verify", "--database-url", rig.ledger.url]) == 0
     assert "ATTENTION   1 orphan order(s)" in capsys.readouterr().out  # the auditor is told too
@@ -80,14 +83,15 @@ def test_an_orphan_seen_on_the_stream_is_flagged_and_followed_but_never_acted_on
             await until(lambda: [o["status"] for o in rig.ledger.orphans()] == ["new"], "the orphan's new event")
             await quote(rig.venue, ("98.98", "99.00"))
             # Waiting on the report, not the row: the engine must have seen its write through.
-            await until(lambda: any(" is now filled" in m for m in warnings_about(caplog, ORPHAN)), "the orphan's fill")
+            await until(lambda: any(" is now filled" in m for m in warnings_about(caplog, orphan_id(rig))),
+                        "the orphan's fill")
 
     run(body)
     [orphan] = rig.ledger.orphans()
     assert (orphan["seen_via"], orphan["filled_qty"], orphan["filled_avg_price"]) == ("stream", 5, Decimal("99.00"))
-    first, *changes = warnings_about(caplog, ORPHAN)
+    first, *changes = warnings_about(caplog, orphan_id(rig))
     assert "the ledger never placed it" in first
-    assert changes[-1].startswith(f"orphan order {ORPHAN} is now filled, filled 5 at 99")
-    assert rig.our_orders() == {ORPHAN}  # no flatten, no cancel: the 5 shares are a person's to handle
+    assert changes[-1].startswith(f"orphan order {orphan_id(rig)} is now filled, filled 5 at 99")
+    assert rig.our_orders() == {orphan_id(rig)}  # no flatten, no cancel: the 5 shares are a person's to handle
     assert rig.position() == 5
     assert errors(caplog) == []

@@ -10,7 +10,7 @@ from datetime import timedelta
 from decimal import Decimal
 
 import pytest
-from harness import FILL_PRICE, FILL_QUOTE, HAPPY_PATH, TARGET_QUOTE, Rig, a_signal, entry_id, errors, quote, run
+from harness import FILL_PRICE, FILL_QUOTE, HAPPY_PATH, TARGET_QUOTE, Rig, a_signal, errors, quote, run
 
 from engine.core.lifecycle import State
 
@@ -48,7 +48,7 @@ def test_a_fill_sent_while_the_socket_was_down_is_found_by_the_reconcile_after_t
         done = rig.ledger.get(lc.id)
         assert done is not None and (done.filled_qty, done.filled_avg_price) == (30, FILL_PRICE)
         # The execution whose event was lost is not invented; every delivered one is recorded once.
-        lost = {eid for eid, (coid, qty, _) in rig.executions().items() if coid == entry_id("gap") and qty == 20}
+        lost = {eid for eid, (coid, qty, _) in rig.executions().items() if coid == rig.coid("gap") and qty == 20}
         assert len(lost) == 1
         assert rig.fills() == {eid: fill for eid, fill in rig.executions().items() if eid not in lost}
 

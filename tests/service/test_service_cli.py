@@ -15,6 +15,7 @@ import pytest
 from harness import API_KEY, API_SECRET, SMARTEXEC, product_environment, scenario_venue, signal_of, sqlite_url
 
 from engine.cli.demo import CASES
+from engine.core.domain import Leg, client_order_id
 from engine.core.lifecycle import State
 from engine.ledger import Ledger
 from engine.sim import Venue
@@ -111,6 +112,7 @@ def test_submit_reaches_a_running_engine_which_stops_cleanly_on_sigterm(venue: V
         text = output.finish()
         lc = ledger.find_by_signal(sig.signal_id)
         history = [] if lc is None else ledger.history(lc.id)
+        identity = ledger.identity()
         ledger.close()
     assert lc is not None
 
@@ -118,7 +120,7 @@ def test_submit_reaches_a_running_engine_which_stops_cleanly_on_sigterm(venue: V
     assert [row.to_state for row in history] == \
         ["PENDING", "LIMIT_SUBMITTED", "FILLED", "VALIDATED", "EXITS_PLACED", "CLOSED"]
     assert lc.realized_pnl == Decimal("48.20")  # (123.80 - 121.39) x 20, as in the in-process test
-    take_profit = venue.order(f"sx-{sig.signal_id}-tp1")
+    take_profit = venue.order(client_order_id(identity, sig.signal_id, Leg.TAKE_PROFIT))
     assert take_profit is not None and (take_profit.status, take_profit.filled_qty) == ("filled", 20)
     assert venue.position("NVDA") is None
 

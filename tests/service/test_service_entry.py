@@ -13,7 +13,7 @@ from decimal import Decimal as D
 import pytest
 from harness import Rig, rejections, signal_of, sqlite_only
 
-from engine.core.domain import Mode
+from engine.core.domain import Leg, Mode
 from engine.core.lifecycle import State
 from engine.sim.testing import wait_until
 
@@ -33,8 +33,8 @@ def test_crwd_gap_rests_at_535_09_and_is_cancelled_unfilled(make_rig: Callable[.
 
     assert rig.path(lc) == [*SUBMITTED, "CANCEL_REQUESTED", "CANCELED"]
     assert (lc.filled_qty, lc.filled_avg_price, lc.reject_reason) == (0, None, "fill timeout")
-    assert rig.sent() == ["sx-scenario-crwd_gap-en1"]
-    entry = rig.venue.order("sx-scenario-crwd_gap-en1")
+    assert rig.sent() == [rig.coid("scenario-crwd_gap", Leg.ENTRY)]
+    entry = rig.venue.order(rig.coid("scenario-crwd_gap", Leg.ENTRY))
     assert entry is not None
     assert (entry.type, entry.side, entry.qty, entry.limit_price, entry.time_in_force, entry.extended_hours) == \
         ("limit", "buy", 10, D("535.09"), "day", False)
@@ -52,7 +52,7 @@ def test_clean_fill_places_exits_computed_from_the_fill(make_rig: Callable[..., 
     assert (lc.limit_price, lc.filled_qty, lc.filled_avg_price) == (D("187.59"), 10, D("187.48"))
     assert lc.slippage == D("-0.000107")  # (187.48 - 187.50) / 187.50: better than the signal
     assert (lc.exit_stop, lc.exit_target, lc.reward_risk) == (D("185.00"), D("192.44"), D("2.0000"))
-    assert rig.sent() == ["sx-scenario-clean_fill-en1", "sx-scenario-clean_fill-tp1"]
+    assert rig.sent() == [rig.coid("scenario-clean_fill", Leg.ENTRY), rig.coid("scenario-clean_fill", Leg.TAKE_PROFIT)]
     rig.assert_protected_by(lc, qty=D(10), stop=D("185.00"), target=D("192.44"))
     position = rig.venue.position("AAPL")
     assert position is not None and (position.qty, position.avg_entry_price) == (10, D("187.48"))
@@ -74,7 +74,7 @@ def test_partial_fill_at_the_timeout_is_protected_for_the_filled_qty(make_rig: C
     assert rig.path(lc) == [*SUBMITTED, "PARTIALLY_FILLED", "CANCEL_REQUESTED", *PROTECTED]
     assert (lc.qty, lc.filled_qty, lc.filled_avg_price) == (100, 40, D("410.36"))
     assert (lc.exit_stop, lc.exit_target) == (D("406.00"), D("419.08"))
-    entry = rig.venue.order("sx-scenario-partial_then_stall-en1")
+    entry = rig.venue.order(rig.coid("scenario-partial_then_stall", Leg.ENTRY))
     assert entry is not None and (entry.status, entry.qty, entry.filled_qty) == ("canceled", 100, 40)
     rig.assert_protected_by(lc, qty=D(40), stop=D("406.00"), target=D("419.08"))
     position = rig.venue.position("MSFT")
@@ -94,7 +94,7 @@ def test_a_fill_racing_the_cancel_is_protected(make_rig: Callable[..., Rig]) -> 
     rig.venue.advance(1.0)
     lc = rig.settle(lc, State.CANCEL_REQUESTED)
     # The state is committed before the cancel is sent (persist, then act): wait for the venue.
-    entry_id = "sx-scenario-slow_market-en1"
+    entry_id = rig.coid("scenario-slow_market", Leg.ENTRY)
     wait_until(lambda: getattr(rig.venue.order(entry_id), "status", None) == "pending_cancel", timeout=15,
                what="the held cancel")
 
@@ -109,7 +109,7 @@ def test_a_fill_racing_the_cancel_is_protected(make_rig: Callable[..., Rig]) -> 
     entry = rig.venue.order(entry_id)
     assert entry is not None and (entry.status, entry.filled_qty) == ("filled", 100)
     rig.assert_protected_by(lc, qty=D(100), stop=D("30.60"), target=D("31.83"))
-    assert rig.sent() == [entry_id, "sx-scenario-slow_market-tp1"]
+    assert rig.sent() == [entry_id, rig.coid("scenario-slow_market", Leg.TAKE_PROFIT)]
     position = rig.venue.position("INTC")
     assert position is not None and position.qty == 100
 
@@ -123,13 +123,13 @@ def test_extended_session_entry_is_an_extended_hours_day_limit(make_rig: Callabl
 
     assert rig.path(lc) == [*SUBMITTED, *PROTECTED]
     assert lc.extended_hours and lc.limit_price == D("24.02")
-    entry = rig.venue.order("sx-scenario-extended_hours-en1")
+    entry = rig.venue.order(rig.coid("scenario-extended_hours", Leg.ENTRY))
     assert entry is not None
     assert (entry.type, entry.limit_price, entry.time_in_force, entry.extended_hours) == \
         ("limit", D("24.02"), "day", True)
     assert (entry.status, entry.filled_qty, entry.filled_avg_price) == ("filled", 50, D("24.00"))
     rig.assert_protected_by(lc, qty=D(50), stop=D("23.70"), target=D("24.60"))
-    take_profit, _ = rig.oco("sx-scenario-extended_hours-tp1")
+    take_profit, _ = rig.oco(rig.coid("scenario-extended_hours", Leg.TAKE_PROFIT))
     assert take_profit.status == "accepted"  # works from the 09:30 open
     exits_row = rig.ledger.history(lc.id)[-1]
     assert exits_row.payload["exits_active_from"] == "next regular session open"
@@ -166,6 +166,6 @@ def test_legacy_mode_enters_at_market_with_exits_from_the_signal(make_rig: Calla
     assert (lc.mode, lc.limit_price, lc.filled_avg_price) == ("legacy", None, D("187.48"))
     assert (lc.exit_stop, lc.exit_target) == (D("185.00"), D("192.50"))
     assert lc.reward_risk == D("2.0241")  # (192.50 - 187.48) / 2.48, floored
-    entry = rig.venue.order("sx-scenario-clean_fill-en1")
+    entry = rig.venue.order(rig.coid("scenario-clean_fill", Leg.ENTRY))
     assert entry is not None and (entry.type, entry.limit_price, entry.time_in_force) == ("market", None, "day")
     rig.assert_protected_by(lc, qty=D(10), stop=D("185.00"), target=D("192.50"))

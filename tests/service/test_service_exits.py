@@ -9,6 +9,7 @@ from decimal import Decimal as D
 import pytest
 from harness import Rig, rejections, signal_of, sqlite_only
 
+from engine.core.domain import Leg
 from engine.core.lifecycle import State
 
 ENTERED = ["PENDING", "LIMIT_SUBMITTED", "FILLED", "VALIDATED", "EXITS_PLACED"]
@@ -44,8 +45,8 @@ def test_an_exit_leg_fill_closes_with_pnl_and_r_multiple(make_rig: Callable[...,
     assert (lc.filled_qty, lc.filled_avg_price, lc.exit_stop, lc.exit_target) == (lc.qty, fill, stop, target)
     assert (lc.exit_price, lc.realized_pnl, lc.r_multiple) == (exit_price, pnl, r_multiple)
     assert rig.ledger.history(lc.id)[-1].payload["exit_leg"] == leg
-    assert rig.sent() == [f"sx-{lc.signal_id}-en1", f"sx-{lc.signal_id}-tp1"]
-    take_profit, stop_leg = rig.oco(f"sx-{lc.signal_id}-tp1")
+    assert rig.sent() == [rig.coid(lc.signal_id, Leg.ENTRY), rig.coid(lc.signal_id, Leg.TAKE_PROFIT)]
+    take_profit, stop_leg = rig.oco(rig.coid(lc.signal_id, Leg.TAKE_PROFIT))
     filled, other = (take_profit, stop_leg) if leg == "take_profit" else (stop_leg, take_profit)
     assert (filled.status, filled.filled_qty, other.status) == ("filled", lc.qty, "canceled")
     assert rig.venue.position(symbol) is None
@@ -55,7 +56,7 @@ def test_short_entry_is_a_sell_limit_below_the_signal(make_rig: Callable[..., Ri
     rig = make_rig("short_clean_fill")
     lc = rig.settle(rig.submit(signal_of("short_clean_fill")), State.EXITS_PLACED)
 
-    entry = rig.venue.order("sx-scenario-short_clean_fill-en1")
+    entry = rig.venue.order(rig.coid("scenario-short_clean_fill", Leg.ENTRY))
     assert entry is not None and (entry.side, entry.type, entry.limit_price) == ("sell", "limit", D("479.86"))
     assert (lc.side, lc.limit_price, lc.slippage) == ("sell", D("479.86"), D("0.000104"))  # (480.10 - 480.05) / 480.10
     position = rig.venue.position("META")
@@ -75,11 +76,10 @@ def test_refused_exits_are_flattened_never_left_unprotected(
     assert rig.path(lc) == ["PENDING", "LIMIT_SUBMITTED", "FILLED", "VALIDATED", "REJECTED", "FLATTENED"]
     assert (lc.reject_reason, lc.filled_qty, lc.filled_avg_price) == (reason, 5, D("639.95"))
     assert (lc.exit_price, lc.realized_pnl, lc.r_multiple) == (D("639.90"), D("-0.25"), D("-0.0085"))
-    assert rig.sent() == ["sx-scenario-exits_rejected-en1", "sx-scenario-exits_rejected-tp1",
-                          "sx-scenario-exits_rejected-fl1"]
-    assert rig.venue.received("sx-scenario-exits_rejected-tp1").statuses == [403]
-    assert rig.venue.order("sx-scenario-exits_rejected-tp1") is None
-    flatten = rig.venue.order("sx-scenario-exits_rejected-fl1")
+    assert rig.sent() == [rig.coid("scenario-exits_rejected", leg) for leg in (Leg.ENTRY, Leg.TAKE_PROFIT, Leg.FLATTEN)]
+    assert rig.venue.received(rig.coid("scenario-exits_rejected", Leg.TAKE_PROFIT)).statuses == [403]
+    assert rig.venue.order(rig.coid("scenario-exits_rejected", Leg.TAKE_PROFIT)) is None
+    flatten = rig.venue.order(rig.coid("scenario-exits_rejected", Leg.FLATTEN))
     assert flatten is not None and (flatten.type, flatten.side, flatten.qty, flatten.status) == \
         ("market", "sell", 5, "filled")
     assert rig.venue.position("NFLX") is None

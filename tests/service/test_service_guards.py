@@ -9,14 +9,14 @@ from decimal import Decimal as D
 import pytest
 from harness import Rig, rejections, signal_of, sqlite_only
 
-from engine.core.domain import Mode
+from engine.core.domain import Leg, Mode
 
 FLATTENED = ["FILLED", "REJECTED", "FLATTENED"]
 
 
 def assert_flattened_at_market(rig: Rig, signal_id: str, *, qty: int, price: D) -> None:
     """One market order closed exactly `qty` at `price` and the venue holds nothing."""
-    flatten = rig.venue.order(f"sx-{signal_id}-fl1")
+    flatten = rig.venue.order(rig.coid(signal_id, Leg.FLATTEN))
     assert flatten is not None
     assert (flatten.type, flatten.side, flatten.qty) == ("market", "sell", qty)
     assert (flatten.status, flatten.filled_qty, flatten.filled_avg_price) == ("filled", qty, price)
@@ -50,7 +50,7 @@ def test_slippage_rejection_flattens_the_filled_qty(
     assert lc.reject_reason == reason
     # Flattened at the bid: (88.30 - 88.40) x 10 = -1.00; R = -0.10 / 1.40 = -0.0714..., floored
     assert (lc.exit_price, lc.realized_pnl, lc.r_multiple) == (D("88.30"), D("-1.00"), D("-0.0715"))
-    assert rig.sent() == ["sx-scenario-slippage_spike-en1", "sx-scenario-slippage_spike-fl1"]
+    assert rig.sent() == [rig.coid("scenario-slippage_spike", leg) for leg in (Leg.ENTRY, Leg.FLATTEN)]
     assert_flattened_at_market(rig, "scenario-slippage_spike", qty=10, price=D("88.30"))
     assert rejections(caplog.records) == [f"Smart executor rejected scenario-slippage_spike {reason}"]
 
@@ -69,6 +69,6 @@ def test_reward_risk_rejection_flattens(make_rig: Callable[..., Rig], caplog: py
     assert lc.reject_reason == reason
     # (69.95 - 69.98) x 10 = -0.30; R = -0.03 / 0.68 = -0.0441..., floored
     assert (lc.exit_price, lc.realized_pnl, lc.r_multiple) == (D("69.95"), D("-0.30"), D("-0.0442"))
-    assert rig.sent() == ["sx-scenario-rr_reject-en1", "sx-scenario-rr_reject-fl1"]
+    assert rig.sent() == [rig.coid("scenario-rr_reject", Leg.ENTRY), rig.coid("scenario-rr_reject", Leg.FLATTEN)]
     assert_flattened_at_market(rig, "scenario-rr_reject", qty=10, price=D("69.95"))
     assert rejections(caplog.records) == [f"Smart executor rejected scenario-rr_reject {reason}"]

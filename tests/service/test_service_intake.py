@@ -10,11 +10,12 @@ from decimal import Decimal as D
 import pytest
 from harness import Rig, rejections, signal_of, sqlite_only
 
+from engine.core.domain import Leg
 from engine.core.errors import SignalConflict
 from engine.core.lifecycle import Lifecycle, State
 from engine.sim.submissions import LOST
 
-ENTRY = "sx-scenario-clean_fill-en1"
+SIGNAL_ID = "scenario-clean_fill"
 FILL_TO_EXITS = ["FILLED", "VALIDATED", "EXITS_PLACED"]
 
 
@@ -32,9 +33,9 @@ def test_the_same_signal_twice_is_one_lifecycle_and_one_order(make_rig: Callable
 
     assert first.id == second.id == again.id == lc.id
     assert rig.path(lc) == ["PENDING", "LIMIT_SUBMITTED", *FILL_TO_EXITS]
-    assert rig.sent() == [ENTRY, "sx-scenario-clean_fill-tp1"]
-    assert rig.venue.received(ENTRY).attempts == 1
-    assert [o.client_order_id for o in rig.venue.orders("AAPL") if o.side == "buy"] == [ENTRY]
+    assert rig.sent() == [rig.coid(SIGNAL_ID), rig.coid(SIGNAL_ID, Leg.TAKE_PROFIT)]
+    assert rig.venue.received(rig.coid(SIGNAL_ID)).attempts == 1
+    assert [o.client_order_id for o in rig.venue.orders("AAPL") if o.side == "buy"] == [rig.coid(SIGNAL_ID)]
 
 
 @sqlite_only
@@ -75,8 +76,8 @@ def test_an_ambiguous_entry_post_makes_exactly_one_order(make_rig: Callable[...,
     lc = rig.settle(rig.submit(signal_of("clean_fill")), State.EXITS_PLACED)
 
     assert rig.path(lc) == [*until_fill, *FILL_TO_EXITS]
-    assert rig.venue.received(ENTRY).statuses == statuses
-    assert [o.client_order_id for o in rig.venue.orders("AAPL") if o.side == "buy"] == [ENTRY]
+    assert rig.venue.received(rig.coid(SIGNAL_ID)).statuses == statuses
+    assert [o.client_order_id for o in rig.venue.orders("AAPL") if o.side == "buy"] == [rig.coid(SIGNAL_ID)]
     assert (lc.filled_qty, lc.filled_avg_price) == (10, D("187.48"))
     rig.assert_protected_by(lc, qty=D(10), stop=D("185.00"), target=D("192.44"))
 
@@ -88,7 +89,7 @@ def test_an_entry_refused_by_the_venue_fails_and_nothing_else_is_sent(
     """http: the POST is answered 403; event: it is accepted, then a `rejected` update follows
     (the entry_rejected scenario)."""
     rig = make_rig("entry_rejected")
-    coid = "sx-scenario-entry_rejected-en1"
+    coid = rig.coid("scenario-entry_rejected", Leg.ENTRY)
     if via == "http":
         rig.venue.faults.clear()
         rig.venue.reject_next(symbol="COIN", status=403, code=40310000, message="insufficient buying power")

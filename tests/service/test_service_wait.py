@@ -9,7 +9,6 @@ import pytest
 from harness import Rig, signal_of
 from sqlalchemy import create_engine
 
-from engine.core.domain import Leg, client_order_id
 from engine.core.lifecycle import State
 from engine.sim.testing import wait_until
 
@@ -32,7 +31,7 @@ def test_wait_for_reports_only_states_the_ledger_holds(make_rig: Callable[..., R
     release = threading.Timer(1.0, holder.rollback)
     try:
         rig.venue.set_quote("INTC", "31.00", "31.01", ask_size=1000)
-        entry = client_order_id(live.signal_id, Leg.ENTRY)
+        entry = rig.coid(live.signal_id)
         wait_until(lambda: getattr(rig.venue.order(entry), "status", None) == "filled", timeout=15,
                    what="the venue to fill the entry (the engine's commit of it now waits on the lock)")
         release.start()
