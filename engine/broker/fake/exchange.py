@@ -1,0 +1,231 @@
+"""The fake's market: orders are taken, meet the quote, fill, cancel and expire, each step an event."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime
+from decimal import Decimal
+from uuid import uuid4
+
+from engine.broker.alpaca import KINDS
+from engine.broker.fake.account import Account
+from engine.broker.fake.book import Book, execution
+from engine.broker.fake.faults import Faults
+from engine.broker.fake.orders import CLOSED, ZERO, Blotter, FakeOrder
+from engine.broker.fake.refusals import unprocessable
+from engine.broker.fake.request import Request, validate
+from engine.broker.fake.stream import Stream
+from engine.broker.port import BrokerAmbiguous, BrokerNotFound, BrokerOrder, BrokerRejected, OrderEvent, Session
+from engine.core.domain import Side
+
+
+class Exchange:
+    """The venue's matching and lifecycle rules (engine/sim), restated rather than imported: a broker
+    depends on engine.core only, and the contract suite is what keeps the two in step.
+
+    The caller holds the broker's lock."""
+
+    def __init__(self, clock: Callable[[], datetime], session: Session, faults: Faults, stream: Stream) -> None:
+        self._clock = clock
+        self.session = session
+        self.orders = Blotter(clock)
+        self.account = Account(self.orders)
+        self._books: dict[str, Book] = {}
+        self._faults = faults
+        self._stream = stream
+
+    def tradable(self, order: FakeOrder) -> bool:
+        if self.session is Session.REGULAR:
+            return True
+        return self.session is Session.EXTENDED and order.extended_hours
+
+    # --- what the port asks -----------------------------------------------------------------------
+
+    def submit(self, client_order_id: str, r: Request) -> BrokerOrder:
+        validate(client_order_id, r)
+        client_order_id = client_order_id or str(uuid4())
+        if self.orders.find(client_order_id) is not None:
+            # What AlpacaBroker makes of Alpaca's 422 "client_order_id must be unique": the order
+            # may be this caller's own, placed by an attempt whose answer was lost.
+            raise BrokerAmbiguous("duplicate client_order_id: the order may already exist "
+                                  "(client_order_id must be unique)")
+        rejection = self._faults.next_rejection()
+        if rejection is not None and rejection.via == "http":
+            raise BrokerRejected(rejection.message, status=rejection.status, code=rejection.code)
+        self.account.check(r)
+        order = self.orders.place(client_order_id, r)
+        order.status = "pending_new" if self.tradable(order) else "accepted"
+        # The answer is the order as placed: a marketable order fills only after it is sent.
+        reply = order.snapshot()
+        if rejection is not None:
+            self._emit("pending_new", order)
+            for member in order.family():
+                member.status = "rejected"
+                member.working = False
+            self._emit("rejected", order)
+        elif order.status == "accepted":
+            self._emit("accepted", order)
+        else:
+            self._emit("pending_new", order)
+            self._activate(order)
+        return reply
+
+    def cancel(self, broker_order_id: str) -> None:
+        order = self.orders.get(broker_order_id)
+        if order is None:
+            raise BrokerNotFound("order not found")
+        if order.status in CLOSED:
+            raise unprocessable(f'order is already in "{order.status}" state')
+        if order.status == "pending_cancel":
+            return
+        if self._faults.hold_this_cancel():
+            order.status = "pending_cancel"
+            order.cancel_held = True
+            self._emit("pending_cancel", order)
+            return
+        self._finish_cancel(order)
+
+    # --- what a test does -------------------------------------------------------------------------
+
+    def quote(self, symbol: str, book: Book) -> None:
+        self._books[symbol] = book
+        self._match(symbol)
+
+    def execute(self, client_order_id: str, qty: Decimal | None, price: Decimal | None) -> None:
+        """FakeBroker.fill: the order trades now, whatever the quote."""
+        order = self.orders.find(client_order_id)
+        if order is None:
+            raise ValueError(f"no order {client_order_id!r}")
+        if not (order.is_open and order.working and self.tradable(order)):
+            raise ValueError(f"order {client_order_id!r} cannot trade now (status {order.status})")
+        qty = order.remaining if qty is None else qty
+        if not ZERO < qty <= order.remaining:
+            raise ValueError(f"qty must be in (0, {order.remaining}], was {qty}")
+        price = price if price is not None else self._default_price(order)
+        if order.order_type == "limit" and order.limit_price is not None:
+            worse = price > order.limit_price if order.side is Side.BUY else price < order.limit_price
+            if worse:
+                raise ValueError(f"a limit of {order.limit_price} never fills at {price}")
+        if order.is_stop_type and not order.triggered:
+            self._trigger(order)
+        self._fill(order, price, qty)
+
+    def move_to(self, session: Session) -> None:
+        """FakeBroker.set_session: what the clock does to orders on its way to `session`."""
+        before, self.session = self.session, session
+        if session is before:
+            return
+        past_close = before is Session.REGULAR
+        past_evening = session is Session.CLOSED
+        for order in list(self.orders):
+            if not order.is_open or order.time_in_force != "day":
+                continue
+            if (past_close and not order.extended_hours) or (past_evening and order.extended_hours):
+                self._close(order, "expired")
+        if past_close:
+            for order in self.orders:
+                if order.status == "partially_filled" and order.time_in_force == "gtc":
+                    order.status = "done_for_day"
+                    self._emit("done_for_day", order)
+        if session is Session.REGULAR:
+            for order in self.orders:
+                if order.status == "done_for_day":
+                    order.status = "partially_filled"
+        for order in list(self.orders):
+            if order.status == "accepted" and self.tradable(order):
+                self._activate(order)
+        for symbol in list(self._books):
+            self._match(symbol)
+
+    def release_held_cancels(self) -> None:
+        """Complete the held cancels; an order that filled meanwhile stays filled."""
+        for order in list(self.orders):
+            if order.cancel_held:
+                order.cancel_held = False
+                if order.is_open:
+                    self._finish_cancel(order)
+
+    # --- the lifecycle ----------------------------------------------------------------------------
+
+    def _activate(self, order: FakeOrder) -> None:
+        order.status = "new"
+        order.working = True
+        self._emit("new", order, execution_id=str(uuid4()))
+        for leg in order.legs:
+            leg.working = True
+        book = self._books.get(order.symbol)
+        if order.time_in_force == "fok":
+            taken = execution(order, book) if book is not None else None
+            if taken is None or taken[1] < order.remaining:
+                self._finish_cancel(order)
+                return
+        for member in order.group or [order]:
+            self._try(member)
+        if order.time_in_force in ("ioc", "fok") and order.is_open:
+            self._finish_cancel(order)
+
+    def _match(self, symbol: str) -> None:
+        for order in [o for o in self.orders if o.symbol == symbol and o.working and o.is_open]:
+            self._try(order)
+
+    def _try(self, order: FakeOrder) -> None:
+        book = self._books.get(order.symbol)
+        if book is None or not (order.working and order.is_open and self.tradable(order)):
+            return
+        if order.is_stop_type and not order.triggered:
+            assert order.stop_price is not None
+            reached = book.ask >= order.stop_price if order.side is Side.BUY else book.bid <= order.stop_price
+            if not reached:
+                return
+            self._trigger(order)
+        taken = execution(order, book)
+        if taken is not None:
+            price, qty = taken
+            book.take(order.side, qty)
+            self._fill(order, price, qty)
+
+    def _trigger(self, order: FakeOrder) -> None:
+        order.triggered = True
+        if order.status == "held":  # the stop leg is released to the market
+            order.status = "new"
+            self._emit("new", order, execution_id=str(uuid4()))
+
+    def _default_price(self, order: FakeOrder) -> Decimal:
+        if order.order_type == "limit" and order.limit_price is not None:
+            return order.limit_price
+        if order.is_stop_type and order.stop_price is not None:
+            return order.stop_price
+        book = self._books.get(order.symbol)
+        if book is None:
+            raise ValueError(f"no quote for {order.symbol}: give the price")
+        return book.touch(order.side)
+
+    def _fill(self, order: FakeOrder, price: Decimal, qty: Decimal) -> None:
+        order.filled_qty += qty
+        order.filled_value += price * qty
+        self.account.record(order, qty)
+        complete = order.remaining <= 0
+        order.status = "filled" if complete else "partially_filled"
+        if complete:
+            order.working = False
+            order.cancel_held = False
+        self._emit("fill" if complete else "partial_fill", order, execution_id=str(uuid4()), price=price, qty=qty)
+        for sibling in order.group or ():
+            # Any execution on one side of an OCO, even a partial one, cancels the other side.
+            if sibling is not order and sibling.is_open:
+                self._close(sibling, "canceled")
+
+    def _finish_cancel(self, order: FakeOrder) -> None:
+        for member in [m for m in order.group or [order] if m.is_open]:
+            self._close(member, "canceled")
+
+    def _close(self, order: FakeOrder, status: str) -> None:
+        order.status = status
+        order.working = False
+        order.cancel_held = False
+        self._emit(status, order)
+
+    def _emit(self, word: str, order: FakeOrder, *, execution_id: str | None = None, price: Decimal | None = None,
+              qty: Decimal | None = None) -> None:
+        self._stream.publish(OrderEvent(kind=KINDS[word], event=word, order=order.snapshot(), at=self._clock(),
+                                        execution_id=execution_id, price=price, qty=qty))
