@@ -16,8 +16,8 @@ from engine.core.domain import Signal
 from engine.sim import Venue, load_scenario
 
 # Distinctive so that a test can prove the secret never reaches a log line.
-API_KEY = "sx-e2e-key-5e1f"
-API_SECRET = "sx-e2e-secret-9c3d7a"
+API_KEY = "PKT7Q4ZK2M9XW3VB"
+API_SECRET = "q8Rt5Wy1Zx4Cb7Md3Fg6Hj9Lp2Nv"
 
 SYMBOL = "AAPL"
 PRICE, STOP = Decimal("100.00"), Decimal("99.00")  # the entry's limit: 100.05
