@@ -31,6 +31,7 @@ from uuid import uuid4
 
 from engine.broker.alpaca import FINAL_STATUSES, KINDS, STOP_TYPES
 from engine.broker.port import (
+    Account,
     BrokerAmbiguous,
     BrokerError,
     BrokerNotFound,
@@ -278,6 +279,12 @@ class FakeBroker:
 
     def session(self) -> Session:
         return self._call("session", lambda: self._session)
+
+    # --- account (risk branch): the port's account(); a test assigns `account_record` to change it ---
+    account_record = Account(buying_power=Decimal(1_000_000), equity=Decimal(1_000_000))
+
+    def account(self) -> Account:
+        return self.account_record
 
     async def stream(self, on_event: EventHandler, on_connect: ConnectHandler) -> None:
         """Deliver order updates until cancelled; `on_connect` runs after every (re)connect.
