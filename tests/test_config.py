@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import re
 from decimal import Decimal as D
+from pathlib import Path
 
 import pytest
 
@@ -22,6 +24,9 @@ def test_defaults_are_the_product_spec() -> None:
     assert s.database_url == DEFAULT_DATABASE_URL
     assert s.poll_interval == 15.0
     assert s.signal_max_age == 30.0
+    # Pre-trade risk: off, except a generous cap on open lifecycles.
+    assert (s.max_order_notional, s.max_position_shares, s.max_position_notional) == (None, None, None)
+    assert (s.max_gross_exposure, s.max_daily_loss, s.max_open_lifecycles) == (None, None, 100)
 
 
 def test_every_variable_is_read() -> None:
@@ -38,6 +43,12 @@ def test_every_variable_is_read() -> None:
         "SMART_EXECUTOR_DATABASE_URL": "postgresql+psycopg://u@h/db",
         "SMART_EXECUTOR_POLL_INTERVAL": "2.5",
         "SMART_EXECUTOR_SIGNAL_MAX_AGE": "120",
+        "SMART_EXECUTOR_MAX_ORDER_NOTIONAL": "25000",
+        "SMART_EXECUTOR_MAX_POSITION_SHARES": "500",
+        "SMART_EXECUTOR_MAX_POSITION_NOTIONAL": "50000.50",
+        "SMART_EXECUTOR_MAX_GROSS_EXPOSURE": "200000",
+        "SMART_EXECUTOR_MAX_OPEN_LIFECYCLES": "off",
+        "SMART_EXECUTOR_MAX_DAILY_LOSS": "1500",
     }
     assert set(env) == {variable for variable, _ in ENVIRONMENT.values()}
     s = Settings.from_env(env)
@@ -46,6 +57,9 @@ def test_every_variable_is_read() -> None:
     assert (s.fill_timeout, s.fill_timeout_extended, s.min_rr_ratio, s.extended_hours) == (1.5, 30.0, D(3), True)
     assert (s.default_stop_pct, s.database_url, s.poll_interval) == (D("0.02"), "postgresql+psycopg://u@h/db", 2.5)
     assert s.signal_max_age == 120.0
+    assert (s.max_order_notional, s.max_position_shares, s.max_position_notional, s.max_gross_exposure) == (
+        D(25000), D(500), D("50000.50"), D(200000))
+    assert (s.max_open_lifecycles, s.max_daily_loss) == (None, D(1500))
 
 
 @pytest.mark.parametrize(
@@ -61,6 +75,10 @@ def test_every_variable_is_read() -> None:
         ("SMART_EXECUTOR_DATABASE_URL", "ledger.db", "SQLAlchemy URL"),
         ("SMART_EXECUTOR_POLL_INTERVAL", "0", "greater than zero"),
         ("SMART_EXECUTOR_POLL_INTERVAL", "soon", "expected a number"),
+        ("SMART_EXECUTOR_MAX_ORDER_NOTIONAL", "0", "greater than zero"),
+        ("SMART_EXECUTOR_MAX_DAILY_LOSS", "-100", "greater than zero"),
+        ("SMART_EXECUTOR_MAX_OPEN_LIFECYCLES", "2.5", "whole number"),
+        ("SMART_EXECUTOR_MAX_POSITION_SHARES", "lots", "expected a number"),
     ],
 )
 def test_a_bad_value_names_the_variable(variable: str, value: str, reason: str) -> None:
@@ -69,3 +87,9 @@ def test_a_bad_value_names_the_variable(variable: str, value: str, reason: str) 
     assert caught.value.field == variable
     assert str(caught.value).startswith(f"{variable}: ")
     assert reason in str(caught.value)
+
+
+def test_the_readme_documents_every_variable() -> None:
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
+    documented = set(re.findall(r"^\| `([A-Z_]+)`", readme, re.MULTILINE))
+    assert {variable for variable, _ in ENVIRONMENT.values()} <= documented

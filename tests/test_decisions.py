@@ -348,7 +348,7 @@ def test_a_flatten_that_ends_unfilled_is_retried_then_given_up_loudly() -> None:
 
 @pytest.mark.parametrize(("state", "then"), [
     (State.VALIDATED, (Then.PLACE_EXITS,)),
-    (State.REJECTED, (Then.FLATTEN,)),
+    (State.REJECTED, (Then.CANCEL_EXITS, Then.FLATTEN)),
     (State.LIMIT_SUBMITTED, (Then.ARM,)),
 ])
 def test_catching_up_resumes_what_the_state_still_owes(state: State, then: tuple[Then, ...]) -> None:

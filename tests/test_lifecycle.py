@@ -39,6 +39,10 @@ LEGAL = {
     (S.VALIDATED, "exits_rejected"): S.REJECTED,
     (S.REJECTED, "flattened"): S.FLATTENED,
     (S.EXITS_PLACED, "exit_filled"): S.CLOSED,
+    (S.LIMIT_SUBMITTED, "halted"): S.CANCEL_REQUESTED,
+    (S.PARTIALLY_FILLED, "halted"): S.CANCEL_REQUESTED,
+    (S.EXITS_PLACED, "halted"): S.REJECTED,
+    (S.REJECTED, "exit_filled"): S.CLOSED,
 }
 ENTRY_NEWS = {"submitted", "partial_fill", "fill", "timeout", "canceled", "canceled_partial", "rejected"}
 IGNORED = (
@@ -46,6 +50,7 @@ IGNORED = (
      (S.CANCEL_REQUESTED, "submitted"), (S.CANCEL_REQUESTED, "timeout"),
      (S.VALIDATED, "guards_passed"), (S.REJECTED, "guards_failed"), (S.REJECTED, "exits_rejected"),
      (S.EXITS_PLACED, "exits_placed")}
+    | {(s, "halted") for s in (S.CANCEL_REQUESTED, S.FILLED, S.VALIDATED, S.REJECTED)}
     | {(s, t) for s in (S.FILLED, S.VALIDATED, S.REJECTED, S.EXITS_PLACED) for t in ENTRY_NEWS}
     | {(s, t) for s in TERMINAL for t in TRIGGERS}
 )

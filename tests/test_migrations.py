@@ -71,3 +71,36 @@ def test_the_wheel_ships_the_migrations_and_upgrades_from_any_directory(tmp_path
                             check=False)
     assert result.returncode == 0, result.stderr
     assert tables(url) >= TABLES
+
+
+def test_0008_trading_state_up_and_down(database_url: str) -> None:
+    """The trading-state table comes and goes with its revision, and refuses edits (append-only)."""
+    from datetime import datetime, timezone
+
+    import pytest
+    from sqlalchemy import text
+    from sqlalchemy.exc import DatabaseError
+
+    from engine.core.risk import TradingState, TradingStateChange
+    from engine.ledger import Ledger
+
+    db.upgrade(database_url)
+    assert "trading_state" in tables(database_url)
+    ledger = Ledger(database_url)
+    try:
+        assert ledger.trading_state().state is TradingState.ACTIVE  # nothing recorded yet
+        ledger.set_trading_state(TradingStateChange(TradingState.HALTED, "ops@desk", "test",
+                                                    datetime.now(timezone.utc), cancel_entries=True))
+        latest = ledger.trading_state()
+        assert (latest.state, latest.who, latest.cancel_entries, latest.flatten) == (
+            TradingState.HALTED, "ops@desk", True, False)
+        for statement in ("UPDATE trading_state SET state = 'ACTIVE'", "DELETE FROM trading_state"):
+            with pytest.raises(DatabaseError, match="append-only"), ledger.engine.begin() as conn:
+                conn.execute(text(statement))
+    finally:
+        ledger.close()
+    db.downgrade(database_url, "0005")
+    assert "trading_state" not in tables(database_url)
+    assert tables(database_url) >= TABLES
+    db.upgrade(database_url)
+    assert "trading_state" in tables(database_url)

@@ -26,6 +26,7 @@ from alpaca.trading.stream import TradingStream
 from requests.adapters import HTTPAdapter
 
 from engine.broker.port import (
+    Account,
     BrokerAmbiguous,
     BrokerError,
     BrokerNotFound,
@@ -259,6 +260,11 @@ class AlpacaBroker:
         # not told apart; Alpaca refuses an extended-hours order then, and the entry ends FAILED.)
         in_hours = local.weekday() < 5 and time(4, 0) <= local.time() < time(20, 0)
         return Session.EXTENDED if in_hours else Session.CLOSED
+
+    def account(self) -> Account:
+        account = self._call(self._client.get_account)
+        return Account(buying_power=_decimal(account.buying_power) or Decimal(0),
+                       equity=_decimal(account.equity) or Decimal(0))
 
     async def stream(self, on_event: EventHandler, on_connect: ConnectHandler) -> None:
         api_key, secret_key = self._keys

@@ -17,6 +17,7 @@ from engine.core.domain import Side
 from engine.core.errors import EngineError
 from engine.core.orders import Kind as Kind  # re-exported: the port speaks the core's vocabulary
 from engine.core.orders import Session as Session
+from engine.core.risk import Account as Account
 
 
 @dataclass(frozen=True)
@@ -98,6 +99,10 @@ class Broker(Protocol):
     def list_orders(self, *, after: datetime, limit: int = 500) -> list[BrokerOrder]: ...
 
     def session(self) -> Session: ...
+
+    def account(self) -> Account:
+        """Buying power and equity, for the pre-trade risk check."""
+        ...
 
     async def stream(self, on_event: EventHandler, on_connect: ConnectHandler) -> None:
         """Deliver order updates until cancelled; `on_connect` runs after every (re)connect."""

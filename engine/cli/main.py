@@ -13,6 +13,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from engine.cli.ledger_commands import add_commands as add_audit_commands
+from engine.cli.trading_commands import add_commands as add_trading_commands
 from engine.core.config import Settings
 from engine.core.domain import parse_intake
 from engine.core.errors import EngineError, FieldError, InvalidSignal, NotPickedUp, SignalConflict, SignalRefused
@@ -185,6 +186,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(handler=cmd_sim)
 
     add_audit_commands(sub)
+    add_trading_commands(sub)
     return parser
 
 

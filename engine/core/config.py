@@ -60,6 +60,20 @@ def _seconds(name: str, raw: str) -> float:
     return float(_positive(name, raw))
 
 
+def _limit(name: str, raw: str) -> Decimal | None:
+    """A risk limit: a positive amount, or `off` (no limit)."""
+    if raw.strip().lower() in {"off", "none"}:
+        return None
+    return _positive(name, raw)
+
+
+def _count_limit(name: str, raw: str) -> int | None:
+    value = _limit(name, raw)
+    if value is not None and value != value.to_integral_value():
+        raise ConfigError(name, f"must be a whole number, was {raw!r}")
+    return None if value is None else int(value)
+
+
 def _url(name: str, raw: str) -> str:
     value = raw.strip()
     if "://" not in value:
@@ -89,6 +103,14 @@ class Settings:
     # Seconds after it was made that a signal may still be traded: one queued while no engine ran
     # is refused, not traded whenever an engine starts.
     signal_max_age: float = 30.0
+    # Pre-trade risk (engine/core/risk.py); None is off. Off by default where any number would be
+    # a guess about the account; the open-lifecycle cap is generous.
+    max_order_notional: Decimal | None = None
+    max_position_shares: Decimal | None = None
+    max_position_notional: Decimal | None = None
+    max_gross_exposure: Decimal | None = None
+    max_open_lifecycles: int | None = 100
+    max_daily_loss: Decimal | None = None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -122,4 +144,10 @@ ENVIRONMENT: dict[str, tuple[str, Callable[[str, str], object]]] = {
     "database_url": ("SMART_EXECUTOR_DATABASE_URL", _url),
     "poll_interval": ("SMART_EXECUTOR_POLL_INTERVAL", _seconds),
     "signal_max_age": ("SMART_EXECUTOR_SIGNAL_MAX_AGE", _seconds),
+    "max_order_notional": ("SMART_EXECUTOR_MAX_ORDER_NOTIONAL", _limit),
+    "max_position_shares": ("SMART_EXECUTOR_MAX_POSITION_SHARES", _limit),
+    "max_position_notional": ("SMART_EXECUTOR_MAX_POSITION_NOTIONAL", _limit),
+    "max_gross_exposure": ("SMART_EXECUTOR_MAX_GROSS_EXPOSURE", _limit),
+    "max_open_lifecycles": ("SMART_EXECUTOR_MAX_OPEN_LIFECYCLES", _count_limit),
+    "max_daily_loss": ("SMART_EXECUTOR_MAX_DAILY_LOSS", _limit),
 }

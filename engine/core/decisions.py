@@ -47,6 +47,7 @@ class Then(str, Enum):
     PLACE_EXITS = "place_exits"
     PAUSE = "pause"  # back off briefly before the next attempt
     FLATTEN = "flatten"  # send the newest flatten intent
+    CANCEL_EXITS = "cancel_exits"  # cancel a working exit pair and wait until it is final
 
 
 @dataclass(frozen=True)
@@ -175,7 +176,7 @@ def on_entry(lc: Lifecycle, report: OrderReport, now: datetime, settings: Settin
             # Canceled or expired after a partial fill: the filled part is the position to manage.
             return Decision(Trigger.CANCELED_PARTIAL, {**_fill_facts(report), "status": report.update.status},
                             then=(Then.AFTER_FILL,))
-        reason = ("fill timeout" if lc.state is State.CANCEL_REQUESTED
+        reason = ((lc.reject_reason or "fill timeout") if lc.state is State.CANCEL_REQUESTED
                   else f"entry {report.update.status} by the broker")
         return Decision(Trigger.CANCELED, {"reject_reason": reason, "status": report.update.status})
     if kind is Kind.REJECTED:
@@ -261,7 +262,8 @@ def outcome(lc: Lifecycle, exit_price: Decimal) -> dict[str, Any]:
 
 def on_exit(lc: Lifecycle, leg: Leg, report: OrderReport) -> Decision:
     price = report.filled_avg_price
-    if report.kind is Kind.FILL and lc.state is State.EXITS_PLACED and price is not None:
+    # REJECTED: a halt's flatten was cancelling the exits, and one of them filled first.
+    if report.kind is Kind.FILL and lc.state in (State.EXITS_PLACED, State.REJECTED) and price is not None:
         return Decision(Trigger.EXIT_FILLED, {**outcome(lc, price), "exit_leg": leg.value,
                                               "broker_order_id": report.update.broker_order_id})
     return NOTHING
@@ -376,5 +378,21 @@ def catch_up(lc: Lifecycle, settings: Settings, *, ledger_id: str) -> Decision:
     if lc.state is State.VALIDATED:
         return Decision(then=(Then.PLACE_EXITS,))  # an exit already placed answers "duplicate": looked up
     if lc.state is State.REJECTED:
-        return Decision(then=(Then.FLATTEN,))
+        # Exits still working (a halt's flatten cut short) are cancelled first; none: nothing to do.
+        return Decision(then=(Then.CANCEL_EXITS, Then.FLATTEN))
     return Decision(then=(Then.ARM,))
+
+
+# --- the trading state: a halt's orders to the running engine ---------------------------------------
+
+
+def on_halt(lc: Lifecycle, *, cancel_entries: bool, flatten: bool, why: str, ledger_id: str) -> Decision:
+    """A halt with `--cancel-entries` cancels the working entries; with `--flatten` (which implies
+    it) every position the lifecycle owns is closed: its exit pair cancelled, then a flatten of
+    exactly its filled quantity (never the whole symbol)."""
+    if lc.state in _DEADLINE_STATES and (cancel_entries or flatten):
+        return Decision(Trigger.HALTED, {"reject_reason": why}, then=(Then.CANCEL_ENTRY,))
+    if lc.state is State.EXITS_PLACED and flatten:
+        return Decision(Trigger.HALTED, {"reject_reason": why}, (flatten_intent(lc, 1, ledger_id=ledger_id),),
+                        then=(Then.CANCEL_EXITS, Then.FLATTEN))
+    return NOTHING

@@ -239,6 +239,21 @@ class OrphanOrderRow(Base):
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime)  # when its status or fill last changed
 
 
+class TradingStateRow(Base):
+    """Append-only: every change of the trading state (ACTIVE / REDUCING / HALTED), who made it and
+    why. The newest row is the state; `cancel_entries` and `flatten` are orders to the running engine."""
+
+    __tablename__ = "trading_state"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    state: Mapped[str] = mapped_column(String(16))
+    who: Mapped[str] = mapped_column(String(128))
+    why: Mapped[str] = mapped_column(Text)
+    cancel_entries: Mapped[bool] = mapped_column(Boolean, server_default=false())
+    flatten: Mapped[bool] = mapped_column(Boolean, server_default=false())
+    at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
 Index("ix_transitions_at", TransitionRow.at)
 
 # Core statements are written against the tables (the ORM classes only declare them).
@@ -250,3 +265,4 @@ inbox = cast(Table, InboxRow.__table__)
 chain_head = cast(Table, ChainHeadRow.__table__)
 orphan_orders = cast(Table, OrphanOrderRow.__table__)
 ledger_identity = cast(Table, LedgerIdentityRow.__table__)
+trading_state = cast(Table, TradingStateRow.__table__)

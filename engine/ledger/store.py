@@ -28,6 +28,7 @@ from engine.ledger.orders import apply_writes
 from engine.ledger.orphans import OrphanStore
 from engine.ledger.records import TransitionRecord, Writes
 from engine.ledger.schema import chain_head, fills, ledger_identity, lifecycles, orders, transitions_table
+from engine.ledger.trading import TradingStore
 
 _MUTABLE = ("state", "version", "updated_at", *PROJECTED)
 _UPDATE_LIFECYCLE = (
@@ -46,9 +47,9 @@ _ADVANCE_HEAD = (
 _READ_HEAD = select(chain_head.c.last_id, chain_head.c.last_hash).where(chain_head.c.id == 1)
 
 
-class Ledger(InboxStore, OrphanStore):
-    """The ledger of one database: lifecycles, their chained transitions, orders, fills, the inbox
-    and orphan orders."""
+class Ledger(InboxStore, OrphanStore, TradingStore):
+    """The ledger of one database: lifecycles, their chained transitions, orders, fills, the inbox,
+    orphan orders and the trading state."""
 
     def __init__(self, url: str) -> None:
         self.url = url

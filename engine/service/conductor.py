@@ -21,7 +21,7 @@ from engine.core.config import Settings
 from engine.core.decisions import Decision, Then
 from engine.core.domain import Leg
 from engine.core.errors import StaleLifecycle
-from engine.core.lifecycle import Lifecycle, Outcome
+from engine.core.lifecycle import Lifecycle, Outcome, State
 from engine.core.orders import Kind, OrderIntent, OrderReport
 from engine.ledger import FillRecord, Ledger, Writes
 from engine.service.book import Book
@@ -34,6 +34,7 @@ from engine.service.workers import Workers
 
 log = logging.getLogger("smartexec")
 FLATTEN_BACKOFF = 0.5  # seconds between flatten attempts
+EXITS_FINAL_TRIES = 40  # look-ups, 0.25 s apart, for a cancelled exit pair to be final
 
 
 class Conductor:
@@ -128,7 +129,9 @@ class Conductor:
             lc = await self.place(lc, Leg.TAKE_PROFIT)
         elif then is Then.PAUSE:
             await asyncio.sleep(FLATTEN_BACKOFF)
-        elif then is Then.FLATTEN:
+        elif then is Then.CANCEL_EXITS:
+            lc = await self.cancel_exits(lc)
+        elif then is Then.FLATTEN and lc.state is State.REJECTED:  # not if an exit filled meanwhile
             lc = await self.place(lc, Leg.FLATTEN)
         return lc
 
@@ -227,3 +230,33 @@ class Conductor:
             log.warning("cancel of %s ambiguous (%s)", lc.signal_id, exc)
         crash_point("after_cancel_submit")
         self.timers.schedule(lc.id, VERIFY, self.verify_after)
+
+    async def cancel_exits(self, lc: Lifecycle) -> Lifecycle:
+        """Cancel the lifecycle's working exit pair and wait until the broker says it is final, so
+        that a flatten after it takes only shares the exits no longer hold. An exit leg that filled
+        first closes the lifecycle (and no flatten follows)."""
+        coid = self.router.coid(lc.id, Leg.TAKE_PROFIT)
+        row = None if coid is None else await self.workers.persist(self.ledger.order, coid)
+        if coid is None or row is None or row["final"] or row["broker_order_id"] is None:
+            return lc
+        try:
+            await self.workers.call(Priority.PROTECT, self.broker.cancel, broker_order_id=row["broker_order_id"])
+        except (BrokerRejected, BrokerNotFound, BrokerAmbiguous) as exc:
+            log.info("cancel of the exits of %s refused (%s); looking them up", lc.signal_id, exc)
+        order = None
+        for _ in range(EXITS_FINAL_TRIES):
+            try:
+                order = await self.workers.call(Priority.PROTECT, self.broker.get_order, client_order_id=coid)
+            except BrokerAmbiguous as exc:
+                log.warning("look-up of the exits of %s failed (%s)", lc.signal_id, exc)
+                order = None
+            if order is not None and all(o.final for o in (order, *order.legs)):
+                break
+            await asyncio.sleep(0.25)
+        if order is None:
+            return lc
+        for found in (order, *order.legs):
+            report = report_of(found)
+            if report.kind is Kind.FILL:
+                lc = await self.on_report(lc, decisions.exit_leg(found.is_stop), report, source="engine")
+        return lc

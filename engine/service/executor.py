@@ -17,12 +17,13 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable, Iterable
+from dataclasses import replace
 from datetime import datetime, timezone
 from typing import Any
 
-from engine.broker.port import Broker, BrokerAmbiguous, OrderEvent
+from engine.broker.port import Broker, BrokerAmbiguous, Kind, OrderEvent
 from engine.broker.ratelimit import Priority, RateLimiter
-from engine.core import decisions
+from engine.core import decisions, risk
 from engine.core.config import Settings
 from engine.core.domain import CLIENT_ORDER_ID_PREFIX, Leg, Mode, Signal, ledger_prefix
 from engine.core.errors import SignalConflict
@@ -37,6 +38,7 @@ from engine.service.reconciler import Reconciler
 from engine.service.router import Router
 from engine.service.sender import Sender
 from engine.service.timers import DEADLINE, VERIFY, Timers
+from engine.service.trading import Desk
 from engine.service.translate import report_of
 from engine.service.workers import Workers
 
@@ -80,6 +82,8 @@ class Executor:
         self.conductor = Conductor(settings, ledger, broker, workers=self.workers, book=self.book,
                                    router=self.router, sender=Sender(broker, self.workers), timers=self.timers,
                                    clock=clock, verify_after=verify_after)
+        self.desk = Desk(settings, ledger, broker, workers=self.workers, book=self.book, conductor=self.conductor,
+                         clock=clock)
         self.reconciler = Reconciler(self.conductor, PollPolicy(self.poll_interval), clock=clock,
                                      monotonic=monotonic)
         self._tasks: list[asyncio.Task[Any]] = []
@@ -108,6 +112,8 @@ class Executor:
             self._tasks.append(asyncio.create_task(self.broker.stream(self._on_event, self._on_connect),
                                                    name="stream"))
         await self.resume()
+        # After the resume, so that a halt recorded while no engine ran acts on what it left open.
+        self._tasks.append(asyncio.create_task(self.desk.watch(), name="trading state"))
 
     async def stop(self) -> None:
         # Stop taking news (stream, timers, poller) first, then let what was already received be
@@ -189,13 +195,21 @@ class Executor:
         mode = mode or (Mode.SMART if self.settings.use_smart_executor else Mode.LEGACY)
         plan = decisions.intake(signal, mode, await self._market_session(), self.settings, self._now(), received_at,
                                 ledger_id=self.conductor.ledger_id)
-        lc, created = await self.workers.persist(self.ledger.open_lifecycle, signal, mode=mode,
-                                                 extended_hours=plan.extended, at=self._now(), facts=plan.facts,
-                                                 writes=Writes(intents=plan.intents))
-        if not created:
-            return self.book.open.get(lc.id, lc)
-        log.info("lifecycle %s %s %s: -> %s (created, intake)", lc.id, lc.signal_id, lc.symbol, lc.state.value)
-        self.book.put(lc)
+        # The risk check and the commit of the intent are one step: two signals cannot both pass a limit
+        # that only one of them fits under.
+        async with self.desk.lock:
+            if plan.refusal is None:
+                price = risk.entry_price(signal, plan.intents[0].limit_price if plan.intents else None)
+                refusal = await self.desk.refusal(signal, price)
+                if refusal is not None:  # recorded as an intake refusal: FAILED with the reason, nothing sent
+                    plan = replace(plan, intents=(), refusal=refusal)
+            lc, created = await self.workers.persist(self.ledger.open_lifecycle, signal, mode=mode,
+                                                     extended_hours=plan.extended, at=self._now(), facts=plan.facts,
+                                                     writes=Writes(intents=plan.intents))
+            if not created:
+                return self.book.open.get(lc.id, lc)
+            log.info("lifecycle %s %s %s: -> %s (created, intake)", lc.id, lc.signal_id, lc.symbol, lc.state.value)
+            self.book.put(lc)
         self.router.register(lc, self.conductor.ledger_id)
         for intent in plan.intents:
             self.router.intend(lc.id, intent)
@@ -223,6 +237,8 @@ class Executor:
                 log.info("update for an order this engine does not own: %s %s", coid, event.event)
             return
         lifecycle_id, leg = route
+        if event.kind in (Kind.FILL, Kind.PARTIAL_FILL):
+            self.desk.account_changed()
         report = report_of(event.order, event)
         async with self.book.lock(lifecycle_id):
             self.book.heard(lifecycle_id)

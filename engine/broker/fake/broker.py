@@ -10,7 +10,7 @@ from typing import TypeVar
 from engine.broker.fake.controls import FakeControls
 from engine.broker.fake.faults import Method
 from engine.broker.fake.request import Request
-from engine.broker.port import BrokerOrder, ConnectHandler, EventHandler, Session
+from engine.broker.port import Account, BrokerOrder, ConnectHandler, EventHandler, Session
 from engine.core.domain import Side
 
 T = TypeVar("T")
@@ -59,6 +59,12 @@ class FakeBroker(FakeControls):
 
     def session(self) -> Session:
         return self._call("session", lambda: self._exchange.session)
+
+    # The account the risk check reads; a test assigns `account_record` to change it.
+    account_record = Account(buying_power=Decimal(1_000_000), equity=Decimal(1_000_000))
+
+    def account(self) -> Account:
+        return self.account_record
 
     async def stream(self, on_event: EventHandler, on_connect: ConnectHandler) -> None:
         """Deliver order updates until cancelled; `on_connect` runs after every (re)connect.

@@ -1,0 +1,115 @@
+"""Pre-trade risk and the trading state through the engine (the real Executor and alpaca-py against
+the local venue): a refused entry ends FAILED with its reason, is logged, and nothing is sent."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime, timezone
+from decimal import Decimal as D
+from typing import Any
+
+import pytest
+from harness import Rig, rejections, signal_of, sqlite_only
+
+from engine.core.lifecycle import State
+from engine.core.risk import TradingState, TradingStateChange
+
+# clean_fill: buy 10 AAPL at 187.50, entry limit 187.59.
+REFUSED = {
+    "order notional": ({"max_order_notional": D(1000)}, "exceeds SMART_EXECUTOR_MAX_ORDER_NOTIONAL 1000"),
+    "position shares": ({"max_position_shares": D(5)}, "SMART_EXECUTOR_MAX_POSITION_SHARES is 5"),
+    "position notional": ({"max_position_notional": D(1000)}, "SMART_EXECUTOR_MAX_POSITION_NOTIONAL is 1000"),
+    "gross exposure": ({"max_gross_exposure": D(1000)}, "SMART_EXECUTOR_MAX_GROSS_EXPOSURE is 1000"),
+}
+
+
+def refused_before_sending(rig: Rig, caplog: pytest.LogCaptureFixture, signal_id: str, reason: str) -> None:
+    lc = rig.ledger.find_by_signal(signal_id)
+    assert lc is not None and lc.state is State.FAILED, lc
+    assert reason in (lc.reject_reason or "")
+    assert rig.path(lc) == ["PENDING", "FAILED"]
+    assert not any(coid.startswith(f"sx-{signal_id}-") for coid in rig.sent())
+    assert any(line.startswith(f"Smart executor rejected {signal_id} ") and reason in line
+               for line in rejections(caplog.records))
+
+
+@pytest.mark.parametrize("case", list(REFUSED))
+def test_each_limit_refuses_with_its_reason_and_nothing_reaches_the_venue(
+        case: str, make_rig: Callable[..., Rig], caplog: pytest.LogCaptureFixture) -> None:
+    settings, reason = REFUSED[case]
+    rig = make_rig("clean_fill", **settings)
+    signal = signal_of("clean_fill")
+    rig.submit(signal)
+    refused_before_sending(rig, caplog, signal.signal_id, reason)
+    assert rig.sent() == []
+
+
+@sqlite_only
+def test_buying_power_from_the_account(make_rig: Callable[..., Rig], caplog: pytest.LogCaptureFixture) -> None:
+    rig = make_rig("clean_fill")
+    signal = signal_of("clean_fill", qty="900000")
+    rig.submit(signal)
+    refused_before_sending(rig, caplog, signal.signal_id, "exceeds the account's buying power")
+    assert rig.sent() == []
+
+
+@sqlite_only
+def test_max_open_lifecycles_counts_the_engines_open_lifecycles(make_rig: Callable[..., Rig],
+                                                                caplog: pytest.LogCaptureFixture) -> None:
+    rig = make_rig("clean_fill", max_open_lifecycles=1)
+    first = rig.settle(rig.submit(signal_of("clean_fill")), State.EXITS_PLACED)
+    sent = rig.sent()
+    second = signal_of("clean_fill", signal_id="second")
+    rig.submit(second)
+    refused_before_sending(rig, caplog, "second", "1 lifecycles open, SMART_EXECUTOR_MAX_OPEN_LIFECYCLES is 1")
+    assert rig.sent() == sent and rig.ledger.get(first.id).state is State.EXITS_PLACED  # type: ignore[union-attr]
+
+
+@sqlite_only
+def test_the_daily_loss_limit_refuses_and_moves_the_engine_to_reducing(
+        make_rig: Callable[..., Rig], caplog: pytest.LogCaptureFixture) -> None:
+    rig = make_rig("stop_hit", max_daily_loss=D(50))
+    lc = rig.settle(rig.submit(signal_of("stop_hit")), State.EXITS_PLACED)
+    rig.venue.advance(6)  # the stop fills at 158.40: -79.50
+    assert rig.settle(lc).realized_pnl == D("-79.50")
+    sent = rig.sent()
+
+    rig.submit(signal_of("stop_hit", signal_id="after-the-loss"))
+
+    reason = "daily realised loss 79.50 reached SMART_EXECUTOR_MAX_DAILY_LOSS 50"
+    refused_before_sending(rig, caplog, "after-the-loss", reason)
+    assert rig.sent() == sent
+    state = rig.ledger.trading_state()
+    assert (state.state, state.who, state.why) == (TradingState.REDUCING, "engine", reason)
+    rig.submit(signal_of("stop_hit", signal_id="later"))  # refused by the state now; no second row
+    refused_before_sending(rig, caplog, "later", "trading is REDUCING (by engine: daily realised loss")
+    assert [c.state for c in rig.ledger.trading_history()] == [TradingState.REDUCING]
+
+
+def change(state: TradingState, **orders: Any) -> TradingStateChange:
+    return TradingStateChange(state, "ops@desk", f"test {state.value}", datetime.now(timezone.utc), **orders)
+
+
+@pytest.mark.parametrize("state", [TradingState.REDUCING, TradingState.HALTED])
+def test_reducing_and_halted_refuse_entries_and_active_takes_them_again(
+        state: TradingState, make_rig: Callable[..., Rig], caplog: pytest.LogCaptureFixture) -> None:
+    rig = make_rig("clean_fill")
+    rig.ledger.set_trading_state(change(state))
+    refused = signal_of("clean_fill", signal_id="while-stopped")
+    rig.submit(refused)
+    refused_before_sending(rig, caplog, "while-stopped", f"trading is {state.value} (by ops@desk: test")
+    assert rig.sent() == []
+
+    rig.ledger.set_trading_state(change(TradingState.ACTIVE))
+    lc = rig.settle(rig.submit(signal_of("clean_fill")), State.EXITS_PLACED)
+    assert rig.sent() == [f"sx-{lc.signal_id}-en1", f"sx-{lc.signal_id}-tp1"]
+
+
+@sqlite_only
+def test_a_halt_leaves_exits_working_and_a_later_stop_still_closes(make_rig: Callable[..., Rig]) -> None:
+    """HALTED refuses entries only: the exits of an open position keep working."""
+    rig = make_rig("stop_hit")
+    lc = rig.settle(rig.submit(signal_of("stop_hit")), State.EXITS_PLACED)
+    rig.ledger.set_trading_state(change(TradingState.HALTED))
+    rig.venue.advance(6)
+    assert rig.settle(lc).state is State.CLOSED
