@@ -77,15 +77,16 @@ def test_halt_cancel_entries_cancels_the_working_entry_and_refuses_new_ones(tmp_
             assert lc is not None
             history = ledger.history(lc.id)
             changes = ledger.trading_history()
+            ours = f"sx-{ledger.identity()}"
         finally:
             ledger.close()
     assert [row.to_state for row in history] == ["PENDING", "LIMIT_SUBMITTED", "CANCEL_REQUESTED", "CANCELED"]
     assert history[2].trigger == "halted"
     assert lc.reject_reason is not None and lc.reject_reason.startswith("trading HALTED by ") and "news" in \
         lc.reject_reason
-    entry = venue.order("sx-resting-en1")
+    entry = venue.order(f"{ours}-resting-en1")
     assert entry is not None and entry.status == "canceled"
-    assert venue.order("sx-while-halted-en1") is None
+    assert venue.order(f"{ours}-while-halted-en1") is None
     assert [(c.state, c.why, c.cancel_entries, c.flatten) for c in changes] == [
         (TradingState.HALTED, "news", True, False), (TradingState.ACTIVE, "all clear", False, False)]
     assert all("@" in c.who for c in changes)
@@ -107,15 +108,16 @@ def test_halt_flatten_closes_exactly_the_position_the_lifecycle_owns(tmp_path: P
             assert lc is not None
             history = ledger.history(lc.id)
             orders = {row["client_order_id"]: row for row in ledger.orders_of(lc.id)}
+            ours = f"sx-{ledger.identity()}"
         finally:
             ledger.close()
     assert [row.to_state for row in history] == ["PENDING", "LIMIT_SUBMITTED", "FILLED", "VALIDATED",
                                                   "EXITS_PLACED", "REJECTED", "FLATTENED"]
     assert venue.position(sig.symbol) is None  # the venue is flat
-    take_profit = venue.order(f"sx-{sig.signal_id}-tp1")
+    take_profit = venue.order(f"{ours}-{sig.signal_id}-tp1")
     assert take_profit is not None and take_profit.status == "canceled"
-    flatten = venue.order(f"sx-{sig.signal_id}-fl1")
+    flatten = venue.order(f"{ours}-{sig.signal_id}-fl1")
     assert flatten is not None and (flatten.type, flatten.side, flatten.qty, flatten.status) == (
         "market", "sell", sig.qty, "filled")
-    assert orders[f"sx-{sig.signal_id}-fl1"]["status"] == "filled"
+    assert orders[f"{ours}-{sig.signal_id}-fl1"]["status"] == "filled"
     assert lc.realized_pnl is not None and lc.exit_price is not None

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 from harness import Rig, rejections, signal_of, sqlite_only
 
+from engine.core.domain import Leg
 from engine.core.lifecycle import State
 from engine.core.risk import TradingState, TradingStateChange
 
@@ -28,7 +29,7 @@ def refused_before_sending(rig: Rig, caplog: pytest.LogCaptureFixture, signal_id
     assert lc is not None and lc.state is State.FAILED, lc
     assert reason in (lc.reject_reason or "")
     assert rig.path(lc) == ["PENDING", "FAILED"]
-    assert not any(coid.startswith(f"sx-{signal_id}-") for coid in rig.sent())
+    assert not any(coid.startswith(rig.coid(signal_id).removesuffix("en1")) for coid in rig.sent())
     assert any(line.startswith(f"Smart executor rejected {signal_id} ") and reason in line
                for line in rejections(caplog.records))
 
@@ -102,7 +103,7 @@ def test_reducing_and_halted_refuse_entries_and_active_takes_them_again(
 
     rig.ledger.set_trading_state(change(TradingState.ACTIVE))
     lc = rig.settle(rig.submit(signal_of("clean_fill")), State.EXITS_PLACED)
-    assert rig.sent() == [f"sx-{lc.signal_id}-en1", f"sx-{lc.signal_id}-tp1"]
+    assert rig.sent() == [rig.coid(lc.signal_id), rig.coid(lc.signal_id, Leg.TAKE_PROFIT)]
 
 
 @sqlite_only
