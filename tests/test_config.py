@@ -26,7 +26,7 @@ def test_defaults_are_the_product_spec() -> None:
     assert s.signal_max_age == 30.0
     # Pre-trade risk: off, except a generous cap on open lifecycles.
     assert (s.max_order_notional, s.max_position_shares, s.max_position_notional) == (None, None, None)
-    assert (s.max_gross_exposure, s.max_daily_loss, s.max_open_lifecycles) == (None, None, 100)
+    assert (s.max_gross_exposure, s.max_daily_loss, s.max_open_lifecycles) == (None, None, None)
 
 
 def test_every_variable_is_read() -> None:

@@ -132,7 +132,7 @@ def test_the_trading_day_starts_at_midnight_in_new_york() -> None:
 
 def test_limits_come_from_the_settings() -> None:
     settings = Settings.from_env({"SMART_EXECUTOR_MAX_ORDER_NOTIONAL": "5000", "SMART_EXECUTOR_MAX_DAILY_LOSS": "250"})
-    assert Limits.of(settings) == Limits(max_order_notional=D(5000), max_open_lifecycles=100, max_daily_loss=D(250))
+    assert Limits.of(settings) == Limits(max_order_notional=D(5000), max_open_lifecycles=None, max_daily_loss=D(250))
 
 
 # --- a halt's orders, as decisions ------------------------------------------------------------------

@@ -109,7 +109,7 @@ class Settings:
     max_position_shares: Decimal | None = None
     max_position_notional: Decimal | None = None
     max_gross_exposure: Decimal | None = None
-    max_open_lifecycles: int | None = 100
+    max_open_lifecycles: int | None = None
     max_daily_loss: Decimal | None = None
 
     @classmethod

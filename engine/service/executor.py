@@ -83,7 +83,7 @@ class Executor:
                                    router=self.router, sender=Sender(broker, self.workers), timers=self.timers,
                                    clock=clock, verify_after=verify_after)
         self.desk = Desk(settings, ledger, broker, workers=self.workers, book=self.book, conductor=self.conductor,
-                         clock=clock)
+                         clock=clock, monotonic=monotonic)
         self.reconciler = Reconciler(self.conductor, PollPolicy(self.poll_interval), clock=clock,
                                      monotonic=monotonic)
         self._tasks: list[asyncio.Task[Any]] = []

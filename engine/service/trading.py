@@ -27,12 +27,13 @@ from engine.service.conductor import Conductor
 from engine.service.workers import Workers
 
 log = logging.getLogger("smartexec")
+ACCOUNT_TTL = 5.0  # seconds between account reads while fills keep arriving
 WATCH_INTERVAL = 0.5  # seconds between reads of the trading state: a change is seen within a second
 
 
 class Desk:
     def __init__(self, settings: Settings, ledger: Ledger, broker: Broker, *, workers: Workers, book: Book,
-                 conductor: Conductor, clock: Callable[[], datetime]) -> None:
+                 conductor: Conductor, clock: Callable[[], datetime], monotonic: Callable[[], float]) -> None:
         self.limits = Limits.of(settings)
         self.ledger = ledger
         self.broker = broker
@@ -42,18 +43,24 @@ class Desk:
         self._now = clock
         self.state: TradingStateChange | None = None  # as last read
         self._account: Account | None = None
+        self._account_read = float("-inf")  # when, on the monotonic clock
+        self._account_stale = True
+        self._monotonic = monotonic
         self.lock = asyncio.Lock()  # one intake at a time between the check and the commit
 
     # --- the risk check -------------------------------------------------------------------------
 
     def account_changed(self) -> None:
-        """A fill moved cash or positions: the next check reads the account again."""
-        self._account = None
+        """A fill moved cash or positions: the next check reads the account again (at most once per
+        ACCOUNT_TTL: a burst of fills must not spend Alpaca's ~200 requests a minute on reads)."""
+        self._account_stale = True
 
     async def _account_now(self) -> Account | None:
-        if self._account is None:
+        fresh_enough = self._monotonic() - self._account_read < ACCOUNT_TTL
+        if self._account is None or (self._account_stale and not fresh_enough):
             try:
                 self._account = await self.workers.call(Priority.QUERY, self.broker.account)
+                self._account_read, self._account_stale = self._monotonic(), False
             except BrokerError as exc:
                 log.warning("the broker account could not be read (%s)", exc)
         return self._account
