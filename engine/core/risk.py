@@ -10,7 +10,7 @@ FAILED with the reason and nothing is sent. Limits left unset (None) are off.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from datetime import datetime, time, timezone
 from decimal import Decimal
 from enum import Enum
@@ -70,8 +70,8 @@ class Limits:
 
     @classmethod
     def of(cls, settings: Settings) -> Limits:
-        return cls(settings.max_order_notional, settings.max_position_shares, settings.max_position_notional,
-                   settings.max_gross_exposure, settings.max_open_lifecycles, settings.max_daily_loss)
+        """The limits as configured: each field is read by its name, so the two cannot drift apart."""
+        return cls(**{f.name: getattr(settings, f.name) for f in fields(cls)})
 
 
 @dataclass(frozen=True)
