@@ -41,6 +41,8 @@ LEGAL = {
     (S.EXITS_PLACED, "exit_filled"): S.CLOSED,
     (S.LIMIT_SUBMITTED, "halted"): S.CANCEL_REQUESTED,
     (S.PARTIALLY_FILLED, "halted"): S.CANCEL_REQUESTED,
+    (S.FILLED, "halted"): S.REJECTED,
+    (S.VALIDATED, "halted"): S.REJECTED,
     (S.EXITS_PLACED, "halted"): S.REJECTED,
     (S.REJECTED, "exit_filled"): S.CLOSED,
 }
@@ -50,7 +52,7 @@ IGNORED = (
      (S.CANCEL_REQUESTED, "submitted"), (S.CANCEL_REQUESTED, "timeout"),
      (S.VALIDATED, "guards_passed"), (S.REJECTED, "guards_failed"), (S.REJECTED, "exits_rejected"),
      (S.EXITS_PLACED, "exits_placed")}
-    | {(s, "halted") for s in (S.CANCEL_REQUESTED, S.FILLED, S.VALIDATED, S.REJECTED)}
+    | {(s, "halted") for s in (S.CANCEL_REQUESTED, S.REJECTED)}
     | {(s, t) for s in (S.FILLED, S.VALIDATED, S.REJECTED, S.EXITS_PLACED) for t in ENTRY_NEWS}
     | {(s, t) for s in TERMINAL for t in TRIGGERS}
 )

@@ -11,7 +11,7 @@ import pytest
 from engine.core import decisions, risk
 from engine.core.config import Settings
 from engine.core.decisions import Then
-from engine.core.domain import Signal
+from engine.core.domain import Side, Signal
 from engine.core.lifecycle import Lifecycle, State, Trigger
 from engine.core.orders import Kind, OrderReport, OrderUpdate
 from engine.core.risk import Account, Exposure, Limits, TradingState, TradingStateChange
@@ -58,21 +58,43 @@ def test_max_position_shares_counts_working_entries_in_full_and_filled_positions
                           lifecycle(State.EXITS_PLACED, qty="30", filled="20", fill_price="100.00", lc_id=2),
                           lifecycle(State.CLOSED, qty="500", filled="500", fill_price="100.00", lc_id=3),
                           lifecycle(State.LIMIT_SUBMITTED, qty="400", symbol="MSFT", lc_id=4)])
-    assert held.by_symbol["AAPL"].shares == D(50)
+    assert held.by_symbol["AAPL"].worst(Side.BUY)[0] == D(50)
     limits = Limits(max_position_shares=D(60))
     assert check(signal(qty=10), limits=limits, held=held) is None
     assert check(signal(qty=11), limits=limits, held=held) == (
-        "AAPL position would be 61 shares (50 held or working), SMART_EXECUTOR_MAX_POSITION_SHARES is 60")
+        "AAPL long position would be 61 shares (50 held or working, net), SMART_EXECUTOR_MAX_POSITION_SHARES is 60")
+
+
+def test_position_limits_net_longs_against_shorts() -> None:
+    """A short of 40 and a long of 50 on one symbol are a net long of 10, not 90 shares: another buy
+    of 45 makes 55 (under 60); a sell of 45 makes a short of 35. A working short entry does not
+    offset a buy (it may never fill), but counts in full toward another sell."""
+    held = risk.exposure([lifecycle(State.EXITS_PLACED, qty="50", filled="50", fill_price="100.00", lc_id=1),
+                          replace(lifecycle(State.EXITS_PLACED, qty="40", filled="40", fill_price="100.00", lc_id=2),
+                                  side="sell"),
+                          replace(lifecycle(State.LIMIT_SUBMITTED, qty="20", lc_id=3), side="sell")])
+    aapl = held.by_symbol["AAPL"]
+    assert (aapl.held, aapl.worst(Side.BUY)[0], aapl.worst(Side.SELL)[0]) == (D(10), D(10), D(10))
+    limits = Limits(max_position_shares=D(60))
+    assert check(signal(qty=50), limits=limits, held=held) is None
+    assert check(signal(qty=51), limits=limits, held=held) == (
+        "AAPL long position would be 61 shares (10 held or working, net), SMART_EXECUTOR_MAX_POSITION_SHARES is 60")
+    assert check(signal(qty=50, side="sell"), limits=limits, held=held) is None
+    assert check(signal(qty=51, side="sell"), limits=limits, held=held) == (
+        "AAPL short position would be 61 shares (10 held or working, net), SMART_EXECUTOR_MAX_POSITION_SHARES is 60")
+    # Gross exposure follows the larger direction: long 1000.00 held, or short −1000.00 + 2001.00
+    # working = 1001.00; not the 6001.00 that adding every lifecycle would give.
+    assert held.gross == D("1001.00")
 
 
 def test_max_position_notional_per_symbol() -> None:
     held = risk.exposure([lifecycle(State.EXITS_PLACED, filled="10", fill_price="100.00"),
                           lifecycle(State.LIMIT_SUBMITTED, qty="100", symbol="MSFT", lc_id=2)])
-    assert held.by_symbol["AAPL"].notional == D("1000.00")
+    assert held.by_symbol["AAPL"].worst(Side.BUY)[1] == D("1000.00")
     limits = Limits(max_position_notional=D(2000))
     assert check(signal(qty=9), limits=limits, held=held) is None
     assert check(signal(qty=10), limits=limits, held=held) == (
-        "AAPL position would be 2000.50 notional (1000.00 held or working), "
+        "AAPL long position would be 2000.50 notional (1000.00 held or working, net), "
         "SMART_EXECUTOR_MAX_POSITION_NOTIONAL is 2000")
 
 
@@ -158,8 +180,39 @@ def test_a_halt_with_flatten_cancels_the_exits_then_flattens_exactly_the_filled_
     assert decisions.on_halt(lc, cancel_entries=True, flatten=False, why="x", ledger_id=LEDGER) == decisions.NOTHING
 
 
-@pytest.mark.parametrize("state", [State.PENDING, State.CANCEL_REQUESTED, State.FILLED, State.VALIDATED,
-                                   State.REJECTED, State.CLOSED, State.FLATTENED])
+@pytest.mark.parametrize(("state", "then"), [(State.FILLED, (Then.FLATTEN,)),
+                                             (State.VALIDATED, (Then.CANCEL_EXITS, Then.FLATTEN))])
+def test_a_halt_with_flatten_closes_a_fill_not_yet_protected(state: State, then: tuple[Then, ...]) -> None:
+    """Caught between the fill and its exits: flattened, and an exit pair already intended is
+    cancelled first (it may have reached the broker)."""
+    lc = lifecycle(state, qty="30", filled="20", fill_price="100.00")
+    decision = decisions.on_halt(lc, cancel_entries=True, flatten=True, why="halted", ledger_id=LEDGER)
+    assert (decision.trigger, decision.then, decision.facts) == (Trigger.HALTED, then, {"reject_reason": "halted"})
+    [intent] = decision.intents
+    assert (intent.client_order_id, intent.qty) == ("sx-l3dg3r00-t1-fl1", D(20))
+    assert decisions.on_halt(lc, cancel_entries=True, flatten=False, why="x", ledger_id=LEDGER) == decisions.NOTHING
+
+
+def test_a_fill_judged_under_a_flatten_halt_is_flattened_not_protected() -> None:
+    """What filled of an entry the halt cancelled is closed, not given exits."""
+    lc = lifecycle(State.FILLED, qty="30", filled="20", fill_price="100.00")
+    decision = decisions.after_fill(lc, Settings(), ledger_id=LEDGER, halted="trading HALTED by ops: news")
+    assert (decision.trigger, decision.then, decision.facts) == (
+        Trigger.HALTED, (Then.FLATTEN,), {"reject_reason": "trading HALTED by ops: news"})
+    assert [(i.client_order_id, i.qty) for i in decision.intents] == [("sx-l3dg3r00-t1-fl1", D(20))]
+    assert decisions.after_fill(lc, Settings(), ledger_id=LEDGER).trigger is Trigger.GUARDS_PASSED
+
+
+def test_only_a_halt_that_orders_something_is_carried_out() -> None:
+    plain = TradingStateChange(TradingState.HALTED, "ops", "news", NOW)
+    assert risk.halt_orders(plain) is None
+    assert risk.halt_orders(replace(plain, flatten=True)) == replace(plain, flatten=True)
+    assert risk.halt_orders(replace(plain, state=TradingState.ACTIVE, flatten=True)) is None
+    assert risk.halt_reason(plain) == "trading HALTED by ops: news"
+
+
+@pytest.mark.parametrize("state", [State.PENDING, State.CANCEL_REQUESTED, State.REJECTED, State.CLOSED,
+                                   State.FLATTENED])
 def test_a_halt_leaves_other_states_alone(state: State) -> None:
     assert decisions.on_halt(lifecycle(state),
                              cancel_entries=True, flatten=True, why="x", ledger_id=LEDGER) == decisions.NOTHING

@@ -20,6 +20,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.sql import Select
 
 from engine.audit.report import OutcomeRow
+from engine.audit.trading import check_trading_state
 from engine.core.errors import IllegalTransition
 from engine.core.lifecycle import Lifecycle, Outcome, State, classify, destination, snapshot
 from engine.core.replay import CREATED, replay
@@ -27,11 +28,11 @@ from engine.ledger import reads
 from engine.ledger.chain import ChainHead, Problem, check_chain
 from engine.ledger.codec import plain
 from engine.ledger.records import TransitionRecord
-from engine.ledger.schema import chain_head, fills, lifecycles, orders, orphan_orders, transitions_table
+from engine.ledger.schema import chain_head, fills, lifecycles, orders, orphan_orders, trading_state, transitions_table
 
 VIEWS = ("lifecycle_outcomes", "fill_slippage")
 _TABLES = {"lifecycles": lifecycles, "transitions": transitions_table, "orders": orders, "fills": fills,
-           "orphan_orders": orphan_orders}
+           "orphan_orders": orphan_orders, "trading_state": trading_state}
 TABLES = tuple(_TABLES)
 EXPORTABLE = (*VIEWS, *TABLES)
 LIFECYCLE_COLUMNS = tuple(f.name for f in dataclasses.fields(Lifecycle))  # a stable order for messages
@@ -334,6 +335,7 @@ def verify(conn: Connection, anchors: Iterable[ChainHead] = ()) -> Verification:
             continue
         found_problems = _check_history(lifecycle_id, rows)
         other.extend(found_problems or _check_projection(stored[lifecycle_id], rows))
+    other.extend(check_trading_state(conn, (record for rows in histories.values() for record in rows)))
     for lifecycle_id in stored.keys() - histories.keys():
         other.append(Problem(None, lifecycle_id, None,
                              "the lifecycles row has no transitions: its history was deleted"))

@@ -195,6 +195,8 @@ def cmd_verify(args: argparse.Namespace, settings: Settings) -> int:
         print(f"  transitions {counts['transitions']}: the hash chain is intact")
         print(f"  lifecycles  {counts['lifecycles']}: every one replays to its row")
         print(f"  orders      {counts['orders']}, fills {counts['fills']} (not chained)")
+        print(f"  trading     {counts['trading_state']} trading state change(s): every one a transition cites is "
+              "recorded")
         if counts["orphan_orders"]:
             print(f"  ATTENTION   {counts['orphan_orders']} orphan order(s): under this engine's prefix but never "
                   "placed by it (see the orphan_orders table)")

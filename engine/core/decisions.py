@@ -208,9 +208,13 @@ def cancel_again(lc: Lifecycle, found: Kind | None) -> bool:
 # --- after the fill: guards, then exits or flatten ------------------------------------------------
 
 
-def after_fill(lc: Lifecycle, settings: Settings, *, ledger_id: str) -> Decision:
+def after_fill(lc: Lifecycle, settings: Settings, *, ledger_id: str, halted: str | None = None) -> Decision:
+    """Judge the fill; `halted` (why trading was halted with --flatten) closes it instead."""
     if lc.state is not State.FILLED:
         return NOTHING
+    if halted is not None:  # e.g. what filled of an entry the halt cancelled
+        return Decision(Trigger.HALTED, {"reject_reason": halted}, (flatten_intent(lc, 1, ledger_id=ledger_id),),
+                        then=(Then.FLATTEN,))
     assert lc.filled_avg_price is not None
     side = Side(lc.side)
     # The smart path anchors exits to the price paid; the legacy path keeps its old arithmetic
@@ -392,7 +396,8 @@ def on_halt(lc: Lifecycle, *, cancel_entries: bool, flatten: bool, why: str, led
     exactly its filled quantity (never the whole symbol)."""
     if lc.state in _DEADLINE_STATES and (cancel_entries or flatten):
         return Decision(Trigger.HALTED, {"reject_reason": why}, then=(Then.CANCEL_ENTRY,))
-    if lc.state is State.EXITS_PLACED and flatten:
-        return Decision(Trigger.HALTED, {"reject_reason": why}, (flatten_intent(lc, 1, ledger_id=ledger_id),),
-                        then=(Then.CANCEL_EXITS, Then.FLATTEN))
-    return NOTHING
+    if not flatten or lc.state not in (State.FILLED, State.VALIDATED, State.EXITS_PLACED):
+        return NOTHING
+    # VALIDATED: the exit pair was intended and may have reached the broker; cancel it either way.
+    then = (Then.FLATTEN,) if lc.state is State.FILLED else (Then.CANCEL_EXITS, Then.FLATTEN)
+    return Decision(Trigger.HALTED, {"reject_reason": why}, (flatten_intent(lc, 1, ledger_id=ledger_id),), then=then)

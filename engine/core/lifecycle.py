@@ -81,9 +81,9 @@ TRANSITIONS: list[tuple[Trigger, tuple[State, ...], State]] = [
     (T.EXITS_REJECTED, (S.VALIDATED,), S.REJECTED),  # never leave a position unprotected
     (T.FLATTENED, (S.REJECTED,), S.FLATTENED),
     (T.EXIT_FILLED, (S.EXITS_PLACED,), S.CLOSED),
-    # A halt cancels a working entry, or flattens a protected position (its exits cancelled first).
+    # A halt cancels a working entry, or flattens a position (its exits, if any, cancelled first).
     (T.HALTED, (S.LIMIT_SUBMITTED, S.PARTIALLY_FILLED), S.CANCEL_REQUESTED),
-    (T.HALTED, (S.EXITS_PLACED,), S.REJECTED),
+    (T.HALTED, (S.FILLED, S.VALIDATED, S.EXITS_PLACED), S.REJECTED),
     (T.EXIT_FILLED, (S.REJECTED,), S.CLOSED),  # an exit leg filled before the halt's cancel reached it
 ]
 
@@ -99,8 +99,8 @@ STALE: dict[State, frozenset[Trigger]] = {
     S.LIMIT_SUBMITTED: frozenset({T.SUBMITTED}),
     S.PARTIALLY_FILLED: frozenset({T.SUBMITTED}),
     S.CANCEL_REQUESTED: frozenset({T.SUBMITTED, T.TIMEOUT, T.HALTED}),
-    S.FILLED: _ENTRY_NEWS | {T.HALTED},
-    S.VALIDATED: _ENTRY_NEWS | {T.GUARDS_PASSED, T.HALTED},
+    S.FILLED: _ENTRY_NEWS,
+    S.VALIDATED: _ENTRY_NEWS | {T.GUARDS_PASSED},
     S.REJECTED: _ENTRY_NEWS | {T.GUARDS_FAILED, T.EXITS_REJECTED, T.HALTED},
     S.EXITS_PLACED: _ENTRY_NEWS | {T.EXITS_PLACED},
     **{terminal: frozenset(TRIGGERS) for terminal in TERMINAL},  # terminal states absorb

@@ -10,14 +10,14 @@ FAILED with the reason and nothing is sent. Limits left unset (None) are off.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from datetime import datetime, time, timezone
 from decimal import Decimal
 from enum import Enum
 from zoneinfo import ZoneInfo
 
 from engine.core.config import Settings
-from engine.core.domain import Signal
+from engine.core.domain import Side, Signal
 from engine.core.lifecycle import TERMINAL, Lifecycle, State
 
 TRADING_DAY_ZONE = ZoneInfo("America/New_York")
@@ -45,6 +45,17 @@ class TradingStateChange:
     cancel_entries: bool = False  # the running engine cancels its working entries
     flatten: bool = False  # ... and flattens every position its lifecycles own
     id: int = 0
+
+
+def halt_orders(change: TradingStateChange) -> TradingStateChange | None:
+    """The change if it orders the running engine to cancel entries or flatten, else None."""
+    if change.state is TradingState.ACTIVE or not (change.cancel_entries or change.flatten):
+        return None
+    return change
+
+
+def halt_reason(change: TradingStateChange) -> str:
+    return f"trading {change.state.value} by {change.who}: {change.why}"
 
 
 ACTIVE_SINCE_EVER = TradingStateChange(TradingState.ACTIVE, "engine", "no trading state recorded",
@@ -76,8 +87,40 @@ class Limits:
 
 @dataclass(frozen=True)
 class Holding:
-    shares: Decimal  # absolute shares, summed over the symbol's lifecycles
-    notional: Decimal
+    """One symbol's exposure, netted: long and short fills offset each other, while a working
+    entry counts only in its own direction (it may fill; it never reduces what it may not fill)."""
+
+    held: Decimal = ZERO  # net filled shares: positive long, negative short
+    held_value: Decimal = ZERO  # their notional, signed the same way
+    working_buy: tuple[Decimal, Decimal] = (ZERO, ZERO)  # unfilled (shares, notional) of working buys
+    working_sell: tuple[Decimal, Decimal] = (ZERO, ZERO)
+
+    def worst(self, side: Side) -> tuple[Decimal, Decimal]:
+        """(shares, notional) of the position in `side`'s direction if every working entry that way fills."""
+        sign, (shares, value) = (1, self.working_buy) if side is Side.BUY else (-1, self.working_sell)
+        return sign * self.held + shares, sign * self.held_value + value
+
+    @property
+    def gross(self) -> Decimal:
+        return max(self.worst(Side.BUY)[1], self.worst(Side.SELL)[1], ZERO)
+
+    def plus(self, lc: Lifecycle) -> Holding:
+        if lc.state in TERMINAL:
+            return self
+        sign = 1 if lc.side == Side.BUY.value else -1
+        fill_price = lc.filled_avg_price or lc.limit_price or lc.signal_price
+        held = Holding(self.held + sign * lc.filled_qty, self.held_value + sign * lc.filled_qty * fill_price,
+                       self.working_buy, self.working_sell)
+        rest = lc.qty - lc.filled_qty
+        if lc.state not in _ENTRY_WORKING or rest <= 0:
+            return held
+        return held.working(Side(lc.side), rest, rest * (lc.limit_price or lc.signal_price))
+
+    def working(self, side: Side, shares: Decimal, value: Decimal) -> Holding:
+        """This holding with one more working entry of `shares` worth `value` on `side`."""
+        if side is Side.BUY:
+            return replace(self, working_buy=(self.working_buy[0] + shares, self.working_buy[1] + value))
+        return replace(self, working_sell=(self.working_sell[0] + shares, self.working_sell[1] + value))
 
 
 @dataclass(frozen=True)
@@ -89,33 +132,17 @@ class Exposure:
 
     @property
     def gross(self) -> Decimal:
-        return sum((h.notional for h in self.by_symbol.values()), ZERO)
-
-
-def committed(lc: Lifecycle) -> tuple[Decimal, Decimal]:
-    """(shares, notional) a lifecycle holds or may yet hold: a working entry counts what it asked
-    for, a filled one what filled, a finished one nothing."""
-    if lc.state in TERMINAL:
-        return ZERO, ZERO
-    if lc.state in _ENTRY_WORKING:
-        shares = max(lc.qty, lc.filled_qty)
-        price = lc.limit_price or lc.filled_avg_price or lc.signal_price
-    else:
-        shares = lc.filled_qty
-        price = lc.filled_avg_price or lc.limit_price or lc.signal_price
-    return shares, shares * price
+        return sum((h.gross for h in self.by_symbol.values()), ZERO)
 
 
 def exposure(lifecycles: Iterable[Lifecycle]) -> Exposure:
-    count, shares, notional = 0, dict[str, Decimal](), dict[str, Decimal]()
+    count, holdings = 0, dict[str, Holding]()
     for lc in lifecycles:
         if lc.state in TERMINAL:
             continue
         count += 1
-        qty, value = committed(lc)
-        shares[lc.symbol] = shares.get(lc.symbol, ZERO) + qty
-        notional[lc.symbol] = notional.get(lc.symbol, ZERO) + value
-    return Exposure(count, {symbol: Holding(shares[symbol], notional[symbol]) for symbol in shares})
+        holdings[lc.symbol] = holdings.get(lc.symbol, Holding()).plus(lc)
+    return Exposure(count, holdings)
 
 
 def trading_day_start(now: datetime) -> datetime:
@@ -155,15 +182,18 @@ def refusal(signal: Signal, price: Decimal, *, state: TradingStateChange, held: 
     if limits.max_open_lifecycles is not None and held.open_lifecycles >= limits.max_open_lifecycles:
         return (f"{held.open_lifecycles} lifecycles open, SMART_EXECUTOR_MAX_OPEN_LIFECYCLES is "
                 f"{limits.max_open_lifecycles}")
-    had = held.by_symbol.get(signal.symbol, Holding(ZERO, ZERO))
-    shares, value = had.shares + signal.qty, had.notional + notional
+    had = held.by_symbol.get(signal.symbol, Holding())
+    before = had.worst(signal.side)
+    after = had.working(signal.side, signal.qty, notional)
+    shares, value = after.worst(signal.side)
+    way = "long" if signal.side is Side.BUY else "short"
     if limits.max_position_shares is not None and shares > limits.max_position_shares:
-        return (f"{signal.symbol} position would be {shares} shares ({had.shares} held or working), "
+        return (f"{signal.symbol} {way} position would be {shares} shares ({before[0]} held or working, net), "
                 f"SMART_EXECUTOR_MAX_POSITION_SHARES is {limits.max_position_shares}")
     if limits.max_position_notional is not None and value > limits.max_position_notional:
-        return (f"{signal.symbol} position would be {value} notional ({had.notional} held or working), "
+        return (f"{signal.symbol} {way} position would be {value} notional ({before[1]} held or working, net), "
                 f"SMART_EXECUTOR_MAX_POSITION_NOTIONAL is {limits.max_position_notional}")
-    gross = held.gross + notional
+    gross = held.gross - had.gross + after.gross
     if limits.max_gross_exposure is not None and gross > limits.max_gross_exposure:
         return (f"gross exposure would be {gross} ({held.gross} held or working), SMART_EXECUTOR_MAX_GROSS_EXPOSURE "
                 f"is {limits.max_gross_exposure}")

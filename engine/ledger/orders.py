@@ -17,6 +17,9 @@ from engine.ledger.records import Writes
 from engine.ledger.schema import fills, orders
 
 INTENDED = "intended"  # the status of an order recorded and not yet acknowledged by the broker
+# The status of an intent whose client order id the broker holds for an order it did not make:
+# the news of that order is never this row's, not even after a restart.
+ID_TAKEN = "id_taken"
 _INSERT_ORDER = insert(orders)
 _INSERT_FILL = insert(fills)
 

@@ -16,20 +16,21 @@ from functools import partial
 
 from engine.broker.port import Broker, BrokerAmbiguous, BrokerNotFound, BrokerOrder, BrokerRejected
 from engine.broker.ratelimit import Priority
-from engine.core import decisions
+from engine.core import decisions, risk
 from engine.core.config import Settings
 from engine.core.decisions import Decision, Then
 from engine.core.domain import Leg
 from engine.core.errors import StaleLifecycle
 from engine.core.lifecycle import Lifecycle, Outcome, State
 from engine.core.orders import Kind, OrderIntent, OrderReport
+from engine.core.risk import TradingStateChange
 from engine.ledger import FillRecord, Ledger, Writes
 from engine.service.book import Book
 from engine.service.crash import AFTER_COMMIT, AFTER_SUBMIT, BEFORE_COMMIT, crash_point
 from engine.service.router import Router
 from engine.service.sender import IdTaken, Sender
 from engine.service.timers import VERIFY, Timers
-from engine.service.translate import leg_intents, rejected, report_of
+from engine.service.translate import id_taken, leg_intents, rejected, report_of
 from engine.service.workers import Workers
 
 log = logging.getLogger("smartexec")
@@ -52,6 +53,10 @@ class Conductor:
         self.verify_after = verify_after
         self._now = clock
         self._ledger_id: str | None = None
+        # The halt in force with --cancel-entries or --flatten (kept by the trading Desk): an entry
+        # acknowledged after it was carried out is cancelled, a fill judged after it is flattened.
+        self.halt: TradingStateChange | None = None
+        self.fills_seen: Callable[[], None] = lambda: None  # a new execution moved cash: set by the Desk
 
     @property
     def ledger_id(self) -> str:
@@ -121,7 +126,8 @@ class Conductor:
         elif then is Then.CANCEL_ENTRY:
             await self.cancel_entry(lc)
         elif then is Then.AFTER_FILL:
-            lc = await self.carry_out(lc, decisions.after_fill(lc, self.settings, ledger_id=self.ledger_id))
+            lc = await self.carry_out(lc, decisions.after_fill(lc, self.settings, ledger_id=self.ledger_id,
+                                                                 halted=self._flatten_halt()))
         elif then is Then.PLACE_ENTRY:
             lc = await self.place(lc, Leg.ENTRY)
         elif then is Then.PLACE_EXITS:
@@ -147,7 +153,8 @@ class Conductor:
 
     async def on_report(self, lc: Lifecycle, leg: Leg, report: OrderReport, *, source: str) -> Lifecycle:
         update = report.update
-        self.router.saw(update.client_order_id, update.status, report.filled_qty)
+        if self.router.saw(update.client_order_id, update.status, report.filled_qty):
+            self.fills_seen()  # whichever path told it: stream, reply, look-up or poll
         writes = await self._writes(report)
         if leg is Leg.ENTRY:
             decision = decisions.on_entry(lc, report, self._now(), self.settings)
@@ -155,7 +162,18 @@ class Conductor:
             decision = decisions.on_flatten(lc, report, self._flatten_attempt(lc), ledger_id=self.ledger_id)
         else:
             decision = decisions.on_exit(lc, leg, report)
-        return await self.carry_out(lc, decision, source=source, writes=writes)
+        lc = await self.carry_out(lc, decision, source=source, writes=writes)
+        if leg is Leg.ENTRY and self.halt is not None:  # acknowledged after the halt was carried out
+            lc = await self.obey_halt(lc, self.halt)
+        return lc
+
+    async def obey_halt(self, lc: Lifecycle, change: TradingStateChange) -> Lifecycle:
+        decision = decisions.on_halt(lc, cancel_entries=change.cancel_entries, flatten=change.flatten,
+                                     why=risk.halt_reason(change), ledger_id=self.ledger_id)
+        return await self.carry_out(lc, decision)
+
+    def _flatten_halt(self) -> str | None:
+        return None if self.halt is None or not self.halt.flatten else risk.halt_reason(self.halt)
 
     async def keep_late_news(self, lifecycle_id: int, report: OrderReport) -> None:
         """A finished lifecycle's order moved: keep its status and fill, change nothing else."""
@@ -191,7 +209,7 @@ class Conductor:
         counts as refused for that reason, and that order's news is no longer this lifecycle's."""
         self.router.disown(intent.client_order_id)
         decision = decisions.send_refused(lc, intent, reason, self._flatten_attempt(lc), ledger_id=self.ledger_id)
-        return await self.carry_out(lc, decision, writes=Writes(updates=[rejected(intent.client_order_id)]))
+        return await self.carry_out(lc, decision, writes=Writes(updates=[id_taken(intent.client_order_id)]))
 
     async def _exits_accepted(self, lc: Lifecycle, order: BrokerOrder) -> Lifecycle:
         legs = leg_intents(order)
@@ -231,16 +249,27 @@ class Conductor:
         crash_point("after_cancel_submit")
         self.timers.schedule(lc.id, VERIFY, self.verify_after)
 
+    async def _broker_id(self, coid: str) -> str | None:
+        try:
+            order = await self.workers.call(Priority.PROTECT, self.broker.get_order, client_order_id=coid)
+        except BrokerAmbiguous as exc:
+            log.warning("look-up of %s failed (%s)", coid, exc)
+            return None
+        return None if order is None else order.broker_order_id
+
     async def cancel_exits(self, lc: Lifecycle) -> Lifecycle:
         """Cancel the lifecycle's working exit pair and wait until the broker says it is final, so
         that a flatten after it takes only shares the exits no longer hold. An exit leg that filled
         first closes the lifecycle (and no flatten follows)."""
         coid = self.router.coid(lc.id, Leg.TAKE_PROFIT)
         row = None if coid is None else await self.workers.persist(self.ledger.order, coid)
-        if coid is None or row is None or row["final"] or row["broker_order_id"] is None:
+        if coid is None or row is None or row["final"]:
+            return lc
+        broker_id = row["broker_order_id"] or await self._broker_id(coid)  # sent, but its reply was lost
+        if broker_id is None:
             return lc
         try:
-            await self.workers.call(Priority.PROTECT, self.broker.cancel, broker_order_id=row["broker_order_id"])
+            await self.workers.call(Priority.PROTECT, self.broker.cancel, broker_order_id=broker_id)
         except (BrokerRejected, BrokerNotFound, BrokerAmbiguous) as exc:
             log.info("cancel of the exits of %s refused (%s); looking them up", lc.signal_id, exc)
         order = None

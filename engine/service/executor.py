@@ -21,7 +21,7 @@ from dataclasses import replace
 from datetime import datetime, timezone
 from typing import Any
 
-from engine.broker.port import Broker, BrokerAmbiguous, Kind, OrderEvent
+from engine.broker.port import Broker, BrokerAmbiguous, OrderEvent
 from engine.broker.ratelimit import Priority, RateLimiter
 from engine.core import decisions, risk
 from engine.core.config import Settings
@@ -111,6 +111,7 @@ class Executor:
         if stream:
             self._tasks.append(asyncio.create_task(self.broker.stream(self._on_event, self._on_connect),
                                                    name="stream"))
+        await self.desk.prime()
         await self.resume()
         # After the resume, so that a halt recorded while no engine ran acts on what it left open.
         self._tasks.append(asyncio.create_task(self.desk.watch(), name="trading state"))
@@ -237,8 +238,6 @@ class Executor:
                 log.info("update for an order this engine does not own: %s %s", coid, event.event)
             return
         lifecycle_id, leg = route
-        if event.kind in (Kind.FILL, Kind.PARTIAL_FILL):
-            self.desk.account_changed()
         report = report_of(event.order, event)
         async with self.book.lock(lifecycle_id):
             self.book.heard(lifecycle_id)

@@ -11,7 +11,7 @@ from typing import Any
 from engine.core.domain import Leg, Side, client_order_id
 from engine.core.lifecycle import Lifecycle
 from engine.core.orders import OrderIntent
-from engine.ledger.orders import INTENDED
+from engine.ledger.orders import ID_TAKEN, INTENDED
 
 Route = tuple[int, Leg]
 
@@ -49,6 +49,8 @@ class Router:
         for row in rows:
             self.intend(lc.id, intent_of(row))
             self.saw(row["client_order_id"], row["status"], row["filled_qty"])
+            if row["status"] == ID_TAKEN:
+                self.disown(row["client_order_id"])
 
     def coid(self, lifecycle_id: int, leg: Leg) -> str | None:
         return self._coids.get((lifecycle_id, leg))
@@ -65,8 +67,11 @@ class Router:
         not ours (an order under our prefix the ledger never placed, like any orphan)."""
         self._disowned.add(coid)
 
-    def saw(self, coid: str, status: str, filled_qty: Decimal) -> None:
+    def saw(self, coid: str, status: str, filled_qty: Decimal) -> bool:
+        """Note the order's latest news; True when its filled quantity grew (or is first seen filled)."""
+        before = self._seen.get(coid, ("", Decimal(0)))[1]
         self._seen[coid] = (status, filled_qty)
+        return filled_qty > before
 
     def is_news(self, coid: str, status: str, filled_qty: Decimal) -> bool:
         return self._seen.get(coid) != (status, filled_qty)
@@ -84,4 +89,6 @@ class Router:
                 return self._routes[coid]
             await asyncio.sleep(0.05)
         row = await ask_ledger(coid)
-        return None if row is None else (row["lifecycle_id"], Leg(row["leg"]))
+        if row is None or row["status"] == ID_TAKEN:  # another order's id: its news is not ours
+            return None
+        return row["lifecycle_id"], Leg(row["leg"])

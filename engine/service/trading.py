@@ -16,7 +16,7 @@ from decimal import Decimal
 
 from engine.broker.port import Broker, BrokerError
 from engine.broker.ratelimit import Priority
-from engine.core import decisions, risk
+from engine.core import risk
 from engine.core.config import Settings
 from engine.core.domain import Signal
 from engine.core.errors import LedgerUnavailable
@@ -46,9 +46,14 @@ class Desk:
         self._account_read = float("-inf")  # when, on the monotonic clock
         self._account_stale = True
         self._monotonic = monotonic
+        conductor.fills_seen = self.account_changed
         self.lock = asyncio.Lock()  # one intake at a time between the check and the commit
 
     # --- the risk check -------------------------------------------------------------------------
+
+    @property
+    def account_stale(self) -> bool:
+        return self._account_stale
 
     def account_changed(self) -> None:
         """A fill moved cash or positions: the next check reads the account again (at most once per
@@ -81,10 +86,19 @@ class Desk:
 
     async def change(self, change: TradingStateChange) -> TradingStateChange:
         recorded = await self.workers.persist(self.ledger.set_trading_state, change)
+        self.note(recorded)
         log.warning("trading state %s (by %s: %s)", recorded.state.value, recorded.who, recorded.why)
         return recorded
 
     # --- watching the ledger ----------------------------------------------------------------------
+
+    def note(self, state: TradingStateChange) -> None:
+        """Tell the conductor the halt in force: entries acknowledged and fills judged from now on obey it."""
+        self.conductor.halt = risk.halt_orders(state)
+
+    async def prime(self) -> None:
+        """Before the resume: a halt recorded while no engine ran already governs what it finds."""
+        self.note(await self.workers.persist(self.ledger.trading_state))
 
     async def watch(self, interval: float = WATCH_INTERVAL) -> None:
         while True:
@@ -96,6 +110,7 @@ class Desk:
                 if self.state is None or latest.id != self.state.id:
                     first = self.state is None
                     self.state = latest
+                    self.note(latest)
                     if not first or latest.state is not TradingState.ACTIVE:
                         log.warning("trading is %s (by %s: %s)", latest.state.value, latest.who, latest.why)
                     await self.carry_out(latest)
@@ -103,15 +118,12 @@ class Desk:
 
     async def carry_out(self, change: TradingStateChange) -> None:
         """A halt's orders: cancel the working entries; flatten what every lifecycle owns."""
-        if change.state is TradingState.ACTIVE or not (change.cancel_entries or change.flatten):
+        if risk.halt_orders(change) is None:
             return
-        why = f"trading {change.state.value} by {change.who}: {change.why}"
-        await asyncio.gather(*(self._halt(lifecycle_id, change, why) for lifecycle_id in list(self.book.open)))
+        await asyncio.gather(*(self._halt(lifecycle_id, change) for lifecycle_id in list(self.book.open)))
 
-    async def _halt(self, lifecycle_id: int, change: TradingStateChange, why: str) -> None:
+    async def _halt(self, lifecycle_id: int, change: TradingStateChange) -> None:
         async with self.book.lock(lifecycle_id):
             lc = self.book.open.get(lifecycle_id)
             if lc is not None:
-                decision = decisions.on_halt(lc, cancel_entries=change.cancel_entries, flatten=change.flatten,
-                                             why=why, ledger_id=self.conductor.ledger_id)
-                await self.conductor.carry_out(lc, decision)
+                await self.conductor.obey_halt(lc, change)

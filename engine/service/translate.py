@@ -5,6 +5,7 @@ from __future__ import annotations
 from engine.broker.port import BrokerOrder, OrderEvent
 from engine.core.decisions import exit_leg
 from engine.core.orders import Execution, HeldOrder, OrderIntent, OrderReport, OrderUpdate
+from engine.ledger.orders import ID_TAKEN
 from engine.ledger.records import OrphanOrder
 
 
@@ -16,6 +17,11 @@ def update_of(order: BrokerOrder) -> OrderUpdate:
 def rejected(client_order_id: str) -> OrderUpdate:
     """The row of an order the broker refused outright: it never existed there."""
     return OrderUpdate(client_order_id, "rejected", final=True)
+
+
+def id_taken(client_order_id: str) -> OrderUpdate:
+    """The row of an intent refused because another order holds its id at the broker."""
+    return OrderUpdate(client_order_id, ID_TAKEN, final=True)
 
 
 def execution_of(event: OrderEvent | None) -> Execution | None:

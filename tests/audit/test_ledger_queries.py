@@ -112,7 +112,8 @@ def test_export_writes_a_table_or_view_as_csv(sample: Sample, tmp_path: Path,
     files = {p.name: read_csv(p) for p in (tmp_path / "all").glob("*.csv")}
     assert {name: len(rows) for name, rows in files.items()} == {
         "lifecycle_outcomes.csv": 9, "fill_slippage.csv": 12, "lifecycles.csv": 9, "transitions.csv": 42,
-        "orders.csv": 20, "fills.csv": 12, "orphan_orders.csv": 0}
+        "orders.csv": 20, "fills.csv": 12, "orphan_orders.csv": 0,
+        "trading_state.csv": 0}
     fill_row = files["transitions.csv"][sample.rows[("A", "fill")] - 1]
     assert json.loads(fill_row["payload"])["filled_avg_price"] == "535.00" and len(fill_row["row_hash"]) == 64
     assert fill_row["at"] == "2026-11-24T14:30:03+00:00"

@@ -171,6 +171,35 @@ def test_an_entry_whose_id_is_taken_by_a_different_order_fails_with_the_true_rea
     assert "IllegalTransition" not in caplog.text
 
 
+def test_after_a_restart_the_order_holding_a_taken_id_is_still_not_ours(rig: Rig) -> None:
+    """Prevents booking a stranger's fill against a refused intent: the refused row is marked
+    `id_taken`, so when the engine restarts and the hand-placed order under our id fills, its
+    news is an orphan's, never this lifecycle's (no fills row, the row keeps its refusal)."""
+    coid = rig.coid("taken")
+    place_by_hand(rig.venue, coid, qty=5, limit="99.98")  # rests until the ask comes down
+
+    async def refused() -> None:
+        async with rig.running() as executor:
+            lc = await executor.submit(a_signal("taken"))
+            await rig.reach(executor, lc.id)
+
+    async def restarted() -> None:
+        async with rig.running():
+            await quote(rig.venue, ("99.90", "99.95"))  # the stranger's order fills while this engine listens
+            await until(lambda: any((o["client_order_id"], o["status"]) == (coid, "filled")
+                                    for o in rig.ledger.orphans()), "the stranger's fill to be seen as an orphan's")
+
+    run(refused)
+    run(restarted)
+    lc = rig.ledger.find_by_signal("taken")
+    assert lc is not None and lc.state is State.FAILED
+    [row] = [o for o in rig.ledger.orders_of(lc.id)]
+    assert (row["client_order_id"], row["status"], row["filled_qty"]) == (coid, "id_taken", 0)
+    assert rig.fills() == {}
+    held = rig.venue.order(coid)
+    assert held is not None and held.status == "filled" and held.filled_qty == 5
+
+
 def test_the_same_order_found_under_the_id_is_ours(rig: Rig) -> None:
     """The look-up after a lost reply finds the order the intent made (same symbol, side, qty,
     type, price, placed after the intent): the lifecycle carries on with it, no second order."""

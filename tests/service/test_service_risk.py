@@ -14,6 +14,7 @@ from harness import Rig, rejections, signal_of, sqlite_only
 from engine.core.domain import Leg
 from engine.core.lifecycle import State
 from engine.core.risk import TradingState, TradingStateChange
+from engine.sim.testing import wait_until
 
 # clean_fill: buy 10 AAPL at 187.50, entry limit 187.59.
 REFUSED = {
@@ -114,3 +115,54 @@ def test_a_halt_leaves_exits_working_and_a_later_stop_still_closes(make_rig: Cal
     rig.ledger.set_trading_state(change(TradingState.HALTED))
     rig.venue.advance(6)
     assert rig.settle(lc).state is State.CLOSED
+
+
+def test_a_flatten_halt_closes_what_filled_of_the_entry_it_cancels(make_rig: Callable[..., Rig]) -> None:
+    """40 of 100 MSFT have filled when `halt --flatten` arrives: the rest of the entry is cancelled
+    and the 40 shares are flattened, never given exits.
+
+    Prevents the remainder of a cancelled entry from being protected (and so kept open) after the
+    operator asked for every position to be closed."""
+    rig = make_rig("partial_then_stall")
+    signal = signal_of("partial_then_stall")
+    lc = rig.settle(rig.submit(signal), State.PARTIALLY_FILLED)
+    rig.ledger.set_trading_state(change(TradingState.HALTED, cancel_entries=True, flatten=True))
+    lc = rig.settle(lc, State.FLATTENED)
+
+    assert rig.path(lc) == ["PENDING", "LIMIT_SUBMITTED", "PARTIALLY_FILLED", "CANCEL_REQUESTED", "FILLED",
+                            "REJECTED", "FLATTENED"]
+    history = rig.ledger.history(lc.id)
+    assert [row.trigger for row in history][-4:] == ["halted", "canceled_partial", "halted", "flattened"]
+    assert (lc.filled_qty, lc.reject_reason) == (D(40), "trading HALTED by ops@desk: test HALTED")
+    assert rig.sent() == [rig.coid(signal.signal_id), rig.coid(signal.signal_id, Leg.FLATTEN)]
+    flatten = rig.venue.order(rig.coid(signal.signal_id, Leg.FLATTEN))
+    assert flatten is not None and (flatten.side, flatten.qty, flatten.status) == ("sell", D(40), "filled")
+    assert rig.venue.position("MSFT") is None
+
+
+def test_an_entry_acknowledged_after_the_halt_is_cancelled(make_rig: Callable[..., Rig]) -> None:
+    """The halt was carried out just before this signal's lifecycle joined the engine's book (its
+    risk check had read ACTIVE): the entry's acknowledgement meets the halt in force and the entry
+    is cancelled at once, not left working."""
+    rig = make_rig("slow_market")
+    executor = rig.executor
+    wait_until(lambda: executor.desk.state is not None, timeout=10, what="the first read of the trading state")
+    executor.conductor.halt = change(TradingState.HALTED, cancel_entries=True)  # as the Desk's note() leaves it
+    lc = rig.settle(rig.submit(signal_of("slow_market")), State.CANCELED)
+    assert rig.path(lc) == ["PENDING", "LIMIT_SUBMITTED", "CANCEL_REQUESTED", "CANCELED"]
+    assert [row.trigger for row in rig.ledger.history(lc.id)][2] == "halted"
+    entry = rig.venue.order(rig.coid(lc.signal_id))
+    assert entry is not None and entry.status == "canceled"
+
+
+@sqlite_only
+def test_a_fill_found_through_rest_marks_the_account_for_a_fresh_read(make_rig: Callable[..., Rig]) -> None:
+    """The stream is silent, so the entry's fill is found by a REST look-up: buying power must be
+    read again before the next entry all the same, or the next risk check trusts cash already spent."""
+    rig = make_rig("clean_fill", poll_interval=0.5)
+    rig.venue.faults.mute_streams()
+    lc = rig.submit(signal_of("clean_fill"))
+    assert not rig.executor.desk.account_stale  # read for this entry's risk check
+    lc = rig.settle(lc, State.EXITS_PLACED)
+    assert rig.source_of(lc.id, "fill") != "stream"
+    assert rig.executor.desk.account_stale
