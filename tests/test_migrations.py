@@ -104,3 +104,56 @@ def test_0008_trading_state_up_and_down(database_url: str) -> None:
     assert tables(database_url) >= TABLES
     db.upgrade(database_url)
     assert "trading_state" in tables(database_url)
+
+
+def test_0009_partial_exits_up_and_down(database_url: str) -> None:
+    """`lifecycles.exit_filled_qty` (0 for rows already there) and `fills.cum_qty`, unique per order:
+    one execution found on the stream and in the account activities is stored once."""
+    from datetime import datetime, timezone
+    from decimal import Decimal
+
+    import pytest
+    from sqlalchemy import create_engine, insert, inspect, select
+    from sqlalchemy.exc import IntegrityError
+
+    from engine.ledger.schema import fills, lifecycles, orders
+
+    def columns(table: str) -> set[str]:
+        engine = create_engine(database_url)
+        try:
+            return {c["name"] for c in inspect(engine).get_columns(table)}
+        finally:
+            engine.dispose()
+
+    db.upgrade(database_url, "0008")
+    engine = create_engine(database_url)
+    at = datetime(2026, 6, 12, 14, 0, tzinfo=timezone.utc)
+    try:
+        with engine.begin() as conn:
+            conn.exec_driver_sql(
+                "INSERT INTO lifecycles (signal_id, symbol, side, qty, signal_price, mode, extended_hours, state, "
+                "version, filled_qty, created_at, updated_at) VALUES ('old', 'AAPL', 'buy', '10', '100', 'smart', "
+                "false, 'EXITS_PLACED', 5, '10', '2026-06-12 14:00:00', '2026-06-12 14:00:00')")
+    finally:
+        engine.dispose()
+    db.upgrade(database_url)
+    assert "exit_filled_qty" in columns("lifecycles") and "cum_qty" in columns("fills")
+    engine = create_engine(database_url)
+    try:
+        with engine.begin() as conn:
+            assert conn.execute(select(lifecycles.c.exit_filled_qty)).scalar_one() == 0
+            lifecycle_id = conn.execute(select(lifecycles.c.id)).scalar_one()
+            order_id = conn.execute(insert(orders).values(
+                lifecycle_id=lifecycle_id, client_order_id="sx-x-old-tp1", leg="take_profit", side="sell",
+                order_type="limit", time_in_force="gtc", extended_hours=False, qty=Decimal(10), status="new",
+                filled_qty=Decimal(0), created_at=at, updated_at=at).returning(orders.c.id)).scalar_one()
+            conn.execute(insert(fills).values(order_id=order_id, execution_id="e-1", qty=Decimal(8),
+                                              price=Decimal(102), at=at, cum_qty=Decimal(8)))
+        with pytest.raises(IntegrityError), engine.begin() as conn:
+            conn.execute(insert(fills).values(order_id=order_id, execution_id="20260612::e-1", qty=Decimal(8),
+                                              price=Decimal(102), at=at, cum_qty=Decimal(8)))
+    finally:
+        engine.dispose()
+    db.downgrade(database_url, "0008")
+    assert "exit_filled_qty" not in columns("lifecycles") and "cum_qty" not in columns("fills")
+    db.upgrade(database_url)

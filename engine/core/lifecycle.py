@@ -137,6 +137,7 @@ class Lifecycle:
     exit_price: Decimal | None = None
     realized_pnl: Decimal | None = None
     r_multiple: Decimal | None = None
+    exit_filled_qty: Decimal = Decimal(0)  # shares exit legs have closed so far (partial exit fills)
 
     @property
     def terminal(self) -> bool:
@@ -176,6 +177,7 @@ PROJECTED: dict[str, type] = {
     "exit_price": Decimal,
     "realized_pnl": Decimal,
     "r_multiple": Decimal,
+    "exit_filled_qty": Decimal,
 }
 _LIFECYCLE_FIELDS = frozenset(f.name for f in fields(Lifecycle))
 assert set(PROJECTED) <= _LIFECYCLE_FIELDS

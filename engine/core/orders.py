@@ -70,6 +70,7 @@ class Execution:
     qty: Decimal
     price: Decimal
     at: datetime
+    cum_qty: Decimal | None = None  # the order's filled qty after it: with the order, a key on every channel
 
 
 @dataclass(frozen=True)

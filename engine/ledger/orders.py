@@ -24,6 +24,11 @@ _INSERT_ORDER = insert(orders)
 _INSERT_FILL = insert(fills)
 
 
+def quantity_key(qty: Decimal | None) -> Decimal | None:
+    """One spelling per quantity (10, never 10.0 or 1E+1): SQLite compares the stored text."""
+    return None if qty is None else Decimal(format(qty.normalize(), "f"))
+
+
 def apply_writes(conn: Connection, lifecycle_id: int, at: datetime, writes: Writes | None) -> None:
     if writes is None:
         return
@@ -59,7 +64,7 @@ def apply_writes(conn: Connection, lifecycle_id: int, at: datetime, writes: Writ
         conn.execute(
             _INSERT_FILL,
             {"order_id": order_id, "execution_id": fill.execution_id, "qty": fill.qty, "price": fill.price,
-             "at": fill.at},
+             "at": fill.at, "cum_qty": quantity_key(fill.cum_qty)},
         )
 
 

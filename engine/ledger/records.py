@@ -20,6 +20,7 @@ class FillRecord:
     qty: Decimal
     price: Decimal
     at: datetime
+    cum_qty: Decimal | None = None
 
 
 @dataclass

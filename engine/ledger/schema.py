@@ -117,6 +117,7 @@ class LifecycleRow(Base):
     exit_price: Mapped[Decimal | None] = mapped_column(Money)
     realized_pnl: Mapped[Decimal | None] = mapped_column(Money)
     r_multiple: Mapped[Decimal | None] = mapped_column(Money)
+    exit_filled_qty: Mapped[Decimal] = mapped_column(Money, server_default="0")  # closed by exit legs so far
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
@@ -196,6 +197,9 @@ class FillRow(Base):
     qty: Mapped[Decimal] = mapped_column(Money)
     price: Mapped[Decimal] = mapped_column(Money)
     at: Mapped[datetime] = mapped_column(UTCDateTime)
+    # The order's filled qty after this execution: with the order, the same key on the stream and in
+    # the account's FILL activities, so an execution found both ways is stored once.
+    cum_qty: Mapped[Decimal | None] = mapped_column(Money)
 
 
 class InboxRow(Base):
@@ -255,6 +259,7 @@ class TradingStateRow(Base):
 
 
 Index("ix_transitions_at", TransitionRow.at)
+Index("uq_fills_order_cum_qty", FillRow.order_id, FillRow.cum_qty, unique=True)
 
 # Core statements are written against the tables (the ORM classes only declare them).
 lifecycles = cast(Table, LifecycleRow.__table__)

@@ -10,9 +10,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import replace
 from datetime import datetime
+from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, func, insert, select, update
+from sqlalchemy import Connection, and_, bindparam, func, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
 from engine.core.domain import Mode, Signal
@@ -24,7 +25,7 @@ from engine.ledger.chain import ChainHead, row_hash
 from engine.ledger.codec import plain, storable
 from engine.ledger.database import make_engine
 from engine.ledger.inbox import InboxStore
-from engine.ledger.orders import apply_writes
+from engine.ledger.orders import apply_writes, quantity_key
 from engine.ledger.orphans import OrphanStore
 from engine.ledger.records import TransitionRecord, Writes
 from engine.ledger.schema import chain_head, fills, ledger_identity, lifecycles, orders, transitions_table
@@ -206,10 +207,15 @@ class Ledger(InboxStore, OrphanStore, TradingStore):
             row = conn.execute(select(orders).where(orders.c.client_order_id == client_order_id)).mappings().first()
         return None if row is None else dict(row)
 
-    def has_fill(self, execution_id: str) -> bool:
+    def has_fill(self, execution_id: str, client_order_id: str | None = None, cum_qty: Decimal | None = None) -> bool:
+        """Whether the ledger holds this execution: by its id, or by the order's filled quantity
+        after it (what the stream event and the account activity of one execution share)."""
+        found = fills.c.execution_id == execution_id
+        if client_order_id is not None and cum_qty is not None:
+            of_order = select(orders.c.id).where(orders.c.client_order_id == client_order_id).scalar_subquery()
+            found = or_(found, and_(fills.c.order_id == of_order, fills.c.cum_qty == quantity_key(cum_qty)))
         with self._read() as conn:
-            query = select(fills.c.id).where(fills.c.execution_id == execution_id)
-            return conn.execute(query).first() is not None
+            return conn.execute(select(fills.c.id).where(found)).first() is not None
 
     def last_activity(self) -> datetime | None:
         """The latest transition time of any lifecycle (None for an empty ledger)."""

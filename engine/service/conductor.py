@@ -147,8 +147,10 @@ class Conductor:
         """The order's status, and the report's execution unless the ledger has it (a replayed event)."""
         fills = []
         run = report.execution
-        if run is not None and not await self.workers.persist(self.ledger.has_fill, run.execution_id):
-            fills.append(FillRecord(report.update.client_order_id, run.execution_id, run.qty, run.price, run.at))
+        coid = report.update.client_order_id
+        if run is not None and not await self.workers.persist(self.ledger.has_fill, run.execution_id, coid,
+                                                              run.cum_qty):
+            fills.append(FillRecord(coid, run.execution_id, run.qty, run.price, run.at, run.cum_qty))
         return Writes(updates=[report.update], fills=fills)
 
     async def on_report(self, lc: Lifecycle, leg: Leg, report: OrderReport, *, source: str) -> Lifecycle:

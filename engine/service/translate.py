@@ -27,7 +27,7 @@ def id_taken(client_order_id: str) -> OrderUpdate:
 def execution_of(event: OrderEvent | None) -> Execution | None:
     if event is None or not event.execution_id or event.qty is None or event.price is None:
         return None
-    return Execution(event.execution_id, event.qty, event.price, event.at)
+    return Execution(event.execution_id, event.qty, event.price, event.at, cum_qty=event.order.filled_qty)
 
 
 def report_of(order: BrokerOrder, event: OrderEvent | None = None) -> OrderReport:
