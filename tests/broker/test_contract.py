@@ -490,7 +490,8 @@ def test_orders_outside_regular_hours_wait_for_a_session_they_can_trade_in(marke
 def test_day_orders_expire_at_the_close(market: Market, broker: Broker, stream: StreamProbe) -> None:
     """At 16:00 day orders expire (DONE, final) and a partly filled GTC order is done_for_day;
     extended-hours day orders last until 20:00; a GTC order outlives the day. done_for_day is
-    final to the adapter, yet at the next open the order is partially_filled and fills again."""
+    not final and means the order is still held (ACK): at the next open it is partially_filled
+    and fills again, so a GTC exit showing it must never be taken as ended."""
     market.quote(D("99.95"), D("100.00"), ask_size=D(40))
     limit(broker, "gtc-part", "100.00", qty="100", tif="gtc")
     limit(broker, "day", "90.00")
@@ -500,12 +501,12 @@ def test_day_orders_expire_at_the_close(market: Market, broker: Broker, stream: 
     assert [(now(broker, c).status, now(broker, c).kind, now(broker, c).final) for c in
             ("day", "day-extended", "gtc", "gtc-part")] == [
         ("expired", Kind.DONE, True), ("new", Kind.ACK, False), ("new", Kind.ACK, False),
-        ("done_for_day", Kind.DONE, True)]
+        ("done_for_day", Kind.ACK, False)]
     market.to_session(Session.CLOSED)
     assert [now(broker, c).status for c in ("day-extended", "gtc")] == ["expired", "new"]
     assert words(stream.until("day-extended", "expired"), "gtc-part") == [
         ("pending_new", Kind.ACK), ("new", Kind.ACK), ("partial_fill", Kind.PARTIAL_FILL),
-        ("done_for_day", Kind.DONE)]
+        ("done_for_day", Kind.ACK)]
     for session in (Session.EXTENDED, Session.REGULAR):
         market.to_session(session)
     assert state(now(broker, "gtc-part")) == ("partially_filled", Kind.PARTIAL_FILL, False, D(40), D(100))
