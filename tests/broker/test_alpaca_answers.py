@@ -45,7 +45,7 @@ def replies() -> Iterator[tuple[Replies, AlpacaBroker]]:
     state = Replies()
 
     class Handler(BaseHTTPRequestHandler):
-
+        def do_GET(self) -> None:
             parts = urlsplit(self.path)
             state.seen.append(("GET", parts.path, parse_qs(parts.query), dict(self.headers.items())))
             status, body = state.answers.get(parts.path, (404, {"code": 40410000, "message": "not found"}))
