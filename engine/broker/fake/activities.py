@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from uuid import uuid4
+from zoneinfo import ZoneInfo
 
 from engine.broker.alpaca import EXECUTION_KINDS
 from engine.broker.fake.orders import FakeOrder, plain
@@ -12,6 +12,7 @@ from engine.broker.fake.refusals import invalid
 from engine.broker.port import MAX_ACTIVITY_PAGE, BrokerExecution
 
 MICROSECOND = timedelta(microseconds=1)
+NEW_YORK = ZoneInfo("America/New_York")
 
 
 def _utc(at: datetime) -> datetime:
@@ -25,15 +26,19 @@ class Activities:
         self._log: list[BrokerExecution] = []
         self._last: datetime | None = None
 
-    def record(self, order: FakeOrder, price: Decimal, qty: Decimal, at: datetime) -> BrokerExecution:
+    def record(self, order: FakeOrder, execution_id: str, price: Decimal, qty: Decimal,
+               at: datetime) -> BrokerExecution:
         """The execution of `qty` at `price` just made on `order` (whose fields already count it)."""
         # Strictly increasing even on a stopped clock, so that `after` can exclude an execution.
         at = _utc(at) if self._last is None else max(_utc(at), self._last + MICROSECOND)
         self._last = at
+        local = at.astimezone(NEW_YORK)
         word = "fill" if order.remaining <= 0 else "partial_fill"
         execution = BrokerExecution(
-            # Alpaca's "<date>::<uuid>": the time to the millisecond, then a uuid of its own.
-            activity_id=f"{at:%Y%m%d%H%M%S}{at.microsecond // 1000:03d}::{uuid4()}",
+            # Alpaca's "<date>::<uuid>", the date in New York wall time to the millisecond (as in its
+            # docs' example). The uuid is the stream event's execution_id, as at the venue; Alpaca
+            # does not say what its uuid is, so nothing may rely on that: match by the key.
+            activity_id=f"{local:%Y%m%d%H%M%S}{local.microsecond // 1000:03d}::{execution_id}",
             broker_order_id=order.id, symbol=order.symbol, side=order.side, qty=plain(qty), price=plain(price),
             at=at, cum_qty=plain(order.filled_qty), leaves_qty=plain(order.remaining), order_status=order.status,
             kind=EXECUTION_KINDS[word],

@@ -211,8 +211,9 @@ class Exchange:
         if complete:
             order.working = False
             order.cancel_held = False
-        self.activities.record(order, price, qty, self._clock())
-        self._emit("fill" if complete else "partial_fill", order, execution_id=str(uuid4()), price=price, qty=qty)
+        execution_id = str(uuid4())
+        self.activities.record(order, execution_id, price, qty, self._clock())
+        self._emit("fill" if complete else "partial_fill", order, execution_id=execution_id, price=price, qty=qty)
         for sibling in order.group or ():
             # Any execution on one side of an OCO, even a partial one, cancels the other side.
             if sibling is not order and sibling.is_open:
