@@ -11,6 +11,7 @@ from zoneinfo import ZoneInfo
 
 import pydantic
 import requests
+import websockets
 from alpaca.common.enums import Sort
 from alpaca.common.exceptions import APIError
 from alpaca.trading.client import TradingClient
@@ -248,6 +249,18 @@ class _Stream(TradingStream):
             await self._on_connect()
         except Exception:
             log.exception("reconnect handler failed")
+
+    async def _dispatch(self, msg: dict[str, Any]) -> None:
+        try:
+            await super()._dispatch(msg)
+        except pydantic.ValidationError as exc:
+            # An update alpaca-py cannot read (a status or time_in_force word newer than its
+            # enums): the SDK would log it and read on, and that update would be lost unnoticed.
+            # Drop the connection instead: the SDK reconnects and on_connect lets the engine
+            # look up what it missed, as after any gap.
+            unreadable = _unreadable_answer(exc)
+            log.error("unreadable trade update (%s): reconnecting so that the gap is reconciled", unreadable)
+            raise websockets.exceptions.WebSocketException(str(unreadable)) from None
 
 
 class AlpacaBroker:

@@ -7,6 +7,8 @@ answer it cannot trust (a new status or time_in_force word, a malformed activity
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import threading
 import uuid
@@ -18,6 +20,8 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
+from websockets.asyncio.server import ServerConnection, serve
+from websockets.exceptions import ConnectionClosed
 
 from engine.broker.alpaca import AlpacaBroker
 from engine.broker.port import (
@@ -28,6 +32,8 @@ from engine.broker.port import (
     Kind,
 )
 from engine.core.domain import Side
+
+from .conftest import StreamProbe
 
 ORDER_ID = str(uuid.uuid4())
 
@@ -146,3 +152,58 @@ def test_an_order_word_alpaca_py_cannot_read_is_ambiguous_and_kept(replies: tupl
     state.answers["/v2/orders:by_client_order_id"] = (200, order())
     readable = broker.get_order("odd")  # the same answer with known words reads
     assert readable is not None and readable.status == "new"
+
+
+def trade_update(coid: str, status: str) -> str:
+    return json.dumps({"stream": "trade_updates", "data": {
+        "event": "new", "timestamp": "2024-06-12T14:15:00.123456Z", "order": order(client_order_id=coid,
+                                                                                    status=status)}})
+
+
+def test_an_unreadable_trade_update_makes_the_stream_reconnect() -> None:
+    """A trade update alpaca-py cannot read is never lost unnoticed: the stream reconnects, so
+    on_connect runs and the engine reconciles; the updates after it are delivered as ever."""
+    connections: list[int] = []
+    loop = asyncio.new_event_loop()
+    started = threading.Event()
+    port: list[int] = []
+
+    async def session(ws: ServerConnection) -> None:
+        connections.append(1)
+        await ws.recv()  # authenticate
+        await ws.send(json.dumps({"stream": "authorization", "data": {"status": "authorized",
+                                                                       "action": "authenticate"}}))
+        await ws.recv()  # listen
+        await ws.send(json.dumps({"stream": "listening", "data": {"streams": ["trade_updates"]}}))
+        if len(connections) == 1:
+            await ws.send(trade_update("before", "new"))
+            await ws.send(trade_update("unreadable", "queued_for_auction"))
+            await ws.send(trade_update("same-connection", "new"))  # never read: the SDK has hung up
+        else:
+            await ws.send(trade_update("after", "new"))
+        with contextlib.suppress(ConnectionClosed):
+            await ws.wait_closed()
+
+    stop = asyncio.Event()
+
+    async def run() -> None:
+        async with serve(session, "127.0.0.1", 0) as server:
+            port.append(server.sockets[0].getsockname()[1])
+            started.set()
+            await stop.wait()
+
+    thread = threading.Thread(target=lambda: loop.run_until_complete(run()), daemon=True)
+    thread.start()
+    assert started.wait(5)
+    broker = AlpacaBroker("answers-key", "answers-secret", rest_url="http://127.0.0.1:9",
+                          stream_url=f"ws://127.0.0.1:{port[0]}")
+    probe = StreamProbe(broker).start()
+    try:
+        updates = probe.until("after", "new", timeout=15)
+        assert [u.order.client_order_id for u in updates] == ["before", "after"]
+        assert probe.connects == 2 and len(connections) == 2
+    finally:
+        probe.stop()
+        loop.call_soon_threadsafe(stop.set)
+        thread.join(5)
+        loop.close()
