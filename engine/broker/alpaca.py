@@ -214,13 +214,15 @@ def _unreadable_answer(exc: pydantic.ValidationError) -> BrokerError:
     """alpaca-py could not read the venue's answer into its models, most often a status or
     time_in_force word newer than its enums: the call may have worked, so it is ambiguous, and
     the word is kept for whoever reads the log."""
-    for error in exc.errors():
+    errors = exc.errors()
+    for error in errors:
         word = error.get("input")
-        if isinstance(word, str):
+        if error.get("type") == "enum" and isinstance(word, str):
             field = ".".join(str(part) for part in error.get("loc", ()))
             return BrokerUnknownWord(f"Alpaca answered {field}={redact(word)!r}, which alpaca-py cannot read",
                                      field=field, word=redact(word))
-    return BrokerAmbiguous(f"alpaca-py could not read Alpaca's answer ({exc.error_count()} errors)")
+    where = ", ".join(".".join(str(part) for part in e.get("loc", ())) for e in errors[:3])
+    return BrokerAmbiguous(f"alpaca-py could not read Alpaca's answer ({where})")
 
 
 class _TimeoutAdapter(HTTPAdapter):

@@ -207,3 +207,11 @@ def test_an_unreadable_trade_update_makes_the_stream_reconnect() -> None:
         loop.call_soon_threadsafe(stop.set)
         thread.join(5)
         loop.close()
+
+
+def test_an_unreadable_order_field_that_is_no_word_is_still_ambiguous(replies: tuple[Replies, AlpacaBroker]) -> None:
+    state, broker = replies
+    state.answers["/v2/orders:by_client_order_id"] = (200, order(created_at="yesterday"))
+    with pytest.raises(BrokerAmbiguous, match=r"could not read Alpaca's answer \(created_at\)") as unreadable:
+        broker.get_order("odd")
+    assert not isinstance(unreadable.value, BrokerUnknownWord)
