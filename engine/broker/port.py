@@ -154,7 +154,7 @@ class Broker(Protocol):
 
     def fill_activities(self, *, after: datetime, until: datetime | None = None, page_token: str | None = None,
                         page_size: int = MAX_ACTIVITY_PAGE) -> list[BrokerExecution]:
-        """One page of the account's executions after `after` (and before `until`), oldest first.
+        """One page of the account's executions strictly after `after` (and before `until`), oldest first.
 
         One call is one REST read, so a caller that paces its reads paces every page. The next
         page starts after `page_token`, the activity_id of the last execution of this page; a
