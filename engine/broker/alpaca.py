@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from datetime import datetime, time
+from datetime import UTC, datetime, time
 from decimal import Decimal
 from typing import Any
 from zoneinfo import ZoneInfo
 
+import pydantic
 import requests
+import websockets
 from alpaca.common.enums import Sort
 from alpaca.common.exceptions import APIError
 from alpaca.trading.client import TradingClient
@@ -26,13 +28,16 @@ from alpaca.trading.stream import TradingStream
 from requests.adapters import HTTPAdapter
 
 from engine.broker.port import (
+    MAX_ACTIVITY_PAGE,
     Account,
     BrokerAmbiguous,
     BrokerError,
+    BrokerExecution,
     BrokerNotFound,
     BrokerOrder,
     BrokerRejected,
     BrokerUnauthorized,
+    BrokerUnknownWord,
     ConnectHandler,
     EventHandler,
     Kind,
@@ -60,7 +65,10 @@ KINDS: dict[str, Kind] = {
     "filled": Kind.FILL,
     "canceled": Kind.DONE,
     "expired": Kind.DONE,
-    "done_for_day": Kind.DONE,
+    # Alpaca: "done executing for the day, and will not receive further updates until the next
+    # trading day". A partly filled GTC exit that shows it still protects the position and trades
+    # again at the open: the venue holds it, so ACK (never DONE, which would end the exit).
+    "done_for_day": Kind.ACK,
     "rejected": Kind.REJECTED,
     "order_cancel_rejected": Kind.CANCEL_REJECTED,
     "order_replace_rejected": Kind.INFO,
@@ -74,8 +82,8 @@ KINDS: dict[str, Kind] = {
 }
 
 
-# Statuses after which Alpaca changes an order no more.
-FINAL_STATUSES = frozenset({"filled", "canceled", "expired", "rejected", "done_for_day", "replaced"})
+# Statuses after which Alpaca changes an order no more (done_for_day is not one: see KINDS).
+FINAL_STATUSES = frozenset({"filled", "canceled", "expired", "rejected", "replaced"})
 STOP_TYPES = frozenset({"stop", "stop_limit"})
 
 
@@ -122,6 +130,46 @@ def to_broker_order(order: Order) -> BrokerOrder:
     )
 
 
+EXECUTION_KINDS = {"fill": Kind.FILL, "partial_fill": Kind.PARTIAL_FILL}
+FILL_ACTIVITIES = "/account/activities/FILL"  # the SDK adds its base url and /v2
+
+
+def _utc_text(at: datetime) -> str:
+    # Naive means UTC here, as the SDK's own requests treat it; Alpaca reads RFC 3339.
+    aware = at if at.tzinfo is not None else at.replace(tzinfo=UTC)
+    return aware.astimezone(UTC).isoformat()
+
+
+def to_execution(row: Any) -> BrokerExecution:
+    """One TradeActivity of `GET /v2/account/activities/FILL`, read as Alpaca documents it.
+
+    Read from the JSON, not through alpaca-py's TradeActivity: that model holds quantities as
+    floats and refuses a status word it does not know, while the ledger keeps both exactly."""
+    if not isinstance(row, dict):
+        raise BrokerAmbiguous(f"an account activity that is not an object: {type(row).__name__}")
+    try:
+        word = str(row["type"])
+        kind = EXECUTION_KINDS.get(word)
+        if kind is None:
+            raise BrokerUnknownWord(f"unknown fill activity type {word!r}", field="type", word=word)
+        side = str(row["side"])
+        if side not in ("buy", "sell"):
+            raise BrokerUnknownWord(f"unknown side {side!r} in a fill activity", field="side", word=side)
+        at = datetime.fromisoformat(str(row["transaction_time"]).replace("Z", "+00:00"))
+        if at.tzinfo is None:
+            raise ValueError("transaction_time without a zone")
+        return BrokerExecution(
+            activity_id=str(row["id"]), broker_order_id=str(row["order_id"]), symbol=str(row["symbol"]),
+            side=Side(side), qty=Decimal(str(row["qty"])), price=Decimal(str(row["price"])), at=at.astimezone(UTC),
+            cum_qty=Decimal(str(row["cum_qty"])), leaves_qty=Decimal(str(row["leaves_qty"])),
+            order_status=str(row["order_status"]), kind=kind,
+        )
+    except BrokerError:
+        raise
+    except (KeyError, ValueError, ArithmeticError) as exc:  # Decimal's InvalidOperation is both
+        raise BrokerAmbiguous(f"unreadable fill activity {row.get('id')!r}: {type(exc).__name__} {exc}") from None
+
+
 def to_order_event(update: TradeUpdate) -> OrderEvent:
     word = _word(update.event)
     return OrderEvent(
@@ -157,7 +205,24 @@ def translate(exc: Exception) -> BrokerError:
         return BrokerRejected(message, status=status, code=code)
     if isinstance(exc, requests.exceptions.RequestException):
         return BrokerAmbiguous(f"no answer from Alpaca: {type(exc).__name__}")
+    if isinstance(exc, pydantic.ValidationError):
+        return _unreadable_answer(exc)
     return BrokerAmbiguous(f"unexpected {type(exc).__name__} from the Alpaca client")
+
+
+def _unreadable_answer(exc: pydantic.ValidationError) -> BrokerError:
+    """alpaca-py could not read the venue's answer into its models, most often a status or
+    time_in_force word newer than its enums: the call may have worked, so it is ambiguous, and
+    the word is kept for whoever reads the log."""
+    errors = exc.errors()
+    for error in errors:
+        word = error.get("input")
+        if error.get("type") == "enum" and isinstance(word, str):
+            field = ".".join(str(part) for part in error.get("loc", ()))
+            return BrokerUnknownWord(f"Alpaca answered {field}={redact(word)!r}, which alpaca-py cannot read",
+                                     field=field, word=redact(word))
+    where = ", ".join(".".join(str(part) for part in e.get("loc", ())) for e in errors[:3])
+    return BrokerAmbiguous(f"alpaca-py could not read Alpaca's answer ({where})")
 
 
 class _TimeoutAdapter(HTTPAdapter):
@@ -186,6 +251,18 @@ class _Stream(TradingStream):
             await self._on_connect()
         except Exception:
             log.exception("reconnect handler failed")
+
+    async def _dispatch(self, msg: dict[str, Any]) -> None:
+        try:
+            await super()._dispatch(msg)
+        except pydantic.ValidationError as exc:
+            # An update alpaca-py cannot read (a status or time_in_force word newer than its
+            # enums): the SDK would log it and read on, and that update would be lost unnoticed.
+            # Drop the connection instead: the SDK reconnects and on_connect lets the engine
+            # look up what it missed, as after any gap.
+            unreadable = _unreadable_answer(exc)
+            log.error("unreadable trade update (%s): reconnecting so that the gap is reconciled", unreadable)
+            raise websockets.exceptions.WebSocketException(str(unreadable)) from None
 
 
 class AlpacaBroker:
@@ -217,8 +294,12 @@ class AlpacaBroker:
 
     def submit_limit(self, *, client_order_id: str, symbol: str, side: Side, qty: Decimal, limit_price: Decimal,
                      time_in_force: str, extended_hours: bool) -> BrokerOrder:
+        try:
+            tif = TimeInForce(time_in_force)
+        except ValueError:  # refused before anything is sent: no order can exist
+            raise BrokerRejected(f"invalid time_in_force: {time_in_force!r}") from None
         return self._submit(LimitOrderRequest(
-            symbol=symbol, qty=float(qty), side=OrderSide(side.value), time_in_force=TimeInForce(time_in_force),
+            symbol=symbol, qty=float(qty), side=OrderSide(side.value), time_in_force=tif,
             limit_price=float(limit_price), extended_hours=extended_hours, client_order_id=client_order_id,
         ))
 
@@ -250,6 +331,21 @@ class AlpacaBroker:
         request = GetOrdersRequest(status=QueryOrderStatus.ALL, after=after, limit=limit, direction=Sort.ASC,
                                    nested=True)
         return [to_broker_order(order) for order in self._call(self._client.get_orders, request)]
+
+    def fill_activities(self, *, after: datetime, until: datetime | None = None, page_token: str | None = None,
+                        page_size: int = MAX_ACTIVITY_PAGE) -> list[BrokerExecution]:
+        # alpaca-py 0.44 has no call for activities: its own REST client's get() keeps the keys,
+        # the timeout adapter and the (disabled) retries of every other call. A GET's data is its
+        # query string, so every value goes as the text Alpaca reads.
+        query = {"direction": "asc", "after": _utc_text(after), "page_size": str(page_size)}
+        if until is not None:
+            query["until"] = _utc_text(until)
+        if page_token is not None:
+            query["page_token"] = page_token
+        rows = self._call(self._client.get, FILL_ACTIVITIES, query)
+        if not isinstance(rows, list):
+            raise BrokerAmbiguous(f"account activities answered {type(rows).__name__}, not a list")
+        return [to_execution(row) for row in rows]
 
     def session(self) -> Session:
         clock = self._call(self._client.get_clock)

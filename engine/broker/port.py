@@ -51,6 +51,50 @@ class OrderEvent:
     price: Decimal | None = None
     qty: Decimal | None = None
 
+    @property
+    def execution_key(self) -> ExecutionKey | None:
+        """The channel-independent key of the execution this event reports (None if it reports none)."""
+        if self.kind not in (Kind.FILL, Kind.PARTIAL_FILL):
+            return None
+        return execution_key(self.order.broker_order_id, self.order.filled_qty)
+
+
+# (broker order id, the order's cumulative filled qty after the execution): one execution, named the
+# same on both channels. The stream's execution_id and the activity id are not known to be related
+# (Alpaca documents neither as the other), and an order's cumulative qty only grows, so no two
+# executions of one order share it. Decimal compares and hashes by value: 40 and 40.0 are one key.
+ExecutionKey = tuple[str, Decimal]
+
+
+def execution_key(broker_order_id: str, cum_qty: Decimal) -> ExecutionKey:
+    return broker_order_id, cum_qty
+
+
+@dataclass(frozen=True)
+class BrokerExecution:
+    """One execution (a fill or a partial fill) as the account's activity record tells it.
+
+    The record survives a stream outage: an execution the stream never delivered is here."""
+
+    activity_id: str  # the venue's id for this execution; also the token of the page it ends
+    broker_order_id: str
+    symbol: str
+    side: Side
+    qty: Decimal  # of this execution
+    price: Decimal  # of this execution
+    at: datetime  # transaction time, tz-aware UTC
+    cum_qty: Decimal  # the order's filled qty after this execution
+    leaves_qty: Decimal  # the order's qty still open after it (0 once filled or ended)
+    order_status: str  # the venue's status word for the order, kept for the ledger
+    kind: Kind  # Kind.FILL (the order is now filled) or Kind.PARTIAL_FILL
+
+    @property
+    def key(self) -> ExecutionKey:
+        return execution_key(self.broker_order_id, self.cum_qty)
+
+
+MAX_ACTIVITY_PAGE = 100  # Alpaca: page_size defaults to 100 and may not exceed it (without `date`)
+
 
 class BrokerError(EngineError):
     """A broker call failed; the subclass says what to do next."""
@@ -67,6 +111,16 @@ class BrokerRejected(BrokerError):
 
 class BrokerAmbiguous(BrokerError):
     """The outcome is unknown (timeout, 5xx, 429/504, duplicate id): look the order up, never resend blindly."""
+
+
+class BrokerUnknownWord(BrokerAmbiguous):
+    """The venue answered with a word the adapter cannot read (a new status or time_in_force):
+    the call may have done what was asked, but its answer cannot be trusted as read."""
+
+    def __init__(self, message: str, *, field: str | None = None, word: str | None = None) -> None:
+        super().__init__(message)
+        self.field = field
+        self.word = word
 
 
 class BrokerNotFound(BrokerError):
@@ -98,6 +152,15 @@ class Broker(Protocol):
 
     def list_orders(self, *, after: datetime, limit: int = 500) -> list[BrokerOrder]: ...
 
+    def fill_activities(self, *, after: datetime, until: datetime | None = None, page_token: str | None = None,
+                        page_size: int = MAX_ACTIVITY_PAGE) -> list[BrokerExecution]:
+        """One page of the account's executions strictly after `after` (and before `until`), oldest first.
+
+        One call is one REST read, so a caller that paces its reads paces every page. The next
+        page starts after `page_token`, the activity_id of the last execution of this page; a
+        page shorter than `page_size` is the last. See `every_fill_activity`."""
+        ...
+
     def session(self) -> Session: ...
 
     def account(self) -> Account:
@@ -107,3 +170,22 @@ class Broker(Protocol):
     async def stream(self, on_event: EventHandler, on_connect: ConnectHandler) -> None:
         """Deliver order updates until cancelled; `on_connect` runs after every (re)connect."""
         ...
+
+
+def every_fill_activity(broker: Broker, *, after: datetime, until: datetime | None = None,
+                        page_size: int = MAX_ACTIVITY_PAGE) -> list[BrokerExecution]:
+    """Every execution after `after`, page by page, oldest first (a caller that must pace its
+    reads calls `fill_activities` itself, one page at a time)."""
+    if not 1 <= page_size <= MAX_ACTIVITY_PAGE:
+        # A venue serves at most its maximum: a short page would then look like the last one.
+        raise ValueError(f"page_size must be 1..{MAX_ACTIVITY_PAGE}, was {page_size}")
+    executions: list[BrokerExecution] = []
+    token: str | None = None
+    while True:
+        page = broker.fill_activities(after=after, until=until, page_token=token, page_size=page_size)
+        executions.extend(page)
+        if len(page) < page_size:
+            return executions
+        if page[-1].activity_id == token:  # a venue that ignores the token would page for ever
+            raise BrokerAmbiguous(f"the activity page after {token} began with it again")
+        token = page[-1].activity_id

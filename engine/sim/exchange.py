@@ -20,6 +20,7 @@ from functools import partial
 from uuid import UUID
 
 from engine.sim.accounts import Account
+from engine.sim.activities import ActivityLog
 from engine.sim.clock import SimClock
 from engine.sim.events import EventTape, TradeEvent
 from engine.sim.faults import Faults
@@ -43,7 +44,7 @@ class Exchange(Part):
                  initial_cash: Decimal = Decimal(100_000), publish: Callable[[TradeEvent], None] | None = None) -> None:
         timeline = Timeline(clock.now())
         super().__init__(Shared(timeline, EventTape(timeline, publish), OrderStore(), Market(timeline),
-                                Account(initial_cash), faults))
+                                Account(initial_cash), faults, ActivityLog()))
         self.clock = clock
         self.opened_at = timeline.now
         self.margin = Margin(self.shared)

@@ -8,7 +8,7 @@ from datetime import timedelta
 from decimal import Decimal
 from uuid import uuid4
 
-from engine.sim import errors, sessions
+from engine.sim import auctions, errors, sessions, trailing
 from engine.sim.matching import Book, execution_for, fills_completely, stop_reached
 from engine.sim.orders import FINAL_STATUSES, SimOrder
 from engine.sim.sessions import Boundary
@@ -25,7 +25,15 @@ class Lifecycle(Part):
         self.pending_cancels: set[SimOrder] = set()
 
     def tradable(self, order: SimOrder) -> bool:
+        """May the order trade continuously now? (Auction orders never do.)"""
         return sessions.tradable(self.timeline.now, order.extended_hours)
+
+    def can_go_live(self, order: SimOrder) -> bool:
+        """Is the order `new` now, or `accepted` until the session opens? An auction order waits at
+        the venue from the first extended session on, like an order routed to the primary exchange."""
+        if order.is_auction:
+            return sessions.session_at(self.timeline.now) is not sessions.Session.CLOSED
+        return self.tradable(order)
 
     # --- going live -----------------------------------------------------------------------------
 
@@ -64,6 +72,8 @@ class Lifecycle(Part):
 
     def session_changed(self, boundary: Boundary) -> None:
         now = self.timeline.now
+        if boundary in (Boundary.OPEN, Boundary.CLOSE):
+            self._run_auction("opg" if boundary is Boundary.OPEN else "cls")
         for order in list(self.store.orders):
             if order.is_open and order.expires_at is not None and order.expires_at <= now:
                 self._expire(order)
@@ -80,10 +90,28 @@ class Lifecycle(Part):
                     order.updated_at = now
         if boundary in (Boundary.PRE_OPEN, Boundary.OPEN):
             for order in list(self.store.orders):
-                if order.status == "accepted" and self.tradable(order):
+                if order.status == "accepted" and self.can_go_live(order):
                     self.activate(order)
         for symbol in list(self.market.books):
             self.match_symbol(symbol)
+
+    # --- auctions -------------------------------------------------------------------------------
+
+    def _run_auction(self, time_in_force: str) -> None:
+        """The opening or closing cross: every order due in it fills at one price or is canceled."""
+        now = self.timeline.now
+        due = [o for o in self.store.orders
+               if o.time_in_force == time_in_force and o.is_open and o.expires_at is not None and o.expires_at <= now]
+        for order in due:
+            book = self.market.books.get(order.symbol)
+            if order.status == "accepted":  # queued while the venue was closed: it joins the cross now
+                self.activate(order)
+            if book is not None and order.qty is not None:
+                price = auctions.auction_price(book)
+                if auctions.crosses(order, price):
+                    self._fill(order, price, order.remaining, book)
+            if order.is_open:
+                self.close(order, "canceled")
 
     # --- executions -----------------------------------------------------------------------------
 
@@ -94,11 +122,15 @@ class Lifecycle(Part):
             self.try_fill(order)
 
     def try_fill(self, order: SimOrder) -> None:
-        if not (order.working and order.is_open and self.tradable(order)):
+        if order.is_auction or not (order.working and order.is_open and self.tradable(order)):
             return
         book = self.market.books.get(order.symbol)
         if book is None:
             return
+        if order.type == "trailing_stop" and not order.triggered:
+            # Only in the regular session, like the trigger itself (docs: trailing stops do not
+            # trigger outside regular hours).
+            trailing.follow(order, book)
         if order.is_stop_type and not order.triggered:
             if not stop_reached(order, book):
                 return
@@ -125,7 +157,10 @@ class Lifecycle(Part):
             order.working = False
             order.filled_at = now
             self.pending_cancels.discard(order)
-        self.tape.emit("fill" if complete else "partial_fill", order, execution_id=str(uuid4()), price=price,
+        # One id for the execution: its trade update and its FILL activity carry the same one.
+        execution_id = uuid4()
+        self.activities.record(order, execution_id, price, qty, now)
+        self.tape.emit("fill" if complete else "partial_fill", order, execution_id=str(execution_id), price=price,
                        qty=qty, position_qty=position_qty)
         if order.group is not None:  # one side of an OCO executed: the other is canceled
             for sibling in order.group:

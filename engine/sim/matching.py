@@ -66,7 +66,7 @@ def stop_reached(order: SimOrder, book: Book) -> bool:
 
 def acting_type(order: SimOrder) -> str | None:
     """What the order behaves as now: stops act as market/limit once triggered, else not at all."""
-    if order.type == "stop":
+    if order.type in ("stop", "trailing_stop"):
         return "market" if order.triggered else None
     if order.type == "stop_limit":
         return "limit" if order.triggered else None

@@ -15,6 +15,8 @@ ORDER_TYPES = ("market", "limit", "stop", "stop_limit", "trailing_stop")
 TIMES_IN_FORCE = ("day", "gtc", "opg", "cls", "ioc", "fok")
 ORDER_CLASSES = ("simple", "bracket", "oco", "oto", "mleg")
 SIDES = ("buy", "sell")
+# Times in force that trade only in an auction: the opening (`opg`) or the closing (`cls`) one.
+AUCTION_TIFS = ("opg", "cls")
 
 
 @dataclass(frozen=True)
@@ -102,6 +104,10 @@ class SimOrder:
     parent: SimOrder | None = field(default=None, repr=False)
     # Orders that cancel each other (an OCO pair, a bracket's exit legs); shared by its members.
     group: list[SimOrder] | None = field(default=None, repr=False)
+    # A trailing stop: its trail (exactly one is set) and the high-water mark its stop follows.
+    trail_price: Decimal | None = None
+    trail_percent: Decimal | None = None
+    hwm: Decimal | None = None
     working: bool = False
     triggered: bool = False  # a stop whose stop price has been reached
     cancel_due: datetime | None = None  # a held-back cancel completes at this time
@@ -128,7 +134,11 @@ class SimOrder:
 
     @property
     def is_stop_type(self) -> bool:
-        return self.type in ("stop", "stop_limit")
+        return self.type in ("stop", "stop_limit", "trailing_stop")
+
+    @property
+    def is_auction(self) -> bool:
+        return self.time_in_force in AUCTION_TIFS
 
     def family(self) -> list[SimOrder]:
         """This order and its legs."""

@@ -7,10 +7,10 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 from uuid import uuid4
 
-from engine.sim import errors, rules, wire
+from engine.sim import auctions, errors, rules, trailing, wire
 from engine.sim.lifecycle import Lifecycle
 from engine.sim.margin import Margin, opposite
-from engine.sim.orders import NewOrder, ReplaceOrder, SimOrder
+from engine.sim.orders import AUCTION_TIFS, NewOrder, ReplaceOrder, SimOrder
 from engine.sim.sessions import day_expiry
 from engine.sim.shared import Part, Shared
 
@@ -29,6 +29,8 @@ class Placement(Part):
     def submit(self, request: NewOrder) -> Placed:
         """Judge and place an order."""
         rules.validate(request, self.market.touch(request.symbol, request.side))
+        if request.time_in_force in AUCTION_TIFS:
+            auctions.auction_day(request.time_in_force, self.timeline.now)  # refuses one past its cut-off
         client_order_id = self.store.client_id_for(request.client_order_id)
         rejected = self.refused_by_fault(request.symbol, client_order_id, request.order_class)
         self.margin.check_new(request)
@@ -62,9 +64,18 @@ class Placement(Part):
                               time_in_force=tif, order_class=old.order_class, qty=qty,
                               limit_price=r.limit_price if r.limit_price is not None else old.limit_price,
                               stop_price=r.stop_price if r.stop_price is not None else old.stop_price,
-                              extended_hours=old.extended_hours, position_intent=old.position_intent)
+                              extended_hours=old.extended_hours, position_intent=old.position_intent,
+                              trail_price=old.trail_price, trail_percent=old.trail_percent)
         new.replaces = old.id
         new.triggered = old.triggered and r.stop_price is None
+        if old.type == "trailing_stop":
+            # A new trail keeps its kind; the high-water mark seen so far carries over (unverified).
+            if r.trail is not None and old.trail_price is not None:
+                new.trail_price = r.trail
+            elif r.trail is not None:
+                new.trail_percent = r.trail
+            new.hwm = old.hwm
+            trailing.restop(new)
         _take_place(old, new)
 
         was_working, was_status = old.working, old.status
@@ -84,7 +95,7 @@ class Placement(Part):
             reply = wire.order(new, nested=True)
             self.lifecycle.try_fill(new)
             return new, reply
-        new.status = "pending_new" if self.lifecycle.tradable(new) else "accepted"
+        new.status = "pending_new" if self.lifecycle.can_go_live(new) else "accepted"
         reply = wire.order(new, nested=True)
         self.lifecycle.start(new)
         return new, reply
@@ -92,13 +103,17 @@ class Placement(Part):
     def _new_order(self, *, client_order_id: str, symbol: str, side: str, order_type: str, time_in_force: str,
                    order_class: str, qty: Decimal | None, notional: Decimal | None = None,
                    limit_price: Decimal | None = None, stop_price: Decimal | None = None,
-                   extended_hours: bool = False, position_intent: str | None = None) -> SimOrder:
+                   extended_hours: bool = False, position_intent: str | None = None,
+                   trail_price: Decimal | None = None, trail_percent: Decimal | None = None) -> SimOrder:
         stamp = self.timeline.stamp()
         self._seq += 1
         if time_in_force == "day":
             expires_at: datetime | None = day_expiry(stamp, extended_hours)
         elif time_in_force == "gtc":
             expires_at = day_expiry(stamp + GTC_LIFETIME, False)
+        elif time_in_force in AUCTION_TIFS:
+            # An auction order lives until its auction; what it does not fill there is canceled.
+            expires_at = auctions.auction_at(time_in_force, auctions.auction_day(time_in_force, stamp))
         else:
             expires_at = None
         order = SimOrder(
@@ -107,6 +122,7 @@ class Placement(Part):
             limit_price=limit_price, stop_price=stop_price, extended_hours=extended_hours,
             position_intent=position_intent or self.margin.intent(symbol, side), created_at=stamp,
             submitted_at=stamp, updated_at=stamp, seq=self._seq, expires_at=expires_at,
+            trail_price=trail_price, trail_percent=trail_percent,
         )
         self.store.add(order)
         return order
@@ -128,7 +144,8 @@ class Placement(Part):
             parent = self._new_order(client_order_id=client_order_id, symbol=r.symbol, side=r.side, order_type=r.type,
                                      time_in_force=r.time_in_force, order_class=r.order_class, qty=r.qty,
                                      notional=r.notional, limit_price=r.limit_price, stop_price=r.stop_price,
-                                     extended_hours=r.extended_hours)
+                                     extended_hours=r.extended_hours, trail_price=r.trail_price,
+                                     trail_percent=r.trail_percent)
             legs: list[SimOrder] = []
             if r.take_profit is not None:
                 tp = self._new_order(client_order_id=str(uuid4()), symbol=r.symbol, side=exit_side, order_type="limit",
@@ -145,7 +162,7 @@ class Placement(Part):
                 group = list(legs)
                 for leg in legs:
                     leg.group = group
-        parent.status = "pending_new" if self.lifecycle.tradable(parent) else "accepted"
+        parent.status = "pending_new" if self.lifecycle.can_go_live(parent) else "accepted"
         return parent
 
     def _stop_leg(self, parent: SimOrder, side: str, stop_price: Decimal, limit_price: Decimal | None,

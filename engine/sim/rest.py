@@ -11,7 +11,7 @@ import asyncio
 import json
 import logging
 import time
-from datetime import timedelta
+from datetime import date
 from decimal import Decimal
 from typing import Any
 
@@ -47,13 +47,20 @@ def injected(status: int) -> web.Response:
                          status)
 
 
+def malformed_body() -> errors.VenueError:
+    return errors.VenueError(400, errors.MALFORMED_BODY, "request body format is invalid")
+
+
 async def read_json(request: web.Request) -> Any:
-    text = await request.text()
+    raw = await request.read()
     try:
+        # JSON on the wire is UTF-8 (RFC 8259), whatever charset the Content-Type claims; bytes that
+        # are not UTF-8 are a malformed body like bad JSON (UnicodeDecodeError is a ValueError).
+        text = raw.decode("utf-8")
         # Prices arrive as JSON numbers (alpaca-py sends floats): read them as Decimal, never float.
         return json.loads(text, parse_float=Decimal) if text else {}
     except ValueError:
-        raise errors.VenueError(400, errors.MALFORMED_BODY, "request body format is invalid") from None
+        raise malformed_body() from None
 
 
 def query_bool(request: web.Request, name: str, default: bool = False) -> bool:
@@ -82,7 +89,7 @@ class RestApi:
             return await handler(request)
         client_order_id = ""
         try:
-            body = json.loads(await request.text() or "{}")
+            body = json.loads((await request.read()).decode("utf-8") or "{}")
             if isinstance(body, dict) and isinstance(body.get("client_order_id"), str):
                 client_order_id = body["client_order_id"]
         except ValueError:
@@ -247,7 +254,7 @@ class RestApi:
         ex = self.exchange
         return json_response(wire.account(api_key=self.keys[0], valuation=ex.margin.valuation(),
                                           buying_power=ex.margin.buying_power(), initial_cash=ex.account.initial_cash,
-                                          created_at=ex.opened_at))
+                                          created_at=ex.opened_at, now=ex.now))
 
     @route("GET", "/v2/clock")
     async def get_clock(self, request: web.Request) -> web.Response:
@@ -255,11 +262,64 @@ class RestApi:
 
     @route("GET", "/v2/calendar")
     async def get_calendar(self, request: web.Request) -> web.Response:
-        today = self.exchange.now.astimezone(sessions.ET).date()
-        start = wire.timestamp(request.query["start"], "start").date() if request.query.get("start") else today
-        # Alpaca lists decades by default; a month is plenty for a simulator.
-        end = (wire.timestamp(request.query["end"], "end").date() if request.query.get("end")
-               else start + timedelta(days=30))
-        if (end - start).days > 3660:
-            raise errors.invalid("calendar range is limited to ten years")
+        # Docs: "the full list of market days from 1970 to 2029", narrowed by start and/or end
+        # (both inclusive). The venue's rules hold from 1998 (see nyse_calendar.py).
+        q = request.query
+        start = _calendar_date(q["start"], "start") if q.get("start") else CALENDAR_FIRST
+        end = _calendar_date(q["end"], "end") if q.get("end") else CALENDAR_LAST
         return json_response([wire.calendar_day(day) for day in sessions.trading_days(start, end)])
+
+    # --- account activities ---------------------------------------------------------------------
+
+    @route("GET", "/v2/account/activities")
+    async def list_activities(self, request: web.Request) -> web.Response:
+        wanted = {t.strip().upper() for t in request.query.get("activity_types", "").split(",") if t.strip()}
+        for kind in wanted:
+            _check_activity_type(kind)
+        # The venue's only activities are fills; any other type it knows has no entries.
+        return self._fills(request) if not wanted or "FILL" in wanted else json_response([])
+
+    @route("GET", "/v2/account/activities/{activity_type}")
+    async def list_activities_of_type(self, request: web.Request) -> web.Response:
+        kind = request.match_info["activity_type"].upper()
+        _check_activity_type(kind)
+        return self._fills(request) if kind == "FILL" else json_response([])
+
+    def _fills(self, request: web.Request) -> web.Response:
+        q = request.query
+        direction = q.get("direction", "desc").lower()
+        if direction not in ("asc", "desc"):
+            raise errors.invalid(f"invalid direction: {direction!r}")
+        try:
+            page_size = int(q["page_size"]) if q.get("page_size") else None
+        except ValueError:
+            raise errors.invalid("invalid page_size") from None
+        activities = self.exchange.activities.query(
+            on=_calendar_date(q["date"], "date") if q.get("date") else None,
+            after=wire.timestamp(q["after"], "after") if q.get("after") else None,
+            until=wire.timestamp(q["until"], "until") if q.get("until") else None,
+            direction="asc" if direction == "asc" else "desc", page_size=page_size, page_token=q.get("page_token"))
+        return json_response([a.as_json() for a in activities])
+
+
+CALENDAR_FIRST = date(1970, 1, 1)
+CALENDAR_LAST = date(2029, 12, 31)
+# Alpaca's documented activity types (docs: trading-api/account-activities, "Activity Types").
+ACTIVITY_TYPES = frozenset({
+    "FILL", "TRANS", "MISC", "ACATC", "ACATS", "CFEE", "CSD", "CSW", "DIV", "DIVCGL", "DIVCGS", "DIVFEE", "DIVFT",
+    "DIVNRA", "DIVROC", "DIVTW", "DIVTXEX", "FEE", "INT", "INTNRA", "INTTW", "JNL", "JNLC", "JNLS", "MA", "NC",
+    "OPASN", "OPEXP", "OPXRC", "PTC", "PTR", "REORG", "SC", "SSO", "SSP",
+})
+
+
+def _check_activity_type(kind: str) -> None:
+    if kind not in ACTIVITY_TYPES:
+        raise errors.invalid(f"invalid activity type: {kind!r}")
+
+
+def _calendar_date(value: str, name: str) -> date:
+    """A date parameter: `YYYY-MM-DD`, or a timestamp whose New York date counts."""
+    try:
+        return date.fromisoformat(value)
+    except ValueError:
+        return wire.timestamp(value, name).astimezone(sessions.ET).date()

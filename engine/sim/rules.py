@@ -12,6 +12,7 @@ from decimal import Decimal
 
 from engine.sim import errors, wire
 from engine.sim.orders import (
+    AUCTION_TIFS,
     FINAL_STATUSES,
     ORDER_CLASSES,
     ORDER_TYPES,
@@ -51,12 +52,8 @@ def validate(r: NewOrder, touch: Decimal | None) -> None:
         raise errors.invalid(f"invalid side: {r.side!r}")
     if r.type not in ORDER_TYPES:
         raise errors.invalid(f"invalid order type: {r.type!r}")
-    if r.type == "trailing_stop":
-        raise errors.invalid("trailing_stop orders are not supported by the simulator")
     if r.time_in_force not in TIMES_IN_FORCE:
         raise errors.invalid(f"invalid time_in_force: {r.time_in_force!r}")
-    if r.time_in_force in ("opg", "cls"):
-        raise errors.invalid(f"time_in_force {r.time_in_force} is not supported by the simulator")
     if r.order_class not in ORDER_CLASSES:
         raise errors.invalid(f"invalid order_class: {r.order_class!r}")
     if r.order_class == "mleg":
@@ -65,6 +62,13 @@ def validate(r: NewOrder, touch: Decimal | None) -> None:
         raise errors.invalid("client_order_id must be no more than 128 characters")
     _quantity(r)
     _prices(r)
+    _trail(r)
+    if r.time_in_force in AUCTION_TIFS:
+        # On-open / on-close orders are market or limit orders (MOO/LOO, MOC/LOC) of their own.
+        if r.type not in ("market", "limit"):
+            raise errors.invalid(f"{r.time_in_force} orders must be market or limit orders")
+        if r.order_class != "simple":
+            raise errors.invalid(f"{r.time_in_force} orders must be simple orders")
     if r.extended_hours:
         if r.type != "limit":
             raise errors.invalid('only type="limit" is allowed for extended hours orders')
@@ -116,6 +120,36 @@ def _prices(r: NewOrder) -> None:
             check_price(name, price)
 
 
+def _trail(r: NewOrder) -> None:
+    """A trailing stop takes exactly one trail and neither a limit nor a stop price (its stop follows
+    the high-water mark); docs: day or gtc only, single orders only."""
+    if r.type != "trailing_stop":
+        if r.trail_price is not None or r.trail_percent is not None:
+            raise errors.invalid("trail_price and trail_percent are only for trailing_stop orders")
+        return
+    if (r.trail_price is None) == (r.trail_percent is None):
+        raise errors.invalid("trail_price or trail_percent is required for trailing_stop orders"
+                             if r.trail_price is None else "only one of trail_price or trail_percent may be given")
+    if r.limit_price is not None or r.stop_price is not None:
+        raise errors.invalid("limit_price and stop_price must not be given for trailing_stop orders")
+    check_trail(r.trail_price, r.trail_percent)
+    if r.time_in_force not in ("day", "gtc"):
+        raise errors.invalid("trailing_stop orders must be day or gtc orders")
+    if r.order_class != "simple":
+        raise errors.invalid("trailing_stop orders must be simple orders")
+
+
+def check_trail(trail_price: Decimal | None, trail_percent: Decimal | None) -> None:
+    if trail_price is not None:
+        if trail_price <= 0:
+            raise errors.invalid("trail_price must be > 0")
+        if sub_penny(trail_price):
+            raise errors.unprocessable(f"invalid trail_price {wire.num(trail_price)}. sub-penny increment does not "
+                                       "fulfill minimum pricing criteria")
+    if trail_percent is not None and not 0 < trail_percent < 100:
+        raise errors.invalid("trail_percent must be > 0 and < 100")
+
+
 def _advanced(r: NewOrder, touch: Decimal | None) -> None:
     kind = r.order_class
     if r.time_in_force not in ("day", "gtc"):
@@ -154,14 +188,24 @@ def check_replace(old: SimOrder, r: ReplaceOrder) -> tuple[Decimal, str]:
     if old.status in FINAL_STATUSES or old.status in ("pending_cancel", "pending_replace", "pending_new"):
         raise errors.unprocessable(f'order is already in "{old.status}" state')
     if r.trail is not None:
-        raise errors.invalid("trail is only for trailing_stop orders")
+        if old.type != "trailing_stop":
+            raise errors.invalid("trail is only for trailing_stop orders")
+        if old.triggered:  # docs: the trail can be changed only before the stop price is hit
+            raise errors.unprocessable("trail cannot be changed after the stop price was hit")
+        # The trail keeps its kind: a price trail stays a price, a percent trail a percent.
+        check_trail(r.trail if old.trail_price is not None else None,
+                    r.trail if old.trail_percent is not None else None)
     if r.limit_price is not None and old.type not in ("limit", "stop_limit"):
         raise errors.invalid(f"limit_price cannot be set on a {old.type} order")
     if r.stop_price is not None and old.type not in ("stop", "stop_limit"):
         raise errors.invalid(f"stop_price cannot be set on a {old.type} order")
     tif = r.time_in_force or old.time_in_force
-    if tif not in TIMES_IN_FORCE or tif in ("opg", "cls"):
+    if tif not in TIMES_IN_FORCE:
         raise errors.invalid(f"invalid time_in_force: {tif!r}")
+    if old.is_auction or tif in AUCTION_TIFS:
+        raise errors.invalid("opg and cls orders cannot be replaced by the simulator")
+    if old.type == "trailing_stop" and tif not in ("day", "gtc"):
+        raise errors.invalid("trailing_stop orders must be day or gtc orders")
     if old.extended_hours and tif != "day":
         raise errors.invalid('only time_in_force="day" is allowed for extended hours orders')
     if old.qty is None:

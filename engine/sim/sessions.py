@@ -1,19 +1,26 @@
-"""US equity session times on the simulated clock (America/New_York, weekdays, no holidays).
+"""US equity session times on the simulated clock (America/New_York), on the NYSE calendar.
 
-Regular session 09:30-16:00; extended pre-market from 04:00 and after-hours until 20:00.
+Regular session 09:30-16:00 (13:00 on early-close days); extended pre-market from 04:00 and
+after-hours until 20:00 (17:00 on early-close days). Holidays and weekends have no session at all;
+see nyse_calendar.py.
 """
 
 from __future__ import annotations
 
 import enum
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import UTC, date, datetime, time
 from zoneinfo import ZoneInfo
 
+from engine.sim import nyse_calendar
+from engine.sim.nyse_calendar import EXTENDED_OPEN, REGULAR_OPEN, is_trading_day, next_trading_day, trading_days
+
 ET = ZoneInfo("America/New_York")
-PRE_OPEN = time(4, 0)
-OPEN = time(9, 30)
-CLOSE = time(16, 0)
-POST_CLOSE = time(20, 0)
+PRE_OPEN = EXTENDED_OPEN
+OPEN = REGULAR_OPEN
+
+__all__ = ["ET", "OPEN", "PRE_OPEN", "Boundary", "Session", "at", "boundary_time", "day_expiry",
+           "is_trading_day", "next_at", "next_boundary", "next_trading_day", "regular_close", "session_at",
+           "tradable", "trading_days"]
 
 
 class Session(enum.Enum):
@@ -24,15 +31,27 @@ class Session(enum.Enum):
 
 
 class Boundary(enum.Enum):
-    PRE_OPEN = PRE_OPEN
-    OPEN = OPEN
-    CLOSE = CLOSE
-    POST_CLOSE = POST_CLOSE
+    """The session changes of a trading day, in the order they happen."""
+
+    PRE_OPEN = "pre_open"
+    OPEN = "open"
+    CLOSE = "close"
+    POST_CLOSE = "post_close"
 
 
-def is_trading_day(day: date) -> bool:
-    # Weekdays only: the simulator keeps no holiday calendar.
-    return day.weekday() < 5
+def boundary_time(day: date, boundary: Boundary) -> time:
+    """The ET wall time of `boundary` on trading day `day` (closes move on early-close days)."""
+    if boundary is Boundary.PRE_OPEN:
+        return PRE_OPEN
+    if boundary is Boundary.OPEN:
+        return OPEN
+    if boundary is Boundary.CLOSE:
+        return nyse_calendar.regular_close(day)
+    return nyse_calendar.extended_close(day)
+
+
+def regular_close(day: date) -> time:
+    return nyse_calendar.regular_close(day)
 
 
 def at(day: date, when: time) -> datetime:
@@ -42,14 +61,15 @@ def at(day: date, when: time) -> datetime:
 
 def session_at(instant: datetime) -> Session:
     local = instant.astimezone(ET)
-    if not is_trading_day(local.date()):
+    day = local.date()
+    if not is_trading_day(day):
         return Session.CLOSED
     t = local.time()
-    if OPEN <= t < CLOSE:
+    if OPEN <= t < nyse_calendar.regular_close(day):
         return Session.REGULAR
     if PRE_OPEN <= t < OPEN:
         return Session.PRE
-    if CLOSE <= t < POST_CLOSE:
+    if nyse_calendar.regular_close(day) <= t < nyse_calendar.extended_close(day):
         return Session.POST
     return Session.CLOSED
 
@@ -64,13 +84,6 @@ def tradable(instant: datetime, extended_hours: bool) -> bool:
     return False
 
 
-def next_trading_day(day: date) -> date:
-    day += timedelta(days=1)
-    while not is_trading_day(day):
-        day += timedelta(days=1)
-    return day
-
-
 def next_boundary(after: datetime) -> tuple[datetime, Boundary]:
     """The first session boundary strictly after `after`."""
     day = after.astimezone(ET).date()
@@ -78,7 +91,7 @@ def next_boundary(after: datetime) -> tuple[datetime, Boundary]:
         day = next_trading_day(day)
     while True:
         for boundary in Boundary:
-            instant = at(day, boundary.value)
+            instant = at(day, boundary_time(day, boundary))
             if instant > after:
                 return instant, boundary
         day = next_trading_day(day)
@@ -93,21 +106,14 @@ def next_at(after: datetime, wanted: Boundary) -> datetime:
 
 
 def day_expiry(submitted: datetime, extended: bool) -> datetime:
-    """When a `day` order lapses: the close of its trading day (20:00 ET for extended-hours orders).
+    """When a `day` order lapses: the close of its trading day (the end of after-hours for
+    extended-hours orders), early on early-close days.
 
     An order submitted after that close belongs to the next trading day, as at Alpaca."""
-    end = POST_CLOSE if extended else CLOSE
+    boundary = Boundary.POST_CLOSE if extended else Boundary.CLOSE
     local = submitted.astimezone(ET)
-    if is_trading_day(local.date()) and local.time() < end:
-        return at(local.date(), end)
-    return at(next_trading_day(local.date()), end)
-
-
-def trading_days(start: date, end: date) -> list[date]:
-    days = []
-    day = start
-    while day <= end:
-        if is_trading_day(day):
-            days.append(day)
-        day += timedelta(days=1)
-    return days
+    day = local.date()
+    if is_trading_day(day) and local.time() < boundary_time(day, boundary):
+        return at(day, boundary_time(day, boundary))
+    day = next_trading_day(day)
+    return at(day, boundary_time(day, boundary))

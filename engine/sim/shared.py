@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from engine.sim.accounts import Account
+from engine.sim.activities import ActivityLog
 from engine.sim.events import EventTape
 from engine.sim.faults import Faults
 from engine.sim.market import Market
@@ -20,6 +21,7 @@ class Shared:
     market: Market
     account: Account
     faults: Faults
+    activities: ActivityLog
 
 
 class Part:
@@ -33,3 +35,4 @@ class Part:
         self.market = shared.market
         self.account = shared.account
         self.faults = shared.faults
+        self.activities = shared.activities

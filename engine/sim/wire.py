@@ -10,15 +10,15 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Mapping
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from engine.sim import errors
+from engine.sim import errors, nyse_calendar
 from engine.sim.accounts import Position, Valuation
 from engine.sim.matching import SHARE_PLACES
 from engine.sim.orders import NewOrder, ReplaceOrder, SimOrder, StopLoss, TakeProfit
-from engine.sim.sessions import ET, Boundary, Session, next_at, next_trading_day, session_at
+from engine.sim.sessions import ET, Boundary, Session, next_at, session_at
 
 _NAMESPACE = uuid.UUID("6f1c2b1e-3a7d-4f5e-9c1a-5d2e8b7a9c01")
 
@@ -84,9 +84,9 @@ def order(o: SimOrder, *, nested: bool) -> dict[str, Any]:
         "status": o.status,
         "extended_hours": o.extended_hours,
         "legs": [order(leg, nested=True) for leg in o.legs] if nested and o.legs else None,
-        "trail_percent": None,
-        "trail_price": None,
-        "hwm": None,
+        "trail_percent": num(o.trail_percent),
+        "trail_price": num(o.trail_price),
+        "hwm": num(o.hwm),
         "expires_at": iso(o.expires_at),
         "source": None,
         "subtag": None,
@@ -122,7 +122,8 @@ def position(p: Position, *, mark: Decimal | None, qty_available: Decimal) -> di
 
 
 def account(*, api_key: str, valuation: Valuation, buying_power: Decimal, initial_cash: Decimal,
-            created_at: datetime) -> dict[str, Any]:
+            created_at: datetime, now: datetime) -> dict[str, Any]:
+    """Every field of Alpaca's account entity (GET /v2/account), money as strings."""
     money = {
         "cash": valuation.cash,
         "portfolio_value": valuation.equity,
@@ -141,6 +142,14 @@ def account(*, api_key: str, valuation: Valuation, buying_power: Decimal, initia
         "sma": Decimal(0),
         "accrued_fees": Decimal(0),
         "pending_transfer_in": Decimal(0),
+        "pending_transfer_out": Decimal(0),
+        # Alpaca nets sell-side regulatory fees (SEC, FINRA TAF) at settlement; the venue charges none.
+        "pending_reg_taf_fees": Decimal(0),
+        "intraday_adjustments": Decimal(0),
+        "position_market_value": valuation.gross,
+        "effective_buying_power": buying_power,
+        # Day-trading buying power at the start of the day: 0 for an account that is not a PDT.
+        "bod_dtbp": Decimal(0),
     }
     return {
         "id": str(account_id(api_key)),
@@ -160,7 +169,17 @@ def account(*, api_key: str, valuation: Valuation, buying_power: Decimal, initia
         "daytrade_count": 0,
         "options_approved_level": 0,
         "options_trading_level": 0,
+        "crypto_tier": 1,
+        # The date the balances were last struck: the last trading day before today (ET).
+        "balance_asof": balance_asof(now).isoformat(),
     }
+
+
+def balance_asof(now: datetime) -> date:
+    day = now.astimezone(ET).date() - timedelta(days=1)
+    while not nyse_calendar.is_trading_day(day):
+        day -= timedelta(days=1)
+    return day
 
 
 def clock(now: datetime) -> dict[str, Any]:
@@ -173,13 +192,15 @@ def clock(now: datetime) -> dict[str, Any]:
 
 
 def calendar_day(day: date) -> dict[str, Any]:
+    """One trading day as GET /v2/calendar lists it: regular hours as HH:MM, the extended session
+    as HHMM (Alpaca's own two formats)."""
     return {
         "date": day.isoformat(),
-        "open": "09:30",
-        "close": "16:00",
-        "session_open": "0400",
-        "session_close": "2000",
-        "settlement_date": next_trading_day(day).isoformat(),
+        "open": nyse_calendar.REGULAR_OPEN.strftime("%H:%M"),
+        "close": nyse_calendar.regular_close(day).strftime("%H:%M"),
+        "session_open": nyse_calendar.EXTENDED_OPEN.strftime("%H%M"),
+        "session_close": nyse_calendar.extended_close(day).strftime("%H%M"),
+        "settlement_date": nyse_calendar.settlement_date(day).isoformat(),
     }
 
 

@@ -16,7 +16,7 @@ import queue
 import threading
 import time
 from collections.abc import Iterator
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Literal
 
@@ -83,6 +83,10 @@ class Market:
         """Move on to the next `session` of the trading day, as the clock would."""
         raise NotImplementedError
 
+    def pass_time(self, seconds: float) -> None:
+        """Let `seconds` pass on the broker's clock (the venue's clock only moves when told)."""
+        raise NotImplementedError
+
     def position(self, qty: Decimal, price: Decimal) -> BrokerOrder:
         """Hold `qty` shares bought at `price`, the way an entry would: a market buy at that ask."""
         self.quote(price - TICK, price)
@@ -95,8 +99,12 @@ class Market:
 
 class FakeMarket(Market):
     def __init__(self) -> None:
-        self.fake = FakeBroker()
+        self._ahead = timedelta(0)
+        self.fake = FakeBroker(clock=lambda: datetime.now(UTC) + self._ahead)
         self.broker = self.fake
+
+    def pass_time(self, seconds: float) -> None:
+        self._ahead += timedelta(seconds=seconds)
 
     def quote(self, bid: Decimal, ask: Decimal, *, bid_size: Decimal = Decimal(100),
               ask_size: Decimal = Decimal(100)) -> None:
@@ -183,6 +191,9 @@ class VenueMarket(Market):
 
     def listening(self) -> int:
         return self.venue.listening()
+
+    def pass_time(self, seconds: float) -> None:
+        self.venue.advance(seconds)
 
     def to_session(self, session: Session) -> None:
         now = self.venue.clock.now()

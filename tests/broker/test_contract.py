@@ -14,8 +14,8 @@ What the venue cannot be driven to show, so nothing here pins it:
 Where the two brokers knowingly differ, also not pinned:
 - buying power: the venue refuses an order it cannot afford (403 `insufficient buying power`);
   the fake keeps no cash and takes it.
-- a time_in_force word alpaca-py does not know: AlpacaBroker lets alpaca-py's ValueError escape
-  (it is raised before the call the adapter translates errors for); the fake raises BrokerRejected.
+- a time_in_force word alpaca-py does not know: both raise BrokerRejected, but AlpacaBroker
+  refuses it before sending anything (no status or code), the fake as Alpaca would (422).
 - the fake's session moves only when a test sets it, so only the order of sessions counts there:
   leaving REGULAR is 16:00, reaching CLOSED is 20:00, whatever lies between.
 """
@@ -490,7 +490,8 @@ def test_orders_outside_regular_hours_wait_for_a_session_they_can_trade_in(marke
 def test_day_orders_expire_at_the_close(market: Market, broker: Broker, stream: StreamProbe) -> None:
     """At 16:00 day orders expire (DONE, final) and a partly filled GTC order is done_for_day;
     extended-hours day orders last until 20:00; a GTC order outlives the day. done_for_day is
-    final to the adapter, yet at the next open the order is partially_filled and fills again."""
+    not final and means the order is still held (ACK): at the next open it is partially_filled
+    and fills again, so a GTC exit showing it must never be taken as ended."""
     market.quote(D("99.95"), D("100.00"), ask_size=D(40))
     limit(broker, "gtc-part", "100.00", qty="100", tif="gtc")
     limit(broker, "day", "90.00")
@@ -500,14 +501,43 @@ def test_day_orders_expire_at_the_close(market: Market, broker: Broker, stream: 
     assert [(now(broker, c).status, now(broker, c).kind, now(broker, c).final) for c in
             ("day", "day-extended", "gtc", "gtc-part")] == [
         ("expired", Kind.DONE, True), ("new", Kind.ACK, False), ("new", Kind.ACK, False),
-        ("done_for_day", Kind.DONE, True)]
+        ("done_for_day", Kind.ACK, False)]
     market.to_session(Session.CLOSED)
     assert [now(broker, c).status for c in ("day-extended", "gtc")] == ["expired", "new"]
     assert words(stream.until("day-extended", "expired"), "gtc-part") == [
         ("pending_new", Kind.ACK), ("new", Kind.ACK), ("partial_fill", Kind.PARTIAL_FILL),
-        ("done_for_day", Kind.DONE)]
+        ("done_for_day", Kind.ACK)]
     for session in (Session.EXTENDED, Session.REGULAR):
         market.to_session(session)
     assert state(now(broker, "gtc-part")) == ("partially_filled", Kind.PARTIAL_FILL, False, D(40), D(100))
     market.quote(D("99.95"), D("100.00"))
     assert state(now(broker, "gtc-part")) == ("filled", Kind.FILL, True, D(100), D(100))
+
+
+def test_a_partly_filled_gtc_exit_is_done_for_the_day_but_still_working(market: Market, broker: Broker,
+                                                                        stream: StreamProbe) -> None:
+    """An exit pair whose target filled in part is done_for_day at the close: ACK and not final,
+    so it is never taken as ended; at the next open it trades again and fills the rest."""
+    market.position(D(10), D("100.00"))
+    pair = exits(broker, "gtc-exit")
+    market.execute(pair, D(4))
+    market.to_session(Session.EXTENDED)
+    held = now(broker, "gtc-exit")
+    assert (held.status, held.kind, held.final, held.filled_qty) == ("done_for_day", Kind.ACK, False, D(4))
+    assert not all(o.final for o in (held, *held.legs))  # how the engine asks "is anything left working?"
+    updates = [u for u in stream.until("gtc-exit", "done_for_day") if u.order.client_order_id == "gtc-exit"]
+    assert (updates[-1].event, updates[-1].kind, updates[-1].order.final) == ("done_for_day", Kind.ACK, False)
+
+    for session in (Session.CLOSED, Session.EXTENDED, Session.REGULAR):
+        market.to_session(session)
+    assert now(broker, "gtc-exit").status == "partially_filled"
+    market.execute(pair)
+    assert state(now(broker, "gtc-exit")) == ("filled", Kind.FILL, True, D(10), D(105))
+
+
+def test_an_unknown_time_in_force_is_refused_and_places_nothing(broker: Broker) -> None:
+    """A time_in_force word the broker does not know is BrokerRejected naming the word (never a
+    bare ValueError), and no order exists."""
+    with pytest.raises(BrokerRejected, match=re.escape("invalid time_in_force: 'gtx'")):
+        limit(broker, "odd-tif", "90.00", tif="gtx")
+    assert broker.get_order("odd-tif") is None

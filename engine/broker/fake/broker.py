@@ -10,7 +10,15 @@ from typing import TypeVar
 from engine.broker.fake.controls import FakeControls
 from engine.broker.fake.faults import Method
 from engine.broker.fake.request import Request
-from engine.broker.port import Account, BrokerOrder, ConnectHandler, EventHandler, Session
+from engine.broker.port import (
+    MAX_ACTIVITY_PAGE,
+    Account,
+    BrokerExecution,
+    BrokerOrder,
+    ConnectHandler,
+    EventHandler,
+    Session,
+)
 from engine.core.domain import Side
 
 T = TypeVar("T")
@@ -56,6 +64,11 @@ class FakeBroker(FakeControls):
 
     def list_orders(self, *, after: datetime, limit: int = 500) -> list[BrokerOrder]:
         return self._call("list_orders", lambda: self._exchange.orders.page(after, limit))
+
+    def fill_activities(self, *, after: datetime, until: datetime | None = None, page_token: str | None = None,
+                        page_size: int = MAX_ACTIVITY_PAGE) -> list[BrokerExecution]:
+        return self._call("fill_activities",
+                          lambda: self._exchange.activities.page(after, until, page_token, page_size))
 
     def session(self) -> Session:
         return self._call("session", lambda: self._exchange.session)

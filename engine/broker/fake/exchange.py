@@ -9,6 +9,7 @@ from uuid import uuid4
 
 from engine.broker.alpaca import KINDS
 from engine.broker.fake.account import Account
+from engine.broker.fake.activities import Activities
 from engine.broker.fake.book import Book, execution
 from engine.broker.fake.faults import Faults
 from engine.broker.fake.orders import CLOSED, ZERO, Blotter, FakeOrder
@@ -30,6 +31,7 @@ class Exchange:
         self.session = session
         self.orders = Blotter(clock)
         self.account = Account(self.orders)
+        self.activities = Activities()
         self._books: dict[str, Book] = {}
         self._faults = faults
         self._stream = stream
@@ -209,7 +211,9 @@ class Exchange:
         if complete:
             order.working = False
             order.cancel_held = False
-        self._emit("fill" if complete else "partial_fill", order, execution_id=str(uuid4()), price=price, qty=qty)
+        execution_id = str(uuid4())
+        self.activities.record(order, execution_id, price, qty, self._clock())
+        self._emit("fill" if complete else "partial_fill", order, execution_id=execution_id, price=price, qty=qty)
         for sibling in order.group or ():
             # Any execution on one side of an OCO, even a partial one, cancels the other side.
             if sibling is not order and sibling.is_open:

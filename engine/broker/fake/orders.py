@@ -18,9 +18,9 @@ ZERO = Decimal(0)
 AVERAGE_PLACES = Decimal("0.000000001")  # Alpaca reports average prices to 9 decimals
 MAX_PAGE = 500  # Alpaca lists at most 500 orders per request
 MICROSECOND = timedelta(microseconds=1)
-# done_for_day is final to the engine (the adapter's FINAL_STATUSES), but the order comes back at
-# the next open: inside the fake only these end an order.
-CLOSED = FINAL_STATUSES - {"done_for_day"}
+# What ends an order inside the fake: the adapter's final statuses (done_for_day is not one; the
+# order trades again at the next open).
+CLOSED = FINAL_STATUSES
 
 
 def plain(value: Decimal) -> Decimal:
