@@ -12,7 +12,7 @@ from decimal import Decimal as D
 
 import pytest
 
-from engine.core import decisions
+from engine.core import closing, decisions
 from engine.core.config import Settings
 from engine.core.decisions import MAX_FLATTEN_ATTEMPTS, NOTHING, Decision, Then
 from engine.core.domain import Leg, Mode, Side, Signal, client_order_id
@@ -266,9 +266,9 @@ def test_after_fill_does_nothing_outside_filled() -> None:
 
 
 def test_accepted_exits_record_the_broker_order_and_outside_hours_say_when_they_work() -> None:
-    regular = decisions.exits_accepted(filled("535.00"), report(Kind.ACK, "new", coid="sx-l3dg3r00-crwd-1-tp1"))
+    regular = closing.exits_accepted(filled("535.00"), report(Kind.ACK, "new", coid="sx-l3dg3r00-crwd-1-tp1"))
     assert regular == Decision(Trigger.EXITS_PLACED, {"broker_order_id": "b-1", "status": "new"})
-    extended = decisions.exits_accepted(filled("535.00", extended_hours=True), report(Kind.ACK, "new"))
+    extended = closing.exits_accepted(filled("535.00", extended_hours=True), report(Kind.ACK, "new"))
     assert extended.facts["exits_active_from"] == "next regular session open"
 
 
@@ -286,7 +286,8 @@ def test_refused_exits_flatten_at_once() -> None:
     (filled("169.83", signal=SHORT, exit_stop=D("172.00")), "165.00", "48.30", "2.2258"),  # short, target
 ])
 def test_pnl_and_r_multiple_of_a_closed_position(lc: Lifecycle, price: str, pnl: str, r: str) -> None:
-    assert decisions.outcome(lc, D(price)) == {"exit_price": D(price), "realized_pnl": D(pnl), "r_multiple": D(r)}
+    assert decisions.outcome(lc, D(price)) == {"exit_price": D(price), "realized_pnl": D(pnl), "r_multiple": D(r),
+                                               "exit_filled_qty": D(10)}
 
 
 def test_no_r_multiple_without_a_risk() -> None:
@@ -296,16 +297,17 @@ def test_no_r_multiple_without_a_risk() -> None:
 def test_an_exit_leg_fill_closes_the_lifecycle_and_other_news_does_not() -> None:
     placed = replace(filled("535.00", exit_stop=D("529.47")), state=State.EXITS_PLACED)
     fill = report(Kind.FILL, "filled", "10", "529.47", coid="sx-l3dg3r00-crwd-1-sl1")
-    closed = decisions.on_exit(placed, Leg.STOP, fill)
+    closed = closing.on_exit(placed, Leg.STOP, fill)
     assert closed == Decision(Trigger.EXIT_FILLED, {"exit_price": D("529.47"), "realized_pnl": D("-55.30"),
-                                                    "r_multiple": D("-1.0000"), "exit_leg": "stop",
+                                                    "exit_filled_qty": D(10), "r_multiple": D("-1.0000"),
+                                                    "exit_leg": "stop",
                                                     "broker_order_id": "b-1"})
-    assert decisions.on_exit(placed, Leg.TAKE_PROFIT, report(Kind.DONE, "canceled")) is NOTHING
-    assert decisions.on_exit(replace(placed, state=State.VALIDATED), Leg.STOP, fill) is NOTHING
+    assert closing.on_exit(placed, Leg.TAKE_PROFIT, report(Kind.DONE, "canceled")) is NOTHING
+    assert closing.on_exit(replace(placed, state=State.VALIDATED), Leg.STOP, fill) is NOTHING
 
 
 def test_which_leg_an_exit_order_is() -> None:
-    assert (decisions.exit_leg(True), decisions.exit_leg(False)) == (Leg.STOP, Leg.TAKE_PROFIT)
+    assert (closing.exit_leg(True), closing.exit_leg(False)) == (Leg.STOP, Leg.TAKE_PROFIT)
 
 
 # --- flatten ---------------------------------------------------------------------------------------

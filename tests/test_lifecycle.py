@@ -45,15 +45,23 @@ LEGAL = {
     (S.VALIDATED, "halted"): S.REJECTED,
     (S.EXITS_PLACED, "halted"): S.REJECTED,
     (S.REJECTED, "exit_filled"): S.CLOSED,
+    (S.REPROTECTING, "halted"): S.REJECTED,
+    (S.EXITS_PLACED, "exit_partial"): S.REPROTECTING,
+    (S.EXITS_PLACED, "protection_lost"): S.REPROTECTING,
+    (S.REPROTECTING, "exit_filled"): S.CLOSED,
+    (S.REPROTECTING, "exits_resized"): S.VALIDATED,
+    (S.REJECTED, "exit_partial"): S.REJECTED,
 }
 ENTRY_NEWS = {"submitted", "partial_fill", "fill", "timeout", "canceled", "canceled_partial", "rejected"}
 IGNORED = (
     {(S.LIMIT_SUBMITTED, "submitted"), (S.PARTIALLY_FILLED, "submitted"),
      (S.CANCEL_REQUESTED, "submitted"), (S.CANCEL_REQUESTED, "timeout"),
      (S.VALIDATED, "guards_passed"), (S.REJECTED, "guards_failed"), (S.REJECTED, "exits_rejected"),
-     (S.EXITS_PLACED, "exits_placed")}
+     (S.EXITS_PLACED, "exits_placed"), (S.VALIDATED, "exits_resized"), (S.REJECTED, "protection_lost"),
+     (S.REJECTED, "exits_resized")}
+    | {(S.REPROTECTING, t) for t in ("exits_placed", "exit_partial", "protection_lost")}
     | {(s, "halted") for s in (S.CANCEL_REQUESTED, S.REJECTED)}
-    | {(s, t) for s in (S.FILLED, S.VALIDATED, S.REJECTED, S.EXITS_PLACED) for t in ENTRY_NEWS}
+    | {(s, t) for s in (S.FILLED, S.VALIDATED, S.REJECTED, S.EXITS_PLACED, S.REPROTECTING) for t in ENTRY_NEWS}
     | {(s, t) for s in TERMINAL for t in TRIGGERS}
 )
 ALL_PAIRS = [(state, trigger) for state in State for trigger in TRIGGERS]

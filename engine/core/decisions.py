@@ -16,10 +16,10 @@ from enum import Enum
 from typing import Any
 
 from engine.core.config import Settings
-from engine.core.domain import Leg, Mode, Side, Signal, client_order_id
+from engine.core.domain import Leg, Mode, Side, Signal, client_order_id, leg_code
 from engine.core.lifecycle import Lifecycle, State, Trigger
 from engine.core.orders import HeldOrder, Kind, OrderIntent, OrderReport, Session
-from engine.core.pricing import entry_limit, exits_from_fill, fraction, judge_fill, ratio, to_tick
+from engine.core.pricing import average_price, entry_limit, exits_from_fill, fraction, judge_fill, ratio, to_tick
 
 MAX_FLATTEN_ATTEMPTS = 3
 # Outside regular hours Alpaca takes no market order: flatten with a limit this far through the fill.
@@ -227,25 +227,18 @@ def after_fill(lc: Lifecycle, settings: Settings, *, ledger_id: str, halted: str
     facts: dict[str, Any] = {"slippage": fraction(verdict.slippage), "exit_stop": exits.stop,
                              "exit_target": exits.target, "reward_risk": verdict.reward_risk}
     if verdict.passed:
-        intent = OrderIntent(client_order_id(ledger_id, lc.signal_id, Leg.TAKE_PROFIT), Leg.TAKE_PROFIT, side.opposite,
-                             "limit", "gtc", lc.filled_qty, limit_price=exits.target, stop_price=exits.stop)
+        intent = exit_pair_intent(lc, 1, lc.filled_qty, exits.target, exits.stop, ledger_id=ledger_id)
         return Decision(Trigger.GUARDS_PASSED, facts, (intent,), then=(Then.PLACE_EXITS,))
     reason = "; ".join(verdict.reasons)
     return Decision(Trigger.GUARDS_FAILED, {**facts, "reject_reason": reason},
                     (flatten_intent(lc, 1, ledger_id=ledger_id),), then=(Then.FLATTEN,), refusal=reason)
 
 
-def exit_leg(is_stop: bool) -> Leg:
-    return Leg.STOP if is_stop else Leg.TAKE_PROFIT
-
-
-def exits_accepted(lc: Lifecycle, report: OrderReport) -> Decision:
-    facts: dict[str, Any] = {"broker_order_id": report.update.broker_order_id, "status": report.update.status}
-    if lc.extended_hours:
-        # Alpaca holds no OCO/stop orders outside regular hours: the GTC pair is accepted now
-        # and works from the next regular open; until then the position is not protected.
-        facts["exits_active_from"] = "next regular session open"
-    return Decision(Trigger.EXITS_PLACED, facts)
+def exit_pair_intent(lc: Lifecycle, attempt: int, qty: Decimal, target: Decimal, stop: Decimal, *,
+                     ledger_id: str) -> OrderIntent:
+    """The GTC OCO closing `qty`: a take-profit limit at `target`, its stop leg at `stop`."""
+    return OrderIntent(client_order_id(ledger_id, lc.signal_id, Leg.TAKE_PROFIT, attempt), Leg.TAKE_PROFIT,
+                       Side(lc.side).opposite, "limit", "gtc", qty, limit_price=target, stop_price=stop)
 
 
 def exits_refused(lc: Lifecycle, reason: str, *, ledger_id: str) -> Decision:
@@ -253,43 +246,51 @@ def exits_refused(lc: Lifecycle, reason: str, *, ledger_id: str) -> Decision:
                     then=(Then.FLATTEN,), refusal=reason)
 
 
-def outcome(lc: Lifecycle, exit_price: Decimal) -> dict[str, Any]:
-    """Realised P&L and R multiple of a position closed at `exit_price`."""
+def remaining(lc: Lifecycle) -> Decimal:
+    """What the lifecycle still holds: what filled, less what exit legs have closed."""
+    return lc.filled_qty - lc.exit_filled_qty
+
+
+def outcome(lc: Lifecycle, exit_price: Decimal, qty: Decimal | None = None) -> dict[str, Any]:
+    """Realised P&L and R multiple once `qty` more shares (default: all that remain) closed at
+    `exit_price`, folded with what exit legs closed before (their average is `lc.exit_price`)."""
     assert lc.filled_avg_price is not None
     side = Side(lc.side)
-    per_share = (exit_price - lc.filled_avg_price) * side.sign
-    facts: dict[str, Any] = {"exit_price": exit_price, "realized_pnl": per_share * lc.filled_qty}
+    now = remaining(lc) if qty is None else qty
+    closed = lc.exit_filled_qty + now
+    average = exit_price
+    if lc.exit_filled_qty > 0 and lc.exit_price is not None and closed > 0:
+        average = average_price(((lc.exit_filled_qty, lc.exit_price), (now, exit_price)))
+    per_share = (average - lc.filled_avg_price) * side.sign
+    facts: dict[str, Any] = {"exit_price": average, "realized_pnl": per_share * closed, "exit_filled_qty": closed}
     if lc.exit_stop is not None and (risk := (lc.filled_avg_price - lc.exit_stop) * side.sign) > 0:
         facts["r_multiple"] = ratio(per_share / risk)
     return facts
-
-
-def on_exit(lc: Lifecycle, leg: Leg, report: OrderReport) -> Decision:
-    price = report.filled_avg_price
-    # REJECTED: a halt's flatten was cancelling the exits, and one of them filled first.
-    if report.kind is Kind.FILL and lc.state in (State.EXITS_PLACED, State.REJECTED) and price is not None:
-        return Decision(Trigger.EXIT_FILLED, {**outcome(lc, price), "exit_leg": leg.value,
-                                              "broker_order_id": report.update.broker_order_id})
-    return NOTHING
 
 
 # --- flatten: close exactly what this lifecycle owns ------------------------------------------------
 
 
 def flatten_intent(lc: Lifecycle, attempt: int, *, ledger_id: str) -> OrderIntent:
+    """A flatten of exactly what the lifecycle still holds (never the symbol's whole position)."""
     coid = client_order_id(ledger_id, lc.signal_id, Leg.FLATTEN, attempt)
     side = Side(lc.side).opposite
     if lc.extended_hours:
         assert lc.filled_avg_price is not None
         through = to_tick(lc.filled_avg_price * (1 + side.sign * EXTENDED_FLATTEN_THROUGH))
-        return OrderIntent(coid, Leg.FLATTEN, side, "limit", "day", lc.filled_qty, limit_price=through,
+        return OrderIntent(coid, Leg.FLATTEN, side, "limit", "day", remaining(lc), limit_price=through,
                            extended_hours=True)
-    return OrderIntent(coid, Leg.FLATTEN, side, "market", "day", lc.filled_qty)
+    return OrderIntent(coid, Leg.FLATTEN, side, "market", "day", remaining(lc))
 
 
 def flatten_attempt(client_order_id_: str) -> int:
     """Which attempt a flatten order's client order id is (`…-fl2` → 2)."""
-    return int(client_order_id_.rsplit("fl", 1)[1])
+    return attempt_of(client_order_id_, Leg.FLATTEN)
+
+
+def attempt_of(client_order_id_: str, leg: Leg) -> int:
+    """Which attempt of `leg` a client order id of ours is (`…-tp2` → 2)."""
+    return int(client_order_id_.rsplit(leg_code(leg), 1)[1])
 
 
 def retry_flatten(lc: Lifecycle, attempt: int, reason: str, *, ledger_id: str) -> Decision:
@@ -384,6 +385,8 @@ def catch_up(lc: Lifecycle, settings: Settings, *, ledger_id: str) -> Decision:
     if lc.state is State.REJECTED:
         # Exits still working (a halt's flatten cut short) are cancelled first; none: nothing to do.
         return Decision(then=(Then.CANCEL_EXITS, Then.FLATTEN))
+    if lc.state is State.REPROTECTING:  # the cancel of the old pair, or what follows it, was cut short
+        return Decision(then=(Then.CANCEL_EXITS,))
     return Decision(then=(Then.ARM,))
 
 
@@ -396,7 +399,7 @@ def on_halt(lc: Lifecycle, *, cancel_entries: bool, flatten: bool, why: str, led
     exactly its filled quantity (never the whole symbol)."""
     if lc.state in _DEADLINE_STATES and (cancel_entries or flatten):
         return Decision(Trigger.HALTED, {"reject_reason": why}, then=(Then.CANCEL_ENTRY,))
-    if not flatten or lc.state not in (State.FILLED, State.VALIDATED, State.EXITS_PLACED):
+    if not flatten or lc.state not in (State.FILLED, State.VALIDATED, State.EXITS_PLACED, State.REPROTECTING):
         return NOTHING
     # VALIDATED: the exit pair was intended and may have reached the broker; cancel it either way.
     then = (Then.FLATTEN,) if lc.state is State.FILLED else (Then.CANCEL_EXITS, Then.FLATTEN)

@@ -49,6 +49,11 @@ class Leg(str, Enum):
 _LEG_CODE = {Leg.ENTRY: "en", Leg.TAKE_PROFIT: "tp", Leg.STOP: "sl", Leg.FLATTEN: "fl"}
 
 
+def leg_code(leg: Leg) -> str:
+    """The two letters a client order id names its leg with (`tp` in `…-tp2`)."""
+    return _LEG_CODE[leg]
+
+
 def ledger_prefix(ledger_id: str) -> str:
     """The prefix of every client order id one ledger places: `sx-<ledger id>-`. Orders under
     `sx-` but another ledger's prefix belong to another engine on the same account."""

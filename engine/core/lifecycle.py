@@ -31,6 +31,9 @@ class State(str, Enum):
     VALIDATED = "VALIDATED"  # guards passed; exit orders intended
     REJECTED = "REJECTED"  # guards failed or exits refused; flatten order intended
     EXITS_PLACED = "EXITS_PLACED"  # the OCO take-profit + stop rests at the broker
+    # The pair no longer covers the position (an exit leg partly filled, or the broker lost a leg):
+    # it is cancelled, and once final a new pair is intended for what is left (back to VALIDATED).
+    REPROTECTING = "REPROTECTING"
     FLATTENED = "FLATTENED"  # terminal: the rejected fill was closed
     CLOSED = "CLOSED"  # terminal: an exit leg filled
 
@@ -57,6 +60,9 @@ class Trigger(StrEnum):
     FLATTENED = "flattened"
     EXIT_FILLED = "exit_filled"
     HALTED = "halted"  # the trading state was halted with --cancel-entries or --flatten
+    EXIT_PARTIAL = "exit_partial"  # an exit leg filled part of what the lifecycle holds
+    PROTECTION_LOST = "protection_lost"  # the broker's exit orders no longer match the position
+    EXITS_RESIZED = "exits_resized"  # the old pair is final; a new one for the remainder is intended
 
 
 T = Trigger
@@ -80,11 +86,15 @@ TRANSITIONS: list[tuple[Trigger, tuple[State, ...], State]] = [
     (T.EXITS_PLACED, (S.VALIDATED,), S.EXITS_PLACED),
     (T.EXITS_REJECTED, (S.VALIDATED,), S.REJECTED),  # never leave a position unprotected
     (T.FLATTENED, (S.REJECTED,), S.FLATTENED),
-    (T.EXIT_FILLED, (S.EXITS_PLACED,), S.CLOSED),
+    (T.EXIT_FILLED, (S.EXITS_PLACED, S.REPROTECTING), S.CLOSED),
+    (T.EXIT_PARTIAL, (S.EXITS_PLACED,), S.REPROTECTING),
+    (T.PROTECTION_LOST, (S.EXITS_PLACED,), S.REPROTECTING),
+    (T.EXITS_RESIZED, (S.REPROTECTING,), S.VALIDATED),
     # A halt cancels a working entry, or flattens a position (its exits, if any, cancelled first).
     (T.HALTED, (S.LIMIT_SUBMITTED, S.PARTIALLY_FILLED), S.CANCEL_REQUESTED),
-    (T.HALTED, (S.FILLED, S.VALIDATED, S.EXITS_PLACED), S.REJECTED),
+    (T.HALTED, (S.FILLED, S.VALIDATED, S.EXITS_PLACED, S.REPROTECTING), S.REJECTED),
     (T.EXIT_FILLED, (S.REJECTED,), S.CLOSED),  # an exit leg filled before the halt's cancel reached it
+    (T.EXIT_PARTIAL, (S.REJECTED,), S.REJECTED),  # ... or part of it: the flatten takes only the rest
 ]
 
 TRIGGERS: tuple[Trigger, ...] = tuple(dict.fromkeys(t for t, _, _ in TRANSITIONS))
@@ -100,9 +110,10 @@ STALE: dict[State, frozenset[Trigger]] = {
     S.PARTIALLY_FILLED: frozenset({T.SUBMITTED}),
     S.CANCEL_REQUESTED: frozenset({T.SUBMITTED, T.TIMEOUT, T.HALTED}),
     S.FILLED: _ENTRY_NEWS,
-    S.VALIDATED: _ENTRY_NEWS | {T.GUARDS_PASSED},
-    S.REJECTED: _ENTRY_NEWS | {T.GUARDS_FAILED, T.EXITS_REJECTED, T.HALTED},
+    S.VALIDATED: _ENTRY_NEWS | {T.GUARDS_PASSED, T.EXITS_RESIZED},
+    S.REJECTED: _ENTRY_NEWS | {T.GUARDS_FAILED, T.EXITS_REJECTED, T.HALTED, T.PROTECTION_LOST, T.EXITS_RESIZED},
     S.EXITS_PLACED: _ENTRY_NEWS | {T.EXITS_PLACED},
+    S.REPROTECTING: _ENTRY_NEWS | {T.EXITS_PLACED, T.EXIT_PARTIAL, T.PROTECTION_LOST},
     **{terminal: frozenset(TRIGGERS) for terminal in TERMINAL},  # terminal states absorb
 }
 

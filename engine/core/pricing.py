@@ -6,6 +6,7 @@ rounded.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from decimal import ROUND_CEILING, ROUND_FLOOR, ROUND_HALF_EVEN, Decimal
 
@@ -135,3 +136,18 @@ def judge_fill(
         reward_risk=None if rr is None else ratio(rr),
         exits=exits,
     )
+
+
+AVERAGE_PLACES = Decimal("0.000001")
+
+
+def average_price(parts: Iterable[tuple[Decimal, Decimal]]) -> Decimal:
+    """The quantity-weighted average of (qty, price) parts, as the ledger keeps averages (6 places:
+    an average of tick prices is not itself on the tick)."""
+    parts = list(parts)
+    total = sum((qty for qty, _ in parts), Decimal(0))
+    if total <= 0:
+        raise ValueError("an average price needs a positive total quantity")
+    average = (sum((qty * price for qty, price in parts), Decimal(0)) / total).quantize(AVERAGE_PLACES)
+    cents = average.quantize(Decimal("0.01"))
+    return cents if cents == average else average

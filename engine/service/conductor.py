@@ -16,7 +16,8 @@ from functools import partial
 
 from engine.broker.port import Broker, BrokerAmbiguous, BrokerNotFound, BrokerOrder, BrokerRejected
 from engine.broker.ratelimit import Priority
-from engine.core import decisions, risk
+from engine.core import closing, decisions, risk
+from engine.core.closing import LegFill
 from engine.core.config import Settings
 from engine.core.decisions import Decision, Then
 from engine.core.domain import Leg
@@ -162,8 +163,10 @@ class Conductor:
             decision = decisions.on_entry(lc, report, self._now(), self.settings)
         elif leg is Leg.FLATTEN:
             decision = decisions.on_flatten(lc, report, self._flatten_attempt(lc), ledger_id=self.ledger_id)
+        elif not self._current_pair(lc, update.client_order_id):
+            decision = decisions.NOTHING  # a pair already settled and replaced: its news is kept, nothing more
         else:
-            decision = decisions.on_exit(lc, leg, report)
+            decision = closing.on_exit(lc, leg, report)
         lc = await self.carry_out(lc, decision, source=source, writes=writes)
         if leg is Leg.ENTRY and self.halt is not None:  # acknowledged after the halt was carried out
             lc = await self.obey_halt(lc, self.halt)
@@ -173,6 +176,9 @@ class Conductor:
         decision = decisions.on_halt(lc, cancel_entries=change.cancel_entries, flatten=change.flatten,
                                      why=risk.halt_reason(change), ledger_id=self.ledger_id)
         return await self.carry_out(lc, decision)
+
+    def _current_pair(self, lc: Lifecycle, coid: str) -> bool:
+        return coid in (self.router.coid(lc.id, Leg.TAKE_PROFIT), self.router.coid(lc.id, Leg.STOP))
 
     def _flatten_halt(self) -> str | None:
         return None if self.halt is None or not self.halt.flatten else risk.halt_reason(self.halt)
@@ -219,9 +225,12 @@ class Conductor:
             self.router.intend(lc.id, intent)
         report = report_of(order)
         writes = Writes(intents=[intent for intent, _ in legs], updates=[report.update, *(u for _, u in legs)])
-        lc = await self.carry_out(lc, decisions.exits_accepted(lc, report), writes=writes)
-        if report.kind in (Kind.FILL, Kind.PARTIAL_FILL):  # a target already through the market
-            lc = await self.on_report(lc, Leg.TAKE_PROFIT, report, source="engine")
+        lc = await self.carry_out(lc, closing.exits_accepted(lc, report), writes=writes)
+        # Either leg may have traded already: a target through the market, or (found by a look-up
+        # after a restart) a stop that fired while no engine ran.
+        for found in (order, *order.legs):
+            if found.kind in (Kind.FILL, Kind.PARTIAL_FILL):
+                lc = await self.on_report(lc, closing.exit_leg(found.is_stop), report_of(found), source="engine")
         return lc
 
     def _flatten_attempt(self, lc: Lifecycle) -> int:
@@ -251,43 +260,45 @@ class Conductor:
         crash_point("after_cancel_submit")
         self.timers.schedule(lc.id, VERIFY, self.verify_after)
 
-    async def _broker_id(self, coid: str) -> str | None:
-        try:
-            order = await self.workers.call(Priority.PROTECT, self.broker.get_order, client_order_id=coid)
-        except BrokerAmbiguous as exc:
-            log.warning("look-up of %s failed (%s)", coid, exc)
-            return None
-        return None if order is None else order.broker_order_id
-
     async def cancel_exits(self, lc: Lifecycle) -> Lifecycle:
-        """Cancel the lifecycle's working exit pair and wait until the broker says it is final, so
-        that a flatten after it takes only shares the exits no longer hold. An exit leg that filled
-        first closes the lifecycle (and no flatten follows)."""
+        """Cancel the lifecycle's exit pair, wait until the broker says both legs are final, then
+        settle what they filled (engine.core.closing.exits_settled): a new pair for the remainder
+        (REPROTECTING), a smaller flatten (REJECTED), or CLOSED when nothing remains."""
         coid = self.router.coid(lc.id, Leg.TAKE_PROFIT)
-        row = None if coid is None else await self.workers.persist(self.ledger.order, coid)
-        if coid is None or row is None or row["final"]:
+        if coid is None:
             return lc
-        broker_id = row["broker_order_id"] or await self._broker_id(coid)  # sent, but its reply was lost
-        if broker_id is None:
+        order = await self._final_pair(lc, coid)
+        if order is None:
+            if lc.state is State.REPROTECTING:  # tried again by the next poll or protection check
+                log.warning("the exits of %s are not final yet; settling them later", lc.signal_id)
             return lc
-        try:
-            await self.workers.call(Priority.PROTECT, self.broker.cancel, broker_order_id=broker_id)
-        except (BrokerRejected, BrokerNotFound, BrokerAmbiguous) as exc:
-            log.info("cancel of the exits of %s refused (%s); looking them up", lc.signal_id, exc)
-        order = None
+        legs = [LegFill(closing.exit_leg(o.is_stop), o.filled_qty, o.filled_avg_price) for o in (order, *order.legs)]
+        writes = Writes(updates=[report_of(o).update for o in (order, *order.legs)])
+        decision = closing.exits_settled(lc, legs, exits_attempt=decisions.attempt_of(coid, Leg.TAKE_PROFIT),
+                                         flatten_attempt=self._flatten_attempt(lc), ledger_id=self.ledger_id)
+        return await self.carry_out(lc, decision, writes=writes)
+
+    async def _final_pair(self, lc: Lifecycle, coid: str) -> BrokerOrder | None:
+        """The exit pair once both legs are final (cancelled first if needed); None: unknown yet."""
+        row = await self.workers.persist(self.ledger.order, coid)
+        if row is None:
+            return None
+        cancelled = False
         for _ in range(EXITS_FINAL_TRIES):
             try:
                 order = await self.workers.call(Priority.PROTECT, self.broker.get_order, client_order_id=coid)
             except BrokerAmbiguous as exc:
                 log.warning("look-up of the exits of %s failed (%s)", lc.signal_id, exc)
                 order = None
+            if order is None and row["broker_order_id"] is None:
+                return None  # never reached the broker: nothing to cancel, nothing filled
             if order is not None and all(o.final for o in (order, *order.legs)):
-                break
+                return order
+            if order is not None and not cancelled:
+                try:
+                    await self.workers.call(Priority.PROTECT, self.broker.cancel, broker_order_id=order.broker_order_id)
+                except (BrokerRejected, BrokerNotFound, BrokerAmbiguous) as exc:
+                    log.info("cancel of the exits of %s refused (%s); looking them up", lc.signal_id, exc)
+                cancelled = True
             await asyncio.sleep(0.25)
-        if order is None:
-            return lc
-        for found in (order, *order.legs):
-            report = report_of(found)
-            if report.kind is Kind.FILL:
-                lc = await self.on_report(lc, decisions.exit_leg(found.is_stop), report, source="engine")
-        return lc
+        return None

@@ -17,7 +17,7 @@ from typing import Any
 
 from engine.broker.port import BrokerAmbiguous, BrokerOrder
 from engine.broker.ratelimit import Priority
-from engine.core import decisions
+from engine.core import closing, decisions
 from engine.core.decisions import WAITING
 from engine.core.domain import CLIENT_ORDER_ID_PREFIX, Leg, ledger_prefix
 from engine.core.lifecycle import Lifecycle, State
@@ -132,7 +132,8 @@ class Reconciler:
 
     async def apply(self, lc: Lifecycle, leg: Leg, order: BrokerOrder) -> Lifecycle:
         """A looked-up order, applied only if it says something new."""
-        if not self.c.router.is_news(order.client_order_id, order.status, order.filled_qty):
+        if not self.c.router.is_news(order.client_order_id, order.status, order.filled_qty) and \
+                not closing.unrecorded_fill(lc, leg, order.filled_qty):
             return lc
         self.c.book.heard(lc.id)
         return await self.c.on_report(lc, leg, report_of(order), source="reconcile")

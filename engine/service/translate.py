@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from engine.broker.port import BrokerOrder, OrderEvent
-from engine.core.decisions import exit_leg
+from engine.core.closing import exit_leg
 from engine.core.orders import Execution, HeldOrder, OrderIntent, OrderReport, OrderUpdate
 from engine.ledger.orders import ID_TAKEN
 from engine.ledger.records import OrphanOrder

@@ -196,9 +196,11 @@ class Rig:
         assert parent is not None and parent.order_class == "oco" and len(parent.legs) == 1
         return parent, parent.legs[0]
 
-    def assert_protected_by(self, lc: Lifecycle, *, qty: Decimal, stop: Decimal, target: Decimal) -> None:
-        """The venue holds a GTC OCO closing exactly `qty`: take-profit limit `target`, stop `stop`."""
-        take_profit, stop_leg = self.oco(self.coid(lc.signal_id, Leg.TAKE_PROFIT))
+    def assert_protected_by(self, lc: Lifecycle, *, qty: Decimal, stop: Decimal, target: Decimal,
+                            client_order_id: str | None = None) -> None:
+        """The venue holds a GTC OCO closing exactly `qty`: take-profit limit `target`, stop `stop`
+        (the first pair, unless `client_order_id` names a later one)."""
+        take_profit, stop_leg = self.oco(client_order_id or self.coid(lc.signal_id, Leg.TAKE_PROFIT))
         closing = "sell" if lc.side == "buy" else "buy"
         assert (take_profit.side, take_profit.type, take_profit.time_in_force) == (closing, "limit", "gtc")
         assert (take_profit.qty, take_profit.limit_price) == (qty, target)

@@ -1,0 +1,115 @@
+"""The exit side: the exit pair accepted, filled in part or whole, and settled once cancelled.
+
+An exit pair (a GTC OCO: take-profit limit, stop leg) covers what a lifecycle holds. When one leg
+fills only part of it, or the broker's orders stop matching the position, the lifecycle moves to
+REPROTECTING: the pair is cancelled, and once the broker says both legs are final, what they
+filled is folded into the lifecycle (`exit_filled_qty`, the average `exit_price`) and a new pair
+for the remainder is intended (attempt 2, 3, …) — or the lifecycle closes when nothing remains.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from decimal import Decimal
+from typing import Any
+
+from engine.core.decisions import (
+    NOTHING,
+    Decision,
+    Then,
+    exit_pair_intent,
+    flatten_intent,
+    outcome,
+    remaining,
+)
+from engine.core.domain import Leg
+from engine.core.lifecycle import Lifecycle, State, Trigger
+from engine.core.orders import Kind, OrderReport
+from engine.core.pricing import average_price
+
+ZERO = Decimal(0)
+
+
+def exit_leg(is_stop: bool) -> Leg:
+    return Leg.STOP if is_stop else Leg.TAKE_PROFIT
+
+
+def exits_accepted(lc: Lifecycle, report: OrderReport) -> Decision:
+    facts: dict[str, Any] = {"broker_order_id": report.update.broker_order_id, "status": report.update.status}
+    if lc.extended_hours:
+        # Alpaca holds no OCO/stop orders outside regular hours: the GTC pair is accepted now
+        # and works from the next regular open; until then the position is not protected.
+        facts["exits_active_from"] = "next regular session open"
+    return Decision(Trigger.EXITS_PLACED, facts)
+
+
+def on_exit(lc: Lifecycle, leg: Leg, report: OrderReport) -> Decision:
+    """News of one leg of the working pair (which covers exactly what remains)."""
+    price = report.filled_avg_price
+    if price is None or report.filled_qty <= 0:
+        return NOTHING
+    covered = remaining(lc)
+    # REJECTED and REPROTECTING: the pair was being cancelled, and a leg filled in full first.
+    if lc.state in (State.EXITS_PLACED, State.REPROTECTING, State.REJECTED) and (
+            report.kind is Kind.FILL or report.filled_qty >= covered):
+        return Decision(Trigger.EXIT_FILLED, {**outcome(lc, price, min(report.filled_qty, covered)),
+                                              "exit_leg": leg.value, "broker_order_id": report.update.broker_order_id})
+    if lc.state is State.EXITS_PLACED:
+        # The OCO's other leg may be cancelled by the broker, or still cover shares already sold:
+        # either way the pair no longer matches what is held. Cancel it, then protect the rest.
+        return Decision(Trigger.EXIT_PARTIAL, {"exit_leg": leg.value, "exit_leg_filled_qty": report.filled_qty},
+                        then=(Then.CANCEL_EXITS,),
+                        problem=f"exit {leg.value} of {lc.signal_id} filled {report.filled_qty} of {covered}: "
+                                "re-protecting the rest")
+    return NOTHING
+
+
+def unrecorded_fill(lc: Lifecycle, leg: Leg, filled_qty: Decimal) -> bool:
+    """An order of this lifecycle shows shares filled that no transition has recorded yet: news,
+    however often its status was seen before (a row saved just before a crash is not a transition)."""
+    if leg is Leg.ENTRY:
+        return filled_qty > lc.filled_qty
+    if leg is Leg.FLATTEN:
+        return filled_qty > 0 and lc.state is State.REJECTED
+    return filled_qty > 0 and lc.state in (State.EXITS_PLACED, State.REJECTED)
+
+
+@dataclass(frozen=True)
+class LegFill:
+    """What one leg of a final (cancelled, filled or expired) exit pair filled."""
+
+    leg: Leg
+    qty: Decimal
+    avg_price: Decimal | None
+
+
+def exits_settled(lc: Lifecycle, legs: Sequence[LegFill], *, exits_attempt: int, flatten_attempt: int,
+                  ledger_id: str) -> Decision:
+    """The pair being cancelled (attempt `exits_attempt`) is final: fold what it filled in, then
+    protect (REPROTECTING) or flatten (REJECTED: a halt; its intent is `flatten_attempt`) exactly
+    what is left; close when nothing is."""
+    filled = [leg for leg in legs if leg.qty > 0 and leg.avg_price is not None]
+    qty = sum((leg.qty for leg in filled), ZERO)
+    if lc.state not in (State.REPROTECTING, State.REJECTED):
+        return NOTHING
+    if filled and qty >= remaining(lc):
+        biggest = max(filled, key=lambda leg: leg.qty)
+        price = average_price((leg.qty, leg.avg_price) for leg in filled if leg.avg_price is not None)
+        return Decision(Trigger.EXIT_FILLED, {**outcome(lc, price, remaining(lc)), "exit_leg": biggest.leg.value})
+    folded: dict[str, Any] = {}
+    if filled:
+        price = average_price((leg.qty, leg.avg_price) for leg in filled if leg.avg_price is not None)
+        folded = {key: value for key, value in outcome(lc, price, qty).items()
+                  if key in ("exit_price", "exit_filled_qty")}
+    after = lc.exit_filled_qty + qty
+    if lc.state is State.REJECTED:
+        if not filled:
+            return NOTHING  # the halt's flatten goes ahead for what it already intends
+        smaller = flatten_intent(replace(lc, exit_filled_qty=after), flatten_attempt + 1, ledger_id=ledger_id)
+        return Decision(Trigger.EXIT_PARTIAL, folded, (smaller,), then=(Then.FLATTEN,))
+    assert lc.exit_target is not None and lc.exit_stop is not None
+    pair = exit_pair_intent(lc, exits_attempt + 1, lc.filled_qty - after, lc.exit_target, lc.exit_stop,
+                            ledger_id=ledger_id)
+    return Decision(Trigger.EXITS_RESIZED, {**folded, "exit_filled_qty": after}, (pair,), then=(Then.PLACE_EXITS,))
+

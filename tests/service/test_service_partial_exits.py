@@ -1,0 +1,55 @@
+"""Partial exit fills, end to end: the rest of the position is protected again by a new exit pair,
+recorded as transitions, and the final P&L covers every share (target_hit: 20 NVDA at 121.39,
+stop 120.20, target 123.77)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from decimal import Decimal as D
+
+from harness import Rig, signal_of
+
+from engine.core.domain import Leg
+from engine.core.lifecycle import State
+from engine.sim.testing import wait_until
+
+ENTERED = ["PENDING", "LIMIT_SUBMITTED", "FILLED", "VALIDATED", "EXITS_PLACED"]
+RESIZED = ["REPROTECTING", "VALIDATED", "EXITS_PLACED"]
+
+
+def test_a_partly_filled_target_is_followed_by_a_pair_for_what_is_left(make_rig: Callable[..., Rig]) -> None:
+    """8 of 20 sell at the target; the venue cancels the stop leg (OCO). Prevents the 12 shares
+    left from sitting with no stop: the engine cancels what is left of the pair, and once both
+    legs are final places tp2 for exactly 12 at the same target and stop; tp2 then closes the
+    lifecycle with one P&L over all 20 shares."""
+    rig = make_rig("target_hit")
+    signal = signal_of("target_hit")
+    lc = rig.settle(rig.submit(signal), State.EXITS_PLACED)
+    rig.venue.set_quote("NVDA", "123.80", "123.83", bid_size=8, ask_size=400)  # 8 of the 20 sell
+    rig.venue.set_quote("NVDA", "123.00", "123.03", bid_size=400, ask_size=400)  # and the bid falls back
+    def protected_again() -> bool:
+        now = rig.ledger.get(lc.id)
+        return now is not None and now.state is State.EXITS_PLACED and now.exit_filled_qty > 0
+
+    wait_until(protected_again, timeout=20, what="the rest to be protected again")
+    lc = rig.settle(lc, State.EXITS_PLACED)
+    assert rig.path(lc) == [*ENTERED, *RESIZED]
+
+    assert (lc.exit_filled_qty, lc.exit_price) == (D(8), D("123.80"))
+    history = rig.ledger.history(lc.id)
+    assert [row.trigger for row in history][-3:] == ["exit_partial", "exits_resized", "exits_placed"]
+    first = rig.coid(signal.signal_id, Leg.TAKE_PROFIT)
+    second = rig.coid(signal.signal_id, Leg.TAKE_PROFIT, 2)
+    assert rig.sent() == [rig.coid(signal.signal_id), first, second]
+    old_tp, old_stop = rig.oco(first)
+    assert (old_tp.status, old_tp.filled_qty, old_stop.status) == ("canceled", 8, "canceled")
+    rig.assert_protected_by(lc, qty=D(12), stop=D("120.20"), target=D("123.77"), client_order_id=second)
+    assert rig.position("NVDA") == 12
+
+    rig.venue.set_quote("NVDA", "123.80", "123.83", bid_size=400, ask_size=400)
+    lc = rig.settle(lc)
+    assert rig.path(lc) == [*ENTERED, *RESIZED, "CLOSED"]
+    # 20 sold at 123.80 in all: (123.80 - 121.39) x 20 = 48.20
+    assert (lc.exit_filled_qty, lc.exit_price, lc.realized_pnl) == (D(20), D("123.80"), D("48.20"))
+    assert rig.venue.position("NVDA") is None
+    assert sum(qty for coid, qty, _ in rig.fills().values() if coid in (first, second)) == 20
