@@ -221,8 +221,10 @@ OLD_ENTRY = "sx-before-identity-en1"  # the format before 0007: no ledger identi
 
 
 def old_ledger(url: str, venue: Venue | None = None) -> int:
-    """A ledger at revision 0005 with one lifecycle whose entry rests at the broker (if `venue`)."""
-    db.upgrade(url, "0005")
+    """A ledger at revision 0005 with one lifecycle whose entry rests at the broker (if `venue`).
+    Written by today's Ledger at the head revision (which reads columns 0005 lacks), then taken
+    down to 0005: the rows 0005 has stay as they were written."""
+    db.upgrade(url)
     ledger = Ledger(url)
     try:
         signal = a_signal("before-identity")
@@ -241,6 +243,7 @@ def old_ledger(url: str, venue: Venue | None = None) -> int:
         return lc.id
     finally:
         ledger.close()
+        db.downgrade(url, "0005")
 
 
 def identities(url: str) -> list[str]:
