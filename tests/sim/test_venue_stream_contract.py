@@ -22,6 +22,7 @@ from engine.sim.testing import Listener, summary, trading_client, wait_until
 AUTH = {"action": "authenticate", "data": {"key_id": "sim-key", "secret_key": "sim-secret"}}
 LISTEN = {"action": "listen", "data": {"streams": ["trade_updates"]}}
 AUTHORIZED = {"stream": "authorization", "data": {"action": "authenticate", "status": "authorized"}}
+MSGPACK = "application/msgpack"
 LISTENING = {"stream": "listening", "data": {"streams": ["trade_updates"]}}
 
 
@@ -115,7 +116,7 @@ def test_msgpack_and_json_clients_get_the_same_event(make_venue: Callable[..., V
 
 def test_invalid_msgpack_gets_an_error_frame(venue: Venue) -> None:
     async def run() -> Any:
-        async with websockets.connect(venue.stream_url, additional_headers={"Content-Type": "application/msgpack"}) as ws:
+        async with websockets.connect(venue.stream_url, additional_headers={"Content-Type": MSGPACK}) as ws:
             await ws.send(b"\xc1")  # a byte msgpack never uses
             return msgpack.unpackb(await ws.recv())
 
