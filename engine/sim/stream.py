@@ -9,8 +9,9 @@ Codecs (docs: trading-api/streaming): binary frames of UTF-8 JSON, like Alpaca's
 MessagePack when the upgrade request carries `Content-Type: application/msgpack`; a msgpack
 client's own messages may come as msgpack (binary) or JSON (text) frames.
 
-One authorized connection per key: a second upgrade while one is authorized is refused with
-HTTP 429, as Alpaca's paper and live streams do (see engine/sim/README.md for the sources).
+At most `connections_per_key` authorized connections (Alpaca: one): a further upgrade while the
+key is taken is refused with HTTP 429, as Alpaca's streams do (engine/sim/README.md has the
+sources).
 """
 
 from __future__ import annotations
@@ -77,7 +78,8 @@ class Connection:
 
 
 class StreamHub:
-    def __init__(self, faults: Faults, api_key: str, secret_key: str, *, connections_per_key: int | None = 1) -> None:
+    def __init__(self, faults: Faults, api_key: str, secret_key: str, *,
+                 connections_per_key: int | None = None) -> None:
         """`connections_per_key`: how many authorized connections a key may hold at once (Alpaca: 1);
         None for no limit."""
         self._faults = faults

@@ -41,6 +41,7 @@ T = TypeVar("T")
 # A Wednesday morning in regular hours, for venues started without a scenario or clock.
 DEFAULT_START = datetime(2024, 6, 12, 10, 0, tzinfo=ET)
 STREAM_PATHS = ("/stream", "/stream/")
+ALPACA_STREAM_CONNECTIONS = 1  # trade_updates connections Alpaca allows per key
 TICK = 0.02  # seconds between checks for due quote points and session changes
 
 
@@ -52,9 +53,11 @@ class Venue:
     def __init__(self, clock: SimClock | None = None, api_key: str = "sim-key", secret_key: str = "sim-secret",
                  rate_limit_per_min: int | None = 200, market_slippage: Decimal = Decimal(0), *,
                  initial_cash: Decimal = Decimal(100_000), host: str = "127.0.0.1",
-                 stream_connections_per_key: int | None = 1) -> None:
+                 stream_connections_per_key: int | None = None) -> None:
         """`stream_connections_per_key`: authorized trade_updates connections the key may hold at
-        once; Alpaca allows one. None lifts the limit (several engines on one simulated account)."""
+        once. Alpaca allows one (ALPACA_STREAM_CONNECTIONS), which `smartexec sim` and the venue's
+        own contract tests use; the default None lifts the limit because the engine's harness
+        still runs two engines on one simulated account (tests/recovery/test_ledger_identity)."""
         self.clock = clock or SimClock(start=DEFAULT_START)
         self.api_key = api_key
         self.secret_key = secret_key
