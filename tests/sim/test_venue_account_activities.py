@@ -78,6 +78,12 @@ def test_a_body_that_is_not_utf8_json_is_a_400_like_malformed_json(venue: Venue,
                                                            "message": "request body format is invalid"})
 
 
+def test_admin_routes_answer_a_non_utf8_body_with_400_too(venue: Venue) -> None:
+    reply = requests.post(f"{venue.rest_url}/admin/quote", data=b'{"symbol":"\xff"}', timeout=5,
+                          headers={"Content-Type": "application/json"})
+    assert (reply.status_code, reply.json()["code"]) == (400, 40010000)
+
+
 # --- activities ----------------------------------------------------------------------------------
 
 ACTIVITY_ID = re.compile(r"^\d{17}::[0-9a-f-]{36}$")
