@@ -21,7 +21,7 @@ from engine.sim.clock import SimClock
 from engine.sim.sessions import ET
 
 # Alpaca's account entity: the fields of the docs' account model (alpaca-docs
-# data/webapi/entities/account-v2.yaml) plus those live responses and the current reference carry.
+# data/webapi/entities/account-v2.yaml) plus those captured real responses carry beyond it.
 STRING_FIELDS = {
     "account_number", "status", "crypto_status", "currency", "cash", "portfolio_value", "non_marginable_buying_power",
     "accrued_fees", "pending_transfer_in", "pending_transfer_out", "long_market_value", "short_market_value",
