@@ -4,7 +4,8 @@ Alpaca (docs: trading/orders, "Time in Force"): opg orders execute only in the o
 are rejected if submitted after 9:28am but before 7:00pm ET; cls orders execute only in the
 closing auction and are rejected after 3:50pm but before 7:00pm; from 7:00pm both queue for the
 next trading day's auction. Unfilled orders are canceled after the auction. The rejection text
-for opg is Alpaca's as quoted in QuantConnect/Lean#8374; the cls one is built the same way.
+for opg is Alpaca's as quoted in QuantConnect/Lean#8374 (its status and code, 422/42210000, are
+unverified); the cls one is built the same way.
 
 The venue's auction crosses every order at one price, the quote mid at the auction instant on the
 cent grid, in full (the auction is assumed deep enough): a market order always fills, a limit

@@ -3,7 +3,6 @@ the tape that records and publishes them."""
 
 from __future__ import annotations
 
-import json
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -50,9 +49,6 @@ class TradeEvent:
 
     def message(self) -> dict[str, Any]:
         return {"stream": "trade_updates", "data": self.data()}
-
-    def frame(self) -> bytes:
-        return json.dumps(self.message(), separators=(",", ":")).encode()
 
 
 class EventTape:

@@ -16,7 +16,9 @@ the market:
 - Early closes at 13:00 ET: the day after Thanksgiving, Christmas Eve and July 3 when they fall
   Monday-Thursday (a Friday July 3 or December 24 is itself the observed holiday or a
   normal-length Friday), the Friday after Thanksgiving always.
-- One-off closures the rules cannot know are listed in UNSCHEDULED_CLOSURES.
+- One-off closures and early closes the rules cannot know are listed below.
+
+Checked against exchange_calendars 4.13 (XNYS) for 1998-2029: the same sessions and early closes.
 """
 
 from __future__ import annotations
@@ -41,6 +43,10 @@ UNSCHEDULED_CLOSURES = frozenset({
     date(2018, 12, 5),  # President G. H. W. Bush
     date(2025, 1, 9),  # President Carter
 })
+
+# Early closes the rules do not produce, and the one rule-made early close that did not happen.
+UNSCHEDULED_EARLY_CLOSES = frozenset({date(1999, 12, 31), date(2002, 7, 5), date(2003, 12, 26)})
+SKIPPED_EARLY_CLOSES = frozenset({date(2002, 7, 3)})
 
 _MONDAY, _THURSDAY, _FRIDAY, _SATURDAY, _SUNDAY = 0, 3, 4, 5, 6
 
@@ -111,7 +117,8 @@ def early_closes(year: int) -> frozenset[date]:
     for candidate in (date(year, 7, 3), date(year, 12, 24)):
         if candidate.weekday() <= _THURSDAY:
             days.add(candidate)
-    return frozenset(d for d in days if d not in holidays(year))
+    days.update(d for d in UNSCHEDULED_EARLY_CLOSES if d.year == year)
+    return frozenset(d for d in days if d not in holidays(year) and d not in SKIPPED_EARLY_CLOSES)
 
 
 def is_trading_day(day: date) -> bool:

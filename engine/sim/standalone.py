@@ -8,7 +8,7 @@ import sys
 
 from engine.sim.clock import SimClock
 from engine.sim.scenarios import ScenarioError, load_scenario
-from engine.sim.venue import DEFAULT_START, Venue
+from engine.sim.venue import ALPACA_STREAM_CONNECTIONS, DEFAULT_START, Venue
 
 
 def main(port: int, scenarios: list[str], speed: float, api_key: str, secret_key: str) -> int:
@@ -20,7 +20,7 @@ def main(port: int, scenarios: list[str], speed: float, api_key: str, secret_key
         print(f"smartexec sim: {exc}", file=sys.stderr)
         return 2
     clock = SimClock(start=loaded[0].start if loaded else DEFAULT_START, speed=speed if speed > 0 else None)
-    venue = Venue(clock, api_key, secret_key)
+    venue = Venue(clock, api_key, secret_key, stream_connections_per_key=ALPACA_STREAM_CONNECTIONS)
     for scenario in loaded:
         venue.load_scenario(scenario)
     try:

@@ -3,8 +3,15 @@
 Handshake: the client sends `authenticate`; the first server frame is the `authorization` reply
 (bad keys: `unauthorized`, then the socket closes); `listen` is answered with `listening`, and only
 from then on does that connection receive events. Events go to every connection listening at the
-moment they happen; nothing is replayed after a reconnect, as at Alpaca. Frames are binary UTF-8
-JSON, like Alpaca's paper stream.
+moment they happen; nothing is replayed after a reconnect, as at Alpaca.
+
+Codecs (docs: trading-api/streaming): binary frames of UTF-8 JSON, like Alpaca's paper stream, or
+MessagePack when the upgrade request carries `Content-Type: application/msgpack`; a msgpack
+client's own messages may come as msgpack (binary) or JSON (text) frames.
+
+At most `connections_per_key` authorized connections (Alpaca: one): a further upgrade while the
+key is taken is refused with HTTP 429, as Alpaca's streams do (engine/sim/README.md has the
+sources).
 """
 
 from __future__ import annotations
@@ -14,8 +21,9 @@ import contextlib
 import json
 import logging
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal, cast
 
+import msgpack
 from aiohttp import WSMsgType, web
 
 from engine.sim.events import TradeEvent
@@ -23,16 +31,46 @@ from engine.sim.faults import EventFault, Faults
 
 log = logging.getLogger("smartexec.sim.stream")
 _CLOSE = object()  # queued after a final frame: close the socket once it is sent
+MSGPACK = "application/msgpack"
+LIMIT_MESSAGE = "connection limit exceeded"
+Codec = Literal["json", "msgpack"]
 
 
-def _frame(message: dict[str, Any]) -> bytes:
+def encode(message: dict[str, Any], codec: Codec) -> bytes:
+    if codec == "msgpack":
+        return cast(bytes, msgpack.packb(message, use_bin_type=True))
     return json.dumps(message, separators=(",", ":")).encode()
+
+
+def decode(data: str | bytes, codec: Codec) -> Any:
+    """A client message; raises ValueError if it is neither valid msgpack (binary frames of a
+    msgpack connection) nor valid JSON."""
+    if codec == "msgpack" and isinstance(data, bytes):
+        try:
+            return msgpack.unpackb(data, raw=False)
+        except (msgpack.UnpackException, ValueError, TypeError):
+            raise ValueError("invalid msgpack") from None
+    return json.loads(data)
+
+
+class Frames:
+    """One message encoded at most once per codec, however many connections it goes to."""
+
+    def __init__(self, message: dict[str, Any]) -> None:
+        self.message = message
+        self._encoded: dict[str, bytes] = {}
+
+    def for_codec(self, codec: Codec) -> bytes:
+        if codec not in self._encoded:
+            self._encoded[codec] = encode(self.message, codec)
+        return self._encoded[codec]
 
 
 @dataclass(eq=False)
 class Connection:
     ws: web.WebSocketResponse
     transport: asyncio.Transport | None
+    codec: Codec = "json"
     queue: asyncio.Queue[object] = field(default_factory=asyncio.Queue)
     authorized: bool = False
     listening: bool = False
@@ -40,9 +78,13 @@ class Connection:
 
 
 class StreamHub:
-    def __init__(self, faults: Faults, api_key: str, secret_key: str) -> None:
+    def __init__(self, faults: Faults, api_key: str, secret_key: str, *,
+                 connections_per_key: int | None = None) -> None:
+        """`connections_per_key`: how many authorized connections a key may hold at once (Alpaca: 1);
+        None for no limit."""
         self._faults = faults
         self._keys = (api_key, secret_key)
+        self.connections_per_key = connections_per_key
         self.connections: set[Connection] = set()
         self.muted = False
         self._timers: set[asyncio.TimerHandle] = set()
@@ -52,12 +94,21 @@ class StreamHub:
     def listening_count(self) -> int:
         return sum(1 for c in self.connections if c.listening)
 
+    def _at_limit(self) -> bool:
+        # The venue serves one key, so every authorized connection is that key's.
+        limit = self.connections_per_key
+        return limit is not None and sum(1 for c in self.connections if c.authorized) >= limit
+
     # --- connection handling --------------------------------------------------------------------
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
+        if self._at_limit():
+            log.info("stream: refused a second connection for the key (HTTP 429)")
+            return web.json_response({"code": 42910000, "message": LIMIT_MESSAGE}, status=429)
         ws = web.WebSocketResponse(autoping=True, heartbeat=None, max_msg_size=1 << 20)
         await ws.prepare(request)
-        conn = Connection(ws, request.transport)
+        codec: Codec = "msgpack" if request.content_type == MSGPACK else "json"
+        conn = Connection(ws, request.transport, codec)
         self.connections.add(conn)
         writer = asyncio.create_task(self._write(conn))
         try:
@@ -76,9 +127,9 @@ class StreamHub:
 
     def _on_message(self, conn: Connection, data: str | bytes) -> None:
         try:
-            message = json.loads(data)
+            message = decode(data, conn.codec)
         except ValueError:
-            self._reply(conn, {"stream": "error", "data": {"error_message": "invalid json"}})
+            self._reply(conn, {"stream": "error", "data": {"error_message": f"invalid {conn.codec}"}})
             return
         if not isinstance(message, dict):
             return
@@ -90,7 +141,12 @@ class StreamHub:
             # form {"action":"auth","key":..,"secret":..} costs nothing to accept too.
             key = payload.get("key_id", message.get("key"))
             secret = payload.get("secret_key", message.get("secret"))
-            if (key, secret) == self._keys:
+            if (key, secret) == self._keys and not conn.authorized and self._at_limit():
+                # Both upgraded before either authenticated: the later one loses.
+                self._reply(conn, {"stream": "authorization", "data": {
+                    "action": "authenticate", "status": "unauthorized", "message": LIMIT_MESSAGE}})
+                self._reply(conn, _CLOSE)
+            elif (key, secret) == self._keys:
                 conn.authorized = True
                 self._reply(conn, {"stream": "authorization",
                                    "data": {"action": "authenticate", "status": "authorized"}})
@@ -111,7 +167,7 @@ class StreamHub:
             conn.listening = bool(wanted)
 
     def _reply(self, conn: Connection, message: dict[str, Any] | object) -> None:
-        item = _frame(message) if isinstance(message, dict) else message
+        item = encode(message, conn.codec) if isinstance(message, dict) else message
         if self.muted:
             conn.deferred.append(item)
         else:
@@ -137,26 +193,26 @@ class StreamHub:
             return
         rule = self._faults.take_event_fault(event)
         if rule is None:
-            self._fan_out(event.frame())
+            self._fan_out(Frames(event.message()))
         elif rule.action == "drop":
             log.info("fault: dropped %s for %s", event.event, event.client_order_id)
         elif rule.action == "duplicate":
-            frame = event.frame()
-            self._fan_out(frame)
-            self._fan_out(frame)
+            frames = Frames(event.message())
+            self._fan_out(frames)
+            self._fan_out(frames)
         elif rule.action == "delay":
-            self._later(rule.seconds, event.frame())
+            self._later(rule.seconds, Frames(event.message()))
         elif rule.action == "reorder":
             self._reorder(rule, event)
 
-    def _fan_out(self, frame: bytes) -> None:
+    def _fan_out(self, frames: Frames) -> None:
         if self.muted:
             return
         for conn in self.connections:
             if conn.listening:
-                conn.queue.put_nowait(frame)
+                conn.queue.put_nowait(frames.for_codec(conn.codec))
 
-    def _later(self, seconds: float, frame: bytes) -> None:
+    def _later(self, seconds: float, frame: Frames) -> None:
         loop = asyncio.get_running_loop()
         handle: asyncio.TimerHandle
 
@@ -179,7 +235,7 @@ class StreamHub:
     def _release(self, rule: EventFault) -> None:
         batch, rule.held = rule.held, []
         for event in reversed(batch):
-            self._fan_out(event.frame())
+            self._fan_out(Frames(event.message()))
 
     # --- faults on live sockets -----------------------------------------------------------------
 

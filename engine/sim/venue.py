@@ -40,6 +40,8 @@ log = logging.getLogger("smartexec.sim")
 T = TypeVar("T")
 # A Wednesday morning in regular hours, for venues started without a scenario or clock.
 DEFAULT_START = datetime(2024, 6, 12, 10, 0, tzinfo=ET)
+STREAM_PATHS = ("/stream", "/stream/")
+ALPACA_STREAM_CONNECTIONS = 1  # trade_updates connections Alpaca allows per key
 TICK = 0.02  # seconds between checks for due quote points and session changes
 
 
@@ -50,13 +52,18 @@ def _decimal(value: Decimal | float | str) -> Decimal:
 class Venue:
     def __init__(self, clock: SimClock | None = None, api_key: str = "sim-key", secret_key: str = "sim-secret",
                  rate_limit_per_min: int | None = 200, market_slippage: Decimal = Decimal(0), *,
-                 initial_cash: Decimal = Decimal(100_000), host: str = "127.0.0.1") -> None:
+                 initial_cash: Decimal = Decimal(100_000), host: str = "127.0.0.1",
+                 stream_connections_per_key: int | None = None) -> None:
+        """`stream_connections_per_key`: authorized trade_updates connections the key may hold at
+        once. Alpaca allows one (ALPACA_STREAM_CONNECTIONS), which `smartexec sim` and the venue's
+        own contract tests use; the default None lifts the limit because the engine's harness
+        still runs two engines on one simulated account (tests/recovery/test_ledger_identity)."""
         self.clock = clock or SimClock(start=DEFAULT_START)
         self.api_key = api_key
         self.secret_key = secret_key
         self.host = host
         self.faults = Faults()
-        self.hub = StreamHub(self.faults, api_key, secret_key)
+        self.hub = StreamHub(self.faults, api_key, secret_key, connections_per_key=stream_connections_per_key)
         self.exchange = Exchange(self.clock, self.faults, market_slippage=_decimal(market_slippage),
                                  initial_cash=_decimal(initial_cash), publish=self.hub.publish)
         self.submissions_log = SubmissionLog()
@@ -91,7 +98,9 @@ class Venue:
         self._loop_thread = threading.get_ident()
         app = web.Application()
         self._rest.install(app)
-        app.router.add_get("/stream", self.hub.handle)
+        # Alpaca's documented path (wss://paper-api.alpaca.markets/stream), with and without a slash.
+        for path in STREAM_PATHS:
+            app.router.add_get(path, self.hub.handle)
         AdminApi(self).install(app)
         self._runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=1.0)
         await self._runner.setup()

@@ -15,6 +15,7 @@ from alpaca.trading.client import TradingClient
 
 from engine.sim import Venue
 from engine.sim.testing import Listener, trading_client
+from engine.sim.venue import ALPACA_STREAM_CONNECTIONS
 
 
 @pytest.fixture
@@ -23,6 +24,8 @@ def make_venue() -> Iterator[Callable[..., Venue]]:
     with contextlib.ExitStack() as stack:
         def make(**kwargs: Any) -> Venue:
             kwargs.setdefault("rate_limit_per_min", None)
+            # The venue's contract is Alpaca's: one trade_updates connection per key.
+            kwargs.setdefault("stream_connections_per_key", ALPACA_STREAM_CONNECTIONS)
             return stack.enter_context(Venue.running_in_thread(**kwargs))
 
         yield make
@@ -30,7 +33,8 @@ def make_venue() -> Iterator[Callable[..., Venue]]:
 
 @pytest.fixture
 def venue(make_venue: Callable[..., Venue]) -> Venue:
-    """A venue on a manual clock at 2024-06-12 10:00 ET (a Wednesday, market open), no rate limit."""
+    """A venue on a manual clock at 2024-06-12 10:00 ET (a Wednesday, market open), no rate limit,
+    one trade_updates connection per key."""
     return make_venue()
 
 

@@ -71,9 +71,11 @@ def test_reorder_sends_a_batch_in_reverse(aapl: Venue, client: TradingClient,
     assert [event_name(u) for u in stream.take(3)] == ["fill", "new", "pending_new"]
 
 
-def test_drop_streams_reports_how_many_and_mute_keeps_them(aapl: Venue, listen: Callable[..., Listener]) -> None:
-    listen()
-    listen()
+def test_drop_streams_reports_how_many_and_mute_keeps_them(make_venue: Callable[..., Venue],
+                                                          listen: Callable[..., Listener]) -> None:
+    aapl = make_venue(stream_connections_per_key=None)  # two listeners on one key: Alpaca's limit lifted
+    listen(aapl)
+    listen(aapl)
     aapl.faults.mute_streams()
     assert aapl.listening() == 2
     assert aapl.faults.drop_streams(abrupt=True) == 2

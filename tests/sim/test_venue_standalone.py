@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -9,9 +10,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from alpaca.trading.client import TradingClient
 from alpaca.trading.enums import OrderSide, OrderStatus, TimeInForce
 from alpaca.trading.requests import MarketOrderRequest
+from websockets.exceptions import InvalidStatus
+from websockets.sync.client import connect
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -41,12 +45,23 @@ def _drive(proc: subprocess.Popen[str]) -> None:
         order = client.submit_order(MarketOrderRequest(symbol="CRWD", qty=10, side=OrderSide.BUY,
                                                        time_in_force=TimeInForce.DAY))
         assert client.get_order_by_id(order.id).status == OrderStatus.FILLED
+        _one_stream_per_key(stream.group(1))
         proc.send_signal(signal.SIGINT)
         assert proc.wait(10) == 0
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def _one_stream_per_key(url: str) -> None:
+    """The standalone venue keeps Alpaca's limit: a second stream for the key gets HTTP 429."""
+    with connect(url) as first:
+        first.send(json.dumps({"action": "authenticate", "data": {"key_id": "k", "secret_key": "s"}}))
+        assert json.loads(first.recv(5))["data"]["status"] == "authorized"
+        with pytest.raises(InvalidStatus) as refused:
+            connect(url).close()
+        assert refused.value.response.status_code == 429
 
 
 def test_standalone_refuses_an_unknown_scenario() -> None:

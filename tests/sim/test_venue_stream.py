@@ -23,7 +23,7 @@ from alpaca.trading.requests import (
 )
 
 from engine.sim import Venue
-from engine.sim.testing import Listener, event_name, summary, wait_until
+from engine.sim.testing import Listener, event_name, summary, trading_client, wait_until
 
 OPEN_AT = datetime(2024, 6, 12, 14, 0, tzinfo=UTC)  # the venue's clock: 10:00 New York
 
@@ -190,8 +190,10 @@ def test_bracket_events_show_held_legs_then_their_release(
 # --- fan-out, drops, reconnects --------------------------------------------------------------------
 
 def test_every_listening_client_gets_every_event(
-        venue: Venue, client: TradingClient, listen: Callable[..., Listener]) -> None:
-    first, second = listen(), listen()
+        make_venue: Callable[..., Venue], listen: Callable[..., Listener]) -> None:
+    venue = make_venue(stream_connections_per_key=None)  # with Alpaca's one-per-key limit lifted
+    client = trading_client(venue)
+    first, second = listen(venue), listen(venue)
     venue.set_quote("AAPL", "100.00", "100.02")
     client.submit_order(limit("both", 1, 100.05))
     expected = [("pending_new", "both"), ("new", "both"), ("fill", "both")]
