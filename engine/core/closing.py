@@ -48,6 +48,11 @@ def on_exit(lc: Lifecycle, leg: Leg, report: OrderReport) -> Decision:
     """News of one leg of the working pair (which covers exactly what remains)."""
     price = report.filled_avg_price
     if price is None or report.filled_qty <= 0:
+        if lc.state is State.EXITS_PLACED and report.update.final:
+            # Cancelled, expired or rejected with nothing filled, and not by us (we cancel a pair
+            # only after leaving EXITS_PLACED): what the lifecycle holds is no longer covered.
+            why = f"the exit {leg.value} {report.update.client_order_id} ended {report.update.status}"
+            return protection_lost(lc, why)
         return NOTHING
     covered = remaining(lc)
     # REJECTED and REPROTECTING: the pair was being cancelled, and a leg filled in full first.
@@ -73,6 +78,12 @@ def unrecorded_fill(lc: Lifecycle, leg: Leg, filled_qty: Decimal) -> bool:
     if leg is Leg.FLATTEN:
         return filled_qty > 0 and lc.state is State.REJECTED
     return filled_qty > 0 and lc.state in (State.EXITS_PLACED, State.REJECTED)
+
+
+def protection_lost(lc: Lifecycle, why: str) -> Decision:
+    """Cancel what is left of the pair and protect what remains (the same path as a partial exit)."""
+    return Decision(Trigger.PROTECTION_LOST, {"protection_breach": why}, then=(Then.CANCEL_EXITS,),
+                    problem=f"PROTECTION BREACH {lc.signal_id}: {why}; repairing")
 
 
 @dataclass(frozen=True)

@@ -100,6 +100,8 @@ class Settings:
     # Seconds without news after which a waiting lifecycle is looked up by REST: the stream can
     # stay connected yet deliver nothing.
     poll_interval: float = 15.0
+    # Seconds between checks that every position is covered by its exits (engine/core/protection.py).
+    protection_interval: float = 30.0
     # Seconds after it was made that a signal may still be traded: one queued while no engine ran
     # is refused, not traded whenever an engine starts.
     signal_max_age: float = 30.0
@@ -143,6 +145,7 @@ ENVIRONMENT: dict[str, tuple[str, Callable[[str, str], object]]] = {
     "default_stop_pct": ("SMART_EXECUTOR_DEFAULT_STOP_PCT", _fraction(Decimal("0.5"))),
     "database_url": ("SMART_EXECUTOR_DATABASE_URL", _url),
     "poll_interval": ("SMART_EXECUTOR_POLL_INTERVAL", _seconds),
+    "protection_interval": ("SMART_EXECUTOR_PROTECTION_INTERVAL", _seconds),
     "signal_max_age": ("SMART_EXECUTOR_SIGNAL_MAX_AGE", _seconds),
     "max_order_notional": ("SMART_EXECUTOR_MAX_ORDER_NOTIONAL", _limit),
     "max_position_shares": ("SMART_EXECUTOR_MAX_POSITION_SHARES", _limit),

@@ -34,6 +34,7 @@ from engine.ledger import Ledger, Writes
 from engine.service.book import Book
 from engine.service.conductor import Conductor
 from engine.service.crash import crash_point
+from engine.service.protection import Protection
 from engine.service.reconciler import Reconciler
 from engine.service.router import Router
 from engine.service.sender import Sender
@@ -86,6 +87,8 @@ class Executor:
                          clock=clock, monotonic=monotonic)
         self.reconciler = Reconciler(self.conductor, PollPolicy(self.poll_interval), clock=clock,
                                      monotonic=monotonic)
+        self.protection = Protection(self.conductor, self.reconciler, clock=clock,
+                                     interval=settings.protection_interval)
         self._tasks: list[asyncio.Task[Any]] = []
         self._session: tuple[float, Session] | None = None
         self._session_lock = asyncio.Lock()  # a burst of signals asks the clock once, not once each
@@ -115,6 +118,7 @@ class Executor:
         await self.resume()
         # After the resume, so that a halt recorded while no engine ran acts on what it left open.
         self._tasks.append(asyncio.create_task(self.desk.watch(), name="trading state"))
+        self._tasks.append(asyncio.create_task(self.protection.watch(), name="protection check"))
 
     async def stop(self) -> None:
         # Stop taking news (stream, timers, poller) first, then let what was already received be

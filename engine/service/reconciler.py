@@ -90,6 +90,11 @@ class Reconciler:
         # its exits must not hold up the thousands behind it.
         await asyncio.gather(*(self.c.workers.guarded(self._catch_up(lc.id, snapshot)) for lc in lifecycles))
 
+    async def listing(self, since: datetime) -> Snapshot | None:
+        """Every order at the broker submitted after `since`, by client order id (legs included);
+        None if the listing failed."""
+        return await self._broker_orders(since)
+
     async def _broker_orders(self, since: datetime) -> Snapshot | None:
         """Every order at the broker submitted after `since`, by client order id. None if the
         listing failed."""

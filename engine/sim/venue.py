@@ -53,11 +53,10 @@ class Venue:
     def __init__(self, clock: SimClock | None = None, api_key: str = "sim-key", secret_key: str = "sim-secret",
                  rate_limit_per_min: int | None = 200, market_slippage: Decimal = Decimal(0), *,
                  initial_cash: Decimal = Decimal(100_000), host: str = "127.0.0.1",
-                 stream_connections_per_key: int | None = None) -> None:
+                 stream_connections_per_key: int | None = ALPACA_STREAM_CONNECTIONS) -> None:
         """`stream_connections_per_key`: authorized trade_updates connections the key may hold at
-        once. Alpaca allows one (ALPACA_STREAM_CONNECTIONS), which `smartexec sim` and the venue's
-        own contract tests use; the default None lifts the limit because the engine's harness
-        still runs two engines on one simulated account (tests/recovery/test_ledger_identity)."""
+        once: one, as at Alpaca. None lifts the limit (a test that runs two engines on one
+        account to study what each records, which Alpaca would not let both stream)."""
         self.clock = clock or SimClock(start=DEFAULT_START)
         self.api_key = api_key
         self.secret_key = secret_key

@@ -27,9 +27,11 @@ import pytest
 from sqlalchemy import select
 
 from engine.broker.alpaca import AlpacaBroker
+from engine.core import protection
 from engine.core.config import Settings
 from engine.core.domain import CLIENT_ORDER_ID_PREFIX, Leg, Mode, Signal, client_order_id
 from engine.core.lifecycle import TERMINAL, Lifecycle, State
+from engine.core.protection import HeldExit
 from engine.ledger import Ledger
 from engine.ledger.schema import fills, orders
 from engine.service import Executor
@@ -131,11 +133,31 @@ class Rig:
         await executor.wait_for(lifecycle_id, states or TERMINAL, timeout)
 
     def settle(self, lc: Lifecycle, *states: State, timeout: float = WAIT) -> Lifecycle:
-        """`reach` on the started engine; the ledger's row."""
+        """`reach` on the started engine; the ledger's row. Every step a test settles on is also
+        checked against the protection invariant (`protection_breaches`)."""
         self.run(self.reach(self.executor, lc.id, *states, timeout=timeout), timeout + 5)
         row = self.ledger.get(lc.id)
         assert row is not None
+        assert self.protection_breaches() == [], f"unprotected after reaching {row.state.value}"
         return row
+
+    def protection_breaches(self) -> list[str]:
+        """engine.core.protection.breach for every open lifecycle, against what the venue holds: a
+        protected position must be covered by a working pair for exactly what remains."""
+        found = []
+        for lc in self.ledger.load_open():
+            newest = {row["leg"]: row["client_order_id"] for row in self.ledger.orders_of(lc.id)}
+            legs = [self._held_exit(newest.get(leg.value)) for leg in (Leg.TAKE_PROFIT, Leg.STOP)]
+            why = protection.breach(lc, *legs, now=lc.updated_at)  # in-between states are not judged here
+            if why is not None:
+                found.append(f"{lc.signal_id}: {why}")
+        return found
+
+    def _held_exit(self, coid: str | None) -> HeldExit | None:
+        order = None if coid is None else self.venue.order(coid)
+        if order is None or order.qty is None:
+            return None
+        return HeldExit(order.client_order_id, order.status, not order.is_open, order.qty, order.filled_qty)
 
     async def reach_in_time(self, lifecycle_id: int, *states: State) -> None:
         """Wait for one of `states` while moving the simulated clock, so that the engine's timers

@@ -11,6 +11,7 @@ import asyncio
 from collections.abc import Iterator
 from contextlib import contextmanager
 from decimal import Decimal
+from typing import Any
 
 from engine.core.domain import Signal
 from engine.sim import Venue, load_scenario
@@ -29,18 +30,19 @@ TARGET_QUOTE = ("102.00", "102.02")
 
 
 @contextmanager
-def scenario_venue(*scenarios: str) -> Iterator[Venue]:
+def scenario_venue(*scenarios: str, **options: Any) -> Iterator[Venue]:
     """A venue playing the shipped `scenarios`, its manual clock at the first one's start (else
-    2024-06-12 10:00 ET, market open), no rate limit, the keys API_KEY and API_SECRET."""
+    2024-06-12 10:00 ET, market open), no rate limit, the keys API_KEY and API_SECRET, one
+    trade_updates connection per key as at Alpaca (unless `options` say otherwise)."""
     with Venue.running_in_thread(scenarios=scenarios, api_key=API_KEY, secret_key=API_SECRET,
-                                 rate_limit_per_min=None) as venue:
+                                 rate_limit_per_min=None, **options) as venue:
         yield venue
 
 
 @contextmanager
-def resting_venue() -> Iterator[Venue]:
+def resting_venue(**options: Any) -> Iterator[Venue]:
     """A venue at 2024-06-12 10:00 ET (market open) with no scenario, the market at RESTING_QUOTE."""
-    with scenario_venue() as venue:
+    with scenario_venue(**options) as venue:
         venue.set_quote(SYMBOL, *RESTING_QUOTE, bid_size=1000, ask_size=1000)
         yield venue
 

@@ -7,11 +7,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from decimal import Decimal as D
 
+import pytest
 from harness import Rig, signal_of
 
 from engine.core.domain import Leg
 from engine.core.lifecycle import State
-from engine.sim.testing import wait_until
+from engine.sim.testing import trading_client, wait_until
 
 ENTERED = ["PENDING", "LIMIT_SUBMITTED", "FILLED", "VALIDATED", "EXITS_PLACED"]
 RESIZED = ["REPROTECTING", "VALIDATED", "EXITS_PLACED"]
@@ -53,3 +54,39 @@ def test_a_partly_filled_target_is_followed_by_a_pair_for_what_is_left(make_rig:
     assert (lc.exit_filled_qty, lc.exit_price, lc.realized_pnl) == (D(20), D("123.80"), D("48.20"))
     assert rig.venue.position("NVDA") is None
     assert sum(qty for coid, qty, _ in rig.fills().values() if coid in (first, second)) == 20
+
+
+def cancel_by_hand(rig: Rig, coid: str) -> None:
+    """What a person does in the broker's web page: the whole OCO cancelled."""
+    parent = rig.venue.order(coid)
+    assert parent is not None
+    trading_client(rig.venue).cancel_order_by_id(str(parent.id))
+
+
+@pytest.mark.parametrize("heard", [True, False], ids=["event", "no-event"])
+def test_exits_cancelled_by_someone_else_are_placed_again(make_rig: Callable[..., Rig], heard: bool,
+                                                          caplog: pytest.LogCaptureFixture) -> None:
+    """Prevents a position left with no stop because its exits were cancelled outside the engine:
+    told by the stream (`canceled`), or not told at all (the event lost) and found by the periodic
+    protection check. Either way a breach is logged at ERROR and tp2 covers all 20 shares."""
+    rig = make_rig("target_hit", protection_interval=0.5)
+    signal = signal_of("target_hit")
+    lc = rig.settle(rig.submit(signal), State.EXITS_PLACED)
+    first = rig.coid(signal.signal_id, Leg.TAKE_PROFIT)
+    if not heard:
+        rig.venue.faults.drop_events(2, events="canceled")
+    cancel_by_hand(rig, first)
+
+    def protected_again() -> bool:
+        now = rig.ledger.get(lc.id)
+        return now is not None and now.state is State.EXITS_PLACED and len(rig.ledger.orders_of(lc.id)) > 3
+
+    wait_until(protected_again, timeout=20, what="the position to be protected again")
+    lc = rig.settle(lc, State.EXITS_PLACED)
+    assert rig.path(lc) == [*ENTERED, *RESIZED]
+    breach = rig.ledger.history(lc.id)[-3]
+    assert (breach.trigger, breach.source) == ("protection_lost", "stream" if heard else "protection")
+    rig.assert_protected_by(lc, qty=D(20), stop=D("120.20"), target=D("123.77"),
+                            client_order_id=rig.coid(signal.signal_id, Leg.TAKE_PROFIT, 2))
+    assert any(r.levelname == "ERROR" and r.getMessage().startswith(f"PROTECTION BREACH {signal.signal_id}: ")
+               for r in caplog.records)
