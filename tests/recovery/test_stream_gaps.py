@@ -39,7 +39,11 @@ def test_a_fill_sent_while_the_socket_was_down_is_found_by_the_reconcile_after_t
             await rig.reach(executor, lc.id, State.EXITS_PLACED)
             await quote(rig.venue, TARGET_QUOTE)
             await rig.reach(executor, lc.id, State.CLOSED)
+            # Alpaca allows one trade_updates connection per key (the venue too): the reconnect
+            # replaced the dropped one and never met the limit.
+            assert rig.venue.hub.listening_count == 1
 
+        assert not any("refused a second connection" in r.getMessage() for r in caplog.records)
         assert rig.path(lc.id) == ["PENDING", "LIMIT_SUBMITTED", "PARTIALLY_FILLED", "FILLED", "VALIDATED",
                                      "EXITS_PLACED", "CLOSED"]
         # The poll loop never ran (QUIET): the reconnect's reconcile found the fill.
