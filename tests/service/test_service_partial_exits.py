@@ -90,3 +90,4 @@ def test_exits_cancelled_by_someone_else_are_placed_again(make_rig: Callable[...
                             client_order_id=rig.coid(signal.signal_id, Leg.TAKE_PROFIT, 2))
     assert any(r.levelname == "ERROR" and r.getMessage().startswith(f"PROTECTION BREACH {signal.signal_id}: ")
                for r in caplog.records)
+
