@@ -10,10 +10,10 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any, Protocol
 
-from sqlalchemy import Connection, insert, select, update
+from sqlalchemy import Connection, and_, insert, or_, select, update
 
 from engine.core.orders import OrderUpdate
-from engine.ledger.records import Writes
+from engine.ledger.records import FillRecord, Writes
 from engine.ledger.schema import fills, orders
 
 INTENDED = "intended"  # the status of an order recorded and not yet acknowledged by the broker
@@ -61,11 +61,22 @@ def apply_writes(conn: Connection, lifecycle_id: int, at: datetime, writes: Writ
         order_id = conn.execute(
             select(orders.c.id).where(orders.c.client_order_id == fill.client_order_id)
         ).scalar_one()
+        if _stored(conn, order_id, fill):
+            # Checked before this transaction began (the conductor's has_fill), but found meanwhile
+            # in the account's activities: the same execution, already a row.
+            continue
         conn.execute(
             _INSERT_FILL,
             {"order_id": order_id, "execution_id": fill.execution_id, "qty": fill.qty, "price": fill.price,
              "at": fill.at, "cum_qty": quantity_key(fill.cum_qty)},
         )
+
+
+def _stored(conn: Connection, order_id: int, fill: FillRecord) -> bool:
+    found = fills.c.execution_id == fill.execution_id
+    if fill.cum_qty is not None:
+        found = or_(found, and_(fills.c.order_id == order_id, fills.c.cum_qty == quantity_key(fill.cum_qty)))
+    return conn.execute(select(fills.c.id).where(found)).first() is not None
 
 
 def _update_order(conn: Connection, change: OrderUpdate, at: datetime) -> None:
