@@ -9,11 +9,13 @@ activity of one execution are matched by (order, cum_qty), so neither channel st
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
+from weakref import WeakKeyDictionary
 
 from engine.broker.port import MAX_ACTIVITY_PAGE, BrokerError, BrokerExecution, BrokerOrder
 from engine.broker.ratelimit import Priority
@@ -22,6 +24,7 @@ from engine.service.conductor import Conductor
 
 log = logging.getLogger("smartexec")
 PAGE_SIZE = MAX_ACTIVITY_PAGE  # the largest page Alpaca serves: fewest reads (tests page smaller)
+_LOCKS: WeakKeyDictionary[Conductor, asyncio.Lock] = WeakKeyDictionary()
 
 
 @dataclass(frozen=True)
@@ -90,20 +93,31 @@ async def recover_lost_executions(c: Conductor, *, since: datetime, listed: Mapp
     whatever the engine's clock says. Whatever goes wrong is logged and the reconcile carries on:
     a fills row can wait for the next reconcile, the lifecycles' catch-up cannot."""
     try:
-        after = since
-        named = wanted = None
-        if listed is not None:
-            short = await _short_orders(c, listed)
-            if not short:
-                return
-            stamps = [order.submitted_at for order in short]
-            if all(stamp is not None for stamp in stamps):
-                after = min(stamp for stamp in stamps if stamp is not None) - margin
-            named = {order.broker_order_id: order.client_order_id for order in short}
-            wanted = {order.broker_order_id: order.filled_qty for order in short}
-        await recover_executions(c, after=after, named=named, wanted=wanted)
+        # One reader at a time: the resume and the stream's first reconnect reconcile at once, and
+        # both would read the same pages. The second finds nothing missing once the first is done.
+        async with _reading(c):
+            after = since
+            named = wanted = None
+            if listed is not None:
+                short = await _short_orders(c, listed)
+                if not short:
+                    return
+                stamps = [order.submitted_at for order in short]
+                if all(stamp is not None for stamp in stamps):
+                    after = min(stamp for stamp in stamps if stamp is not None) - margin
+                named = {order.broker_order_id: order.client_order_id for order in short}
+                wanted = {order.broker_order_id: order.filled_qty for order in short}
+            await recover_executions(c, after=after, named=named, wanted=wanted)
     except Exception:  # a bug here must not leave lifecycles uncaught-up: said loudly, then on
         log.exception("recovering executions from the account activities failed")
+
+
+def _reading(c: Conductor) -> asyncio.Lock:
+    # Kept here, by conductor, so that the reconciler needs no more than the call.
+    lock = _LOCKS.get(c)
+    if lock is None:
+        lock = _LOCKS[c] = asyncio.Lock()
+    return lock
 
 
 async def _short_orders(c: Conductor, listed: Mapping[str, BrokerOrder]) -> list[BrokerOrder]:
