@@ -10,7 +10,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any, Protocol
 
-from sqlalchemy import Connection, and_, insert, or_, select, update
+from sqlalchemy import Connection, and_, insert, select, update
 
 from engine.core.orders import OrderUpdate
 from engine.ledger.records import FillRecord, Writes
@@ -61,9 +61,7 @@ def apply_writes(conn: Connection, lifecycle_id: int, at: datetime, writes: Writ
         order_id = conn.execute(
             select(orders.c.id).where(orders.c.client_order_id == fill.client_order_id)
         ).scalar_one()
-        if _stored(conn, order_id, fill):
-            # Checked before this transaction began (the conductor's has_fill), but found meanwhile
-            # in the account's activities: the same execution, already a row.
+        if _found_meanwhile(conn, order_id, fill):
             continue
         conn.execute(
             _INSERT_FILL,
@@ -72,11 +70,16 @@ def apply_writes(conn: Connection, lifecycle_id: int, at: datetime, writes: Writ
         )
 
 
-def _stored(conn: Connection, order_id: int, fill: FillRecord) -> bool:
-    found = fills.c.execution_id == fill.execution_id
-    if fill.cum_qty is not None:
-        found = or_(found, and_(fills.c.order_id == order_id, fills.c.cum_qty == quantity_key(fill.cum_qty)))
-    return conn.execute(select(fills.c.id).where(found)).first() is not None
+def _found_meanwhile(conn: Connection, order_id: int, fill: FillRecord) -> bool:
+    """Whether the order already has a row for this execution under another channel's id: the
+    conductor's has_fill ran before this transaction, and a reconcile may have stored the same
+    execution from the account's activities since. (A repeat of the same execution id is still
+    the unique index's to refuse: no channel sends one after has_fill said no.)"""
+    if fill.cum_qty is None:
+        return False
+    same = and_(fills.c.order_id == order_id, fills.c.cum_qty == quantity_key(fill.cum_qty),
+                fills.c.execution_id != fill.execution_id)
+    return conn.execute(select(fills.c.id).where(same)).first() is not None
 
 
 def _update_order(conn: Connection, change: OrderUpdate, at: datetime) -> None:
