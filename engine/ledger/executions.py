@@ -74,12 +74,14 @@ def _save(conn: Connection, found: Sequence[FoundExecution], named: Mapping[str,
     ours = [e for e in found if e.broker_order_id in order_ids]
     if not ours:
         return 0
-    keys, ids = _stored(conn, set(order_ids.values()), {e.execution_id for e in ours})
+    keys, ids, before = _stored(conn, set(order_ids.values()), {e.execution_id for e in ours})
     rows: list[dict[str, Any]] = []
     for execution in ours:
         order_id, cum_qty = order_ids[execution.broker_order_id], quantity_key(execution.cum_qty)
         if (order_id, cum_qty) in keys or execution.execution_id in ids:
             continue  # told by the stream (or an earlier read): the same execution
+        if execution.cum_qty <= before.get(order_id, Decimal(0)):
+            continue  # one of the order's first executions, stored before 0009 without its cum_qty
         keys.add((order_id, cum_qty))  # a page read twice by a venue must not store it twice
         ids.add(execution.execution_id)
         rows.append({"order_id": order_id, "execution_id": execution.execution_id, "qty": execution.qty,
@@ -106,13 +108,18 @@ def _our_orders(conn: Connection, broker_ids: set[str], named: Mapping[str, str]
 
 
 def _stored(conn: Connection, order_ids: set[int], execution_ids: set[str],
-            ) -> tuple[set[tuple[int, Decimal | None]], set[str]]:
-    """The (order, cum_qty) keys and the execution ids of the fills rows these might duplicate."""
-    query = select(fills.c.order_id, fills.c.cum_qty, fills.c.execution_id).where(
+            ) -> tuple[set[tuple[int, Decimal | None]], set[str], dict[int, Decimal]]:
+    """The (order, cum_qty) keys and the execution ids of the fills rows these might duplicate,
+    and per order the qty of its rows stored without cum_qty (before migration 0009): those were
+    its first executions, so they are the ones whose cum_qty is at most that qty."""
+    query = select(fills.c.order_id, fills.c.cum_qty, fills.c.execution_id, fills.c.qty).where(
         or_(fills.c.order_id.in_(order_ids), fills.c.execution_id.in_(execution_ids)))
     keys: set[tuple[int, Decimal | None]] = set()
     ids: set[str] = set()
+    before: dict[int, Decimal] = {}
     for row in conn.execute(query):
         keys.add((row.order_id, quantity_key(row.cum_qty)))
         ids.add(row.execution_id)
-    return keys, ids
+        if row.cum_qty is None:
+            before[row.order_id] = before.get(row.order_id, Decimal(0)) + row.qty
+    return keys, ids, before

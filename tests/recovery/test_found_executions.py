@@ -77,3 +77,15 @@ def test_a_stream_fill_found_meanwhile_in_the_activities_is_not_stored_twice(led
                                                                  final=True)], fills=[late]), at=T0)
     assert rows(ledger) == 1 and not ledger.has_fill("stream-1")
     assert ledger.order(coid)["status"] == "filled"  # type: ignore[index]
+
+
+def test_executions_stored_before_cum_qty_existed_are_not_stored_again(ledger: Ledger) -> None:
+    """Prevents a doubled fill for an entry partly filled before migration 0009 (its rows have no
+    cum_qty, and the stream's ids are not the activities'): those rows are its first executions."""
+    coid = an_entry(ledger, "legacy", "b-legacy")
+    lifecycle_id = ledger.order(coid)["lifecycle_id"]  # type: ignore[index]
+    ledger.save_orders(lifecycle_id, Writes(fills=[FillRecord(coid, "old-1", Decimal(10), PRICE, T0),
+                                                   FillRecord(coid, "old-2", Decimal(5), PRICE, T0)]), at=T0)
+    page = [found("b-legacy", "act-1", 10, 10), found("b-legacy", "act-2", 5, 15), found("b-legacy", "act-3", 15, 30)]
+    assert ledger.save_found_executions(page) == 1
+    assert ledger.has_fill("act-3") and ledger.recorded_fill_qty([coid]) == {coid: Decimal(30)}
