@@ -76,7 +76,9 @@ async def recover_executions(c: Conductor, *, after: datetime, named: Mapping[st
             log.warning("account activities: the page after %s began with it again; stopped paging", token)
             return None
         token = page[-1].activity_id
-    if stored:
+    if not stored:
+        log.debug("account activities: %d pages read, every execution already recorded", pages)
+    else:
         log.info("account activities: %d fills recovered (executions whose events were lost) from %d pages",
                  stored, pages)
     return Recovered(pages, stored)
