@@ -115,6 +115,7 @@ class RawLedger:
         version, now = self.version[lifecycle_id], self.now()
         with self.engine.begin() as conn:
             conn.execute(_UPDATE_LIFECYCLE, {**{name: None for name in PROJECTED}, "filled_qty": Decimal(0),
+                                             "exit_filled_qty": Decimal(0),  # NOT NULL since 0009
                                              "state": state.value, "version": version + 1, "updated_at": now,
                                              "_id": lifecycle_id, "_expected": version})
             self._link(conn, lifecycle_id, version + 1, trigger, state)

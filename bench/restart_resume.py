@@ -16,10 +16,13 @@ Measured, from `Executor.start()` until every lifecycle is *resumed*:
   exits follow, paced by the rate limiter; placing them is new work, not recovery);
 - a lifecycle whose entry was canceled is CANCELED;
 - every other lifecycle is still LIMIT_SUBMITTED and its fill deadline is armed in the executor's
-  timer queue again.
+  timer queue again;
+- every execution made while the engine was down has its fills row, found in the account's FILL
+  activities (GET /v2/account/activities/FILL, 100 a page): their events were lost.
 The REST reads the resume made (requests per route counted at the venue, less the exit orders it
 sends for the fills) are compared with the floor ceil(N/500): one page of Alpaca's largest listing
-per 500 orders. More than floor + 10 exits with status 1. The time is compared with the issue's
+per 500 orders. More than floor + 10 exits with status 1 (the activity pages count, and are also
+shown on a line of their own). The time is compared with the issue's
 goal (<= 10 s) and with a floor measured in the same run, but not enforced (the machine is
 shared): a bare script that pages through the same listing with alpaca-py, paced by the same
 RateLimiter, and commits one step per changed lifecycle (raw SQLAlchemy Core, a separate ledger).
@@ -49,7 +52,7 @@ from alpaca.trading.client import TradingClient
 from alpaca.trading.enums import QueryOrderStatus
 from alpaca.trading.requests import GetOrdersRequest
 from raw_ledger import RawLedger, StateCounts, identity_of, migrated, order_row
-from sqlalchemy import Engine, event
+from sqlalchemy import Engine, create_engine, event, func, select
 from venue_probe import KEY, SECRET, ProbedVenue
 
 from engine.broker.alpaca import AlpacaBroker
@@ -59,7 +62,9 @@ from engine.core.domain import Leg, Mode, Side, Signal, client_order_id
 from engine.core.lifecycle import State
 from engine.core.pricing import entry_limit
 from engine.ledger import Ledger, OrderIntent, OrderUpdate, Writes
+from engine.ledger.schema import fills
 from engine.service import Executor
+from engine.service.activities import PAGE_SIZE as ACTIVITY_PAGE
 from engine.service.reconciler import BULK_PAGE
 from engine.service.timers import DEADLINE
 from engine.sim.orders import NewOrder
@@ -70,6 +75,7 @@ FILLING = (Decimal("95.00"), Decimal("94.00"))  # the market comes down to 95.00
 DOWNTIME = 300.0  # seconds between the last entry and the restart
 GOAL_SECONDS, SPARE_CALLS = 10.0, 10
 PROTECTIVE = "POST /v2/orders"  # exits for the fills: new work the resume starts, not recovery
+ACTIVITIES = "GET /v2/account/activities"  # both routes: with and without the type in the path
 LATER = frozenset({State.FILLED, State.VALIDATED, State.EXITS_PLACED, State.REJECTED})
 
 
@@ -89,6 +95,7 @@ class Result:
     engine_seconds: float
     floor_seconds: float
     requests: Counter[str]  # during the engine's resume
+    lost: int  # executions made while the engine was down (their events lost)
 
 
 def role(i: int) -> str:
@@ -147,16 +154,31 @@ def build(venue: ProbedVenue, url: str, n: int) -> Plan:
 
 # --- the engine --------------------------------------------------------------------------------
 
+class FillCount:
+    """fills rows, read on a connection of its own (as StateCounts reads)."""
+
+    def __init__(self, url: str) -> None:
+        self.engine = create_engine(url)
+
+    def __call__(self) -> int:
+        with self.engine.connect() as conn:
+            return int(conn.execute(select(func.count()).select_from(fills)).scalar_one())
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+
 async def resume(venue: ProbedVenue, url: str, plan: Plan, timeout: float) -> tuple[float, Counter[str]]:
     ledger = Ledger(url)
     states = StateCounts(url)
+    recorded = FillCount(url)
     broker = AlpacaBroker(KEY, SECRET, rest_url=venue.rest_url, stream_url=venue.stream_url)
     executor = Executor(replace(Settings.from_env({}), database_url=url), ledger, broker, clock=venue.clock.now)
 
-    def resumed(counts: Counter[str]) -> bool:
+    def resumed(counts: Counter[str], fill_rows: int) -> bool:
         # The executor's timer queue is the only place a re-armed deadline shows.
         armed = executor.timers.pending(DEADLINE)
-        return (counts[State.CANCELED.value] == len(plan.canceled)
+        return (counts[State.CANCELED.value] == len(plan.canceled) and fill_rows == len(plan.filled)
                 and sum(counts[s.value] for s in LATER) == len(plan.filled)
                 and counts[State.LIMIT_SUBMITTED.value] == len(plan.resting) and plan.resting <= armed)
 
@@ -164,7 +186,7 @@ async def resume(venue: ProbedVenue, url: str, plan: Plan, timeout: float) -> tu
     start = time.perf_counter()
     starting = asyncio.create_task(executor.start())
     try:
-        while not resumed(await asyncio.to_thread(states)):
+        while not resumed(await asyncio.to_thread(states), await asyncio.to_thread(recorded)):
             if starting.done():
                 starting.result()  # a failed start raises here
             if time.perf_counter() - start > timeout:
@@ -178,6 +200,7 @@ async def resume(venue: ProbedVenue, url: str, plan: Plan, timeout: float) -> tu
         await executor.stop()
         ledger.close()
         states.close()
+        recorded.close()
     return seconds, requests
 
 
@@ -239,7 +262,7 @@ def run_round(base_url: str | None, tmp: Path, n: int, r: int, timeout: float) -
     print(f"round {r + 1}: {n} lifecycles ({len(plan.filled)} filled and {len(plan.canceled)} canceled while down, "
           f"{len(plan.resting)} resting), built in {built:.1f} s; resumed in {engine_seconds:.2f} s, "
           f"floor {floor_seconds:.2f} s")
-    return Result(engine_seconds, floor_seconds, requests)
+    return Result(engine_seconds, floor_seconds, requests, len(plan.filled))
 
 
 def main() -> None:
@@ -263,6 +286,9 @@ def main() -> None:
           f"goal <= {GOAL_SECONDS:g} s: {'PASS' if time_ok else 'FAIL (not enforced)'}")
     print(f"REST reads   : {reads}, floor ceil({args.n}/{BULK_PAGE}) = {floor_calls}, ratio {reads / floor_calls:.2f}x"
           f" (most in a round)  goal <= {floor_calls + SPARE_CALLS}: {'PASS' if calls_ok else 'FAIL'}")
+    activity_reads = max(sum(c for route, c in r.requests.items() if route.startswith(ACTIVITIES)) for r in results)
+    print(f"activities   : {activity_reads} of those reads: account FILL activities, for the {results[0].lost} "
+          f"executions whose events were lost ({ACTIVITY_PAGE} a page)")
     print("by route     : " + ", ".join(f"{route} {count}" for route, count in sorted(routes.items()))
           + f"  ({PROTECTIVE}: exits for the fills, as fast as the rate limiter allows)")
     if not calls_ok:

@@ -10,10 +10,10 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any, Protocol
 
-from sqlalchemy import Connection, insert, select, update
+from sqlalchemy import Connection, and_, insert, select, update
 
 from engine.core.orders import OrderUpdate
-from engine.ledger.records import Writes
+from engine.ledger.records import FillRecord, Writes
 from engine.ledger.schema import fills, orders
 
 INTENDED = "intended"  # the status of an order recorded and not yet acknowledged by the broker
@@ -61,11 +61,25 @@ def apply_writes(conn: Connection, lifecycle_id: int, at: datetime, writes: Writ
         order_id = conn.execute(
             select(orders.c.id).where(orders.c.client_order_id == fill.client_order_id)
         ).scalar_one()
+        if _found_meanwhile(conn, order_id, fill):
+            continue
         conn.execute(
             _INSERT_FILL,
             {"order_id": order_id, "execution_id": fill.execution_id, "qty": fill.qty, "price": fill.price,
              "at": fill.at, "cum_qty": quantity_key(fill.cum_qty)},
         )
+
+
+def _found_meanwhile(conn: Connection, order_id: int, fill: FillRecord) -> bool:
+    """Whether the order already has a row for this execution under another channel's id: the
+    conductor's has_fill ran before this transaction, and a reconcile may have stored the same
+    execution from the account's activities since. (A repeat of the same execution id is still
+    the unique index's to refuse: no channel sends one after has_fill said no.)"""
+    if fill.cum_qty is None:
+        return False
+    same = and_(fills.c.order_id == order_id, fills.c.cum_qty == quantity_key(fill.cum_qty),
+                fills.c.execution_id != fill.execution_id)
+    return conn.execute(select(fills.c.id).where(same)).first() is not None
 
 
 def _update_order(conn: Connection, change: OrderUpdate, at: datetime) -> None:

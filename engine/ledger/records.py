@@ -10,7 +10,7 @@ from typing import Any
 
 from engine.core.orders import OrderIntent, OrderUpdate
 
-__all__ = ["FillRecord", "OrderIntent", "OrderUpdate", "OrphanOrder", "TransitionRecord", "Writes"]
+__all__ = ["FillRecord", "FoundExecution", "OrderIntent", "OrderUpdate", "OrphanOrder", "TransitionRecord", "Writes"]
 
 
 @dataclass(frozen=True)
@@ -62,3 +62,17 @@ class OrphanOrder:
     stop_price: Decimal | None
     submitted_at: datetime | None
     update: OrderUpdate
+
+
+@dataclass(frozen=True)
+class FoundExecution:
+    """An execution read from the broker's account record rather than the stream: its order is
+    named by the broker's id (the record knows no client order id), the execution by the record's
+    own id. `cum_qty` is the order's filled qty after it: with the order, the key both channels share."""
+
+    broker_order_id: str
+    execution_id: str
+    qty: Decimal
+    price: Decimal
+    at: datetime
+    cum_qty: Decimal

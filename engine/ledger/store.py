@@ -24,6 +24,7 @@ from engine.ledger import reads
 from engine.ledger.chain import ChainHead, row_hash
 from engine.ledger.codec import plain, storable
 from engine.ledger.database import make_engine
+from engine.ledger.executions import ExecutionStore
 from engine.ledger.inbox import InboxStore
 from engine.ledger.orders import apply_writes, quantity_key
 from engine.ledger.orphans import OrphanStore
@@ -48,9 +49,9 @@ _ADVANCE_HEAD = (
 _READ_HEAD = select(chain_head.c.last_id, chain_head.c.last_hash).where(chain_head.c.id == 1)
 
 
-class Ledger(InboxStore, OrphanStore, TradingStore):
-    """The ledger of one database: lifecycles, their chained transitions, orders, fills, the inbox,
-    orphan orders and the trading state."""
+class Ledger(InboxStore, OrphanStore, TradingStore, ExecutionStore):
+    """The ledger of one database: lifecycles, their chained transitions, orders, fills (and those
+    found in the broker's account record), the inbox, orphan orders and the trading state."""
 
     def __init__(self, url: str) -> None:
         self.url = url

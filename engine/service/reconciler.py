@@ -23,6 +23,7 @@ from engine.core.domain import CLIENT_ORDER_ID_PREFIX, Leg, ledger_prefix
 from engine.core.lifecycle import Lifecycle, State
 from engine.core.orders import Kind
 from engine.core.polling import PollPolicy
+from engine.service import activities
 from engine.service.conductor import Conductor
 from engine.service.timers import VERIFY
 from engine.service.translate import held_of, orphan_of, report_of
@@ -86,6 +87,8 @@ class Reconciler:
             heard = self._monotonic()  # the listing is news: the poller need not list them again soon
             for lc in lifecycles:
                 self.c.book.heard(lc.id, heard)
+        # Executions whose events were lost get their fills rows (engine/service/activities.py).
+        await activities.recover_lost_executions(self.c, since=since, listed=snapshot, margin=LISTING_MARGIN)
         # All at once (each under its own lock): a lifecycle waiting for a rate-limit token to place
         # its exits must not hold up the thousands behind it.
         await asyncio.gather(*(self.c.workers.guarded(self._catch_up(lc.id, snapshot)) for lc in lifecycles))

@@ -1,0 +1,129 @@
+"""Executions whose stream event was lost, recovered from the account's FILL activities.
+
+REST orders carry only cumulative quantities, and Alpaca replays no trade_updates: an execution
+sent while the engine was down or its socket dropped or mute would never get its fills row. The
+account's activity record (GET /v2/account/activities/FILL) lists every execution with its own
+id, so each reconcile reads it and stores what the ledger lacks. The stream's event and the
+activity of one execution are matched by (order, cum_qty), so neither channel stores it twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from decimal import Decimal
+from weakref import WeakKeyDictionary
+
+from engine.broker.port import MAX_ACTIVITY_PAGE, BrokerError, BrokerExecution, BrokerOrder
+from engine.broker.ratelimit import Priority
+from engine.ledger.records import FoundExecution
+from engine.service.conductor import Conductor
+
+log = logging.getLogger("smartexec")
+PAGE_SIZE = MAX_ACTIVITY_PAGE  # the largest page Alpaca serves: fewest reads (tests page smaller)
+_LOCKS: WeakKeyDictionary[Conductor, asyncio.Lock] = WeakKeyDictionary()
+
+
+@dataclass(frozen=True)
+class Recovered:
+    pages: int  # REST reads made, one per page
+    fills: int  # fills rows stored
+
+
+def found_of(execution: BrokerExecution) -> FoundExecution:
+    return FoundExecution(execution.broker_order_id, execution.activity_id, execution.qty, execution.price,
+                          execution.at, execution.cum_qty)
+
+
+async def recover_executions(c: Conductor, *, after: datetime, named: Mapping[str, str] | None = None,
+                             wanted: Mapping[str, Decimal] | None = None,
+                             page_size: int | None = None) -> Recovered | None:
+    """Store a fills row for every execution of this ledger's orders after `after` that the ledger
+    lacks. `named` (broker order id -> client order id, from the listing just read) lets an order
+    whose broker id the ledger has not recorded yet claim its executions. With `wanted` (broker
+    order id -> the filled qty the listing showed) paging stops once every one of those orders'
+    executions up to that qty has been read: the page that would only say "no more" is not read.
+    None if the activities could not be read: a warning, and the next reconcile reads them again
+    (nothing is lost, as they stay in the record)."""
+    size = PAGE_SIZE if page_size is None else page_size
+    if not 1 <= size <= MAX_ACTIVITY_PAGE:
+        # A venue serves at most its maximum: a shorter page would then look like the last one.
+        raise ValueError(f"page_size must be 1..{MAX_ACTIVITY_PAGE}, was {size}")
+    token: str | None = None
+    pages = stored = 0
+    reached: dict[str, Decimal] = {}  # broker order id -> highest cum_qty read
+    while True:
+        try:
+            # One call per page, each paced by the rate limiter like every other read.
+            page = await c.workers.call(Priority.QUERY, c.broker.fill_activities, after=after, page_token=token,
+                                        page_size=size)
+        except BrokerError as exc:
+            log.warning("account activities could not be read after %d pages (%s): executions whose events "
+                        "were lost are looked for again at the next reconcile", pages, exc)
+            return None
+        pages += 1
+        # One transaction per page, not per execution: a resume may find thousands.
+        stored += await c.workers.persist(c.ledger.save_found_executions, [found_of(e) for e in page], named)
+        for execution in page:
+            reached[execution.broker_order_id] = max(execution.cum_qty, reached.get(execution.broker_order_id,
+                                                                                     Decimal(0)))
+        if len(page) < size or (wanted and all(reached.get(b, Decimal(0)) >= q for b, q in wanted.items())):
+            break
+        if page[-1].activity_id == token:  # a venue that ignores the token would page for ever
+            log.warning("account activities: the page after %s began with it again; stopped paging", token)
+            return None
+        token = page[-1].activity_id
+    if not stored:
+        log.debug("account activities: %d pages read, every execution already recorded", pages)
+    else:
+        log.info("account activities: %d fills recovered (executions whose events were lost) from %d pages",
+                 stored, pages)
+    return Recovered(pages, stored)
+
+
+async def recover_lost_executions(c: Conductor, *, since: datetime, listed: Mapping[str, BrokerOrder] | None,
+                                  margin: timedelta) -> None:
+    """The reconcile's step, after its listing (`listed`, by client order id; None if it failed).
+
+    The activities are read only when an execution's event was lost: when a listed order of this
+    ledger has filled more than its fills rows add up to (with no listing, always). So a reconnect
+    or a poll after which nothing is missing costs no read. They are read from the earliest such
+    order's submission on the broker's own clock (less `margin`): its executions cannot be older,
+    whatever the engine's clock says. Whatever goes wrong is logged and the reconcile carries on:
+    a fills row can wait for the next reconcile, the lifecycles' catch-up cannot."""
+    try:
+        # One reader at a time: the resume and the stream's first reconnect reconcile at once, and
+        # both would read the same pages. The second finds nothing missing once the first is done.
+        async with _reading(c):
+            after = since
+            named = wanted = None
+            if listed is not None:
+                short = await _short_orders(c, listed)
+                if not short:
+                    return
+                stamps = [order.submitted_at for order in short]
+                if all(stamp is not None for stamp in stamps):
+                    after = min(stamp for stamp in stamps if stamp is not None) - margin
+                named = {order.broker_order_id: order.client_order_id for order in short}
+                wanted = {order.broker_order_id: order.filled_qty for order in short}
+            await recover_executions(c, after=after, named=named, wanted=wanted)
+    except Exception:  # a bug here must not leave lifecycles uncaught-up: said loudly, then on
+        log.exception("recovering executions from the account activities failed")
+
+
+def _reading(c: Conductor) -> asyncio.Lock:
+    # Kept here, by conductor, so that the reconciler needs no more than the call.
+    lock = _LOCKS.get(c)
+    if lock is None:
+        lock = _LOCKS[c] = asyncio.Lock()
+    return lock
+
+
+async def _short_orders(c: Conductor, listed: Mapping[str, BrokerOrder]) -> list[BrokerOrder]:
+    """The listed orders of this ledger whose fills rows add up to less than they have filled."""
+    filled = {coid: order for coid, order in listed.items() if order.filled_qty > 0}
+    recorded = await c.workers.persist(c.ledger.recorded_fill_qty, filled)
+    return [filled[coid] for coid, qty in recorded.items() if filled[coid].filled_qty > qty]
