@@ -42,6 +42,7 @@ def test_every_variable_is_read() -> None:
         "SMART_EXECUTOR_DEFAULT_STOP_PCT": "0.02",
         "SMART_EXECUTOR_DATABASE_URL": "postgresql+psycopg://u@h/db",
         "SMART_EXECUTOR_POLL_INTERVAL": "2.5",
+        "SMART_EXECUTOR_PROTECTION_INTERVAL": "5",
         "SMART_EXECUTOR_SIGNAL_MAX_AGE": "120",
         "SMART_EXECUTOR_MAX_ORDER_NOTIONAL": "25000",
         "SMART_EXECUTOR_MAX_POSITION_SHARES": "500",
@@ -56,7 +57,7 @@ def test_every_variable_is_read() -> None:
         False, D("0.002"), D("0.0004"), D("0.0015"))
     assert (s.fill_timeout, s.fill_timeout_extended, s.min_rr_ratio, s.extended_hours) == (1.5, 30.0, D(3), True)
     assert (s.default_stop_pct, s.database_url, s.poll_interval) == (D("0.02"), "postgresql+psycopg://u@h/db", 2.5)
-    assert s.signal_max_age == 120.0
+    assert (s.signal_max_age, s.protection_interval) == (120.0, 5.0)
     assert (s.max_order_notional, s.max_position_shares, s.max_position_notional, s.max_gross_exposure) == (
         D(25000), D(500), D("50000.50"), D(200000))
     assert (s.max_open_lifecycles, s.max_daily_loss) == (None, D(1500))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from datetime import UTC, datetime, time
+from datetime import UTC, date, datetime, time
 from decimal import Decimal
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -343,6 +343,13 @@ class AlpacaBroker:
         if page_token is not None:
             query["page_token"] = page_token
         rows = self._call(self._client.get, FILL_ACTIVITIES, query)
+        if not isinstance(rows, list):
+            raise BrokerAmbiguous(f"account activities answered {type(rows).__name__}, not a list")
+        return [to_execution(row) for row in rows]
+
+    def fill_activities_on(self, day: date) -> list[BrokerExecution]:
+        # With `date` Alpaca serves the whole day (no page_size limit); after/until may not be given.
+        rows = self._call(self._client.get, FILL_ACTIVITIES, {"date": day.isoformat(), "direction": "asc"})
         if not isinstance(rows, list):
             raise BrokerAmbiguous(f"account activities answered {type(rows).__name__}, not a list")
         return [to_execution(row) for row in rows]

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime
 from decimal import Decimal
 from typing import Protocol
 
@@ -159,6 +159,11 @@ class Broker(Protocol):
         One call is one REST read, so a caller that paces its reads paces every page. The next
         page starts after `page_token`, the activity_id of the last execution of this page; a
         page shorter than `page_size` is the last. See `every_fill_activity`."""
+        ...
+
+    def fill_activities_on(self, day: date) -> list[BrokerExecution]:
+        """Every execution of one New York trading day, oldest first, in one read (Alpaca's `date`
+        parameter lifts the 100-per-page limit)."""
         ...
 
     def session(self) -> Session: ...

@@ -80,6 +80,7 @@ class OrderReport:
     kind: Kind
     update: OrderUpdate
     execution: Execution | None = None
+    submitted_at: datetime | None = None  # on the broker's clock: where the order's executions begin
 
     @property
     def filled_qty(self) -> Decimal:

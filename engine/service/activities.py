@@ -13,9 +13,10 @@ import asyncio
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from decimal import Decimal
 from weakref import WeakKeyDictionary
+from zoneinfo import ZoneInfo
 
 from engine.broker.port import MAX_ACTIVITY_PAGE, BrokerError, BrokerExecution, BrokerOrder
 from engine.broker.ratelimit import Priority
@@ -23,6 +24,9 @@ from engine.ledger.records import FoundExecution
 from engine.service.conductor import Conductor
 
 log = logging.getLogger("smartexec")
+NEW_YORK = ZoneInfo("America/New_York")  # Alpaca's activity dates are New York trading days
+# Days read one by one before paging instead: an exit pair may fill weeks after it was placed.
+MAX_DAY_READS = 5
 PAGE_SIZE = MAX_ACTIVITY_PAGE  # the largest page Alpaca serves: fewest reads (tests page smaller)
 _LOCKS: WeakKeyDictionary[Conductor, asyncio.Lock] = WeakKeyDictionary()
 
@@ -84,6 +88,46 @@ async def recover_executions(c: Conductor, *, after: datetime, named: Mapping[st
     return Recovered(pages, stored)
 
 
+async def recover_short(c: Conductor, *, after: datetime, named: Mapping[str, str], wanted: Mapping[str, Decimal],
+                        last_day: date | None = None) -> None:
+    """Executions of the `wanted` orders (broker id -> filled qty) after `after`: by day, and
+    page by page from `after` for what the days read did not find."""
+    last = last_day or after.astimezone(NEW_YORK).date() + timedelta(days=MAX_DAY_READS - 1)
+    if not await recover_by_day(c, after=after, named=named, wanted=wanted, last_day=last):
+        await recover_executions(c, after=after, named=named, wanted=wanted)
+
+
+async def recover_by_day(c: Conductor, *, after: datetime, named: Mapping[str, str],
+                         wanted: Mapping[str, Decimal], last_day: date) -> bool:
+    """A New York day per read (Alpaca's `date` lifts the 100-per-page limit), from the day of
+    `after` until every `wanted` order's executions are read: usually one read, however many
+    executions were lost. True when they all were; False after `last_day` or a failed read."""
+    day = after.astimezone(NEW_YORK).date()
+    pages = stored = 0
+    reached: dict[str, Decimal] = {}
+    while True:
+        try:
+            found = await c.workers.call(Priority.QUERY, c.broker.fill_activities_on, day=day)
+        except BrokerError as exc:
+            log.warning("account activities of %s could not be read (%s): executions whose events were lost "
+                        "are looked for again at the next reconcile", day, exc)
+            return False
+        pages += 1
+        found = [e for e in found if e.at > after]
+        stored += await c.workers.persist(c.ledger.save_found_executions, [found_of(e) for e in found], named)
+        for execution in found:
+            reached[execution.broker_order_id] = max(execution.cum_qty,
+                                                     reached.get(execution.broker_order_id, Decimal(0)))
+        done = all(reached.get(broker_id, Decimal(0)) >= qty for broker_id, qty in wanted.items())
+        if done or day >= last_day:
+            break
+        day += timedelta(days=1)
+    if stored:
+        log.info("account activities: %d fills recovered (executions whose events were lost) from %d reads",
+                 stored, pages)
+    return done
+
+
 async def recover_lost_executions(c: Conductor, *, since: datetime, listed: Mapping[str, BrokerOrder] | None,
                                   margin: timedelta) -> None:
     """The reconcile's step, after its listing (`listed`, by client order id; None if it failed).
@@ -109,7 +153,9 @@ async def recover_lost_executions(c: Conductor, *, since: datetime, listed: Mapp
                     after = min(stamp for stamp in stamps if stamp is not None) - margin
                 named = {order.broker_order_id: order.client_order_id for order in short}
                 wanted = {order.broker_order_id: order.filled_qty for order in short}
-            await recover_executions(c, after=after, named=named, wanted=wanted)
+                await recover_short(c, after=after, named=named, wanted=wanted)
+                return
+            await recover_executions(c, after=after)
     except Exception:  # a bug here must not leave lifecycles uncaught-up: said loudly, then on
         log.exception("recovering executions from the account activities failed")
 
@@ -127,3 +173,43 @@ async def _short_orders(c: Conductor, listed: Mapping[str, BrokerOrder]) -> list
     filled = {coid: order for coid, order in listed.items() if order.filled_qty > 0}
     recorded = await c.workers.persist(c.ledger.recorded_fill_qty, filled)
     return [filled[coid] for coid, qty in recorded.items() if filled[coid].filled_qty > qty]
+
+
+RECOVER_AFTER = 1.0  # seconds: the executions missing from one burst of news are read in one go
+
+
+class LostExecutions:
+    """Between reconciles: an order whose filled quantity grew by more than its events told (an
+    event lost on a live socket, a fill learned from a reply or a look-up) has its executions
+    read from the activities shortly after, once for all such orders, if the ledger still lacks
+    them then (a reconcile may have stored them meanwhile)."""
+
+    def __init__(self, c: Conductor, *, margin: timedelta) -> None:
+        self.c = c
+        self.margin = margin
+        # broker order id -> (client order id, filled qty, submitted at, last seen at); broker clock
+        self._pending: dict[str, tuple[str, Decimal, datetime, datetime]] = {}
+        c.executions_missing = self.note
+
+    def note(self, broker_order_id: str, client_order_id: str, filled_qty: Decimal, submitted_at: datetime,
+             seen_at: datetime) -> None:
+        first = not self._pending
+        self._pending[broker_order_id] = (client_order_id, filled_qty, submitted_at, seen_at)
+        if first:
+            self.c.workers.spawn(self._recover_soon())
+
+    async def _recover_soon(self) -> None:
+        await asyncio.sleep(RECOVER_AFTER)
+        pending, self._pending = self._pending, {}
+        async with _reading(self.c):
+            recorded = await self.c.workers.persist(self.c.ledger.recorded_fill_qty,
+                                                    [coid for coid, *_ in pending.values()])
+            short = {broker_id: noted for broker_id, noted in pending.items()
+                     if recorded.get(noted[0], Decimal(0)) < noted[1]}
+            if not short:
+                return
+            # The broker's clock throughout: activities are dated by it, ours may differ.
+            await recover_short(self.c, after=min(noted[2] for noted in short.values()) - self.margin,
+                                named={broker_id: noted[0] for broker_id, noted in short.items()},
+                                wanted={broker_id: noted[1] for broker_id, noted in short.items()},
+                                last_day=max(noted[3] for noted in short.values()).astimezone(NEW_YORK).date())

@@ -12,6 +12,7 @@ import asyncio
 import logging
 from collections.abc import Callable
 from datetime import datetime
+from decimal import Decimal
 from functools import partial
 
 from engine.broker.port import Broker, BrokerAmbiguous, BrokerNotFound, BrokerOrder, BrokerRejected
@@ -58,6 +59,13 @@ class Conductor:
         # acknowledged after it was carried out is cancelled, a fill judged after it is flattened.
         self.halt: TradingStateChange | None = None
         self.fills_seen: Callable[[], None] = lambda: None  # a new execution moved cash: set by the Desk
+        # An order filled more than its events told: its executions are read from the account's
+        # activities soon (engine.service.activities.LostExecutions sets this).
+        self.executions_missing: Callable[[str, str, Decimal, datetime, datetime], None] = lambda *_: None
+
+    def now(self) -> datetime:
+        """The engine's clock (the ledger's times, the timers')."""
+        return self._now()
 
     @property
     def ledger_id(self) -> str:
@@ -154,10 +162,23 @@ class Conductor:
             fills.append(FillRecord(coid, run.execution_id, run.qty, run.price, run.at, run.cum_qty))
         return Writes(updates=[report.update], fills=fills)
 
+    def heard(self, report: OrderReport) -> None:
+        """Note an order's latest news, from whatever path brought it."""
+        update = report.update
+        grew = self.router.saw(update.client_order_id, update.status, report.filled_qty)
+        if grew <= 0:
+            return
+        self.fills_seen()  # whichever path told it: stream, reply, look-up or poll
+        told = report.execution.qty if report.execution is not None else Decimal(0)
+        if grew > told and update.broker_order_id is not None and report.submitted_at is not None:
+            # Executions no event told of: read from the account's activities soon.
+            seen = report.execution.at if report.execution is not None else report.submitted_at
+            self.executions_missing(update.broker_order_id, update.client_order_id, report.filled_qty,
+                                    report.submitted_at, seen)
+
     async def on_report(self, lc: Lifecycle, leg: Leg, report: OrderReport, *, source: str) -> Lifecycle:
         update = report.update
-        if self.router.saw(update.client_order_id, update.status, report.filled_qty):
-            self.fills_seen()  # whichever path told it: stream, reply, look-up or poll
+        self.heard(report)
         writes = await self._writes(report)
         if leg is Leg.ENTRY:
             decision = decisions.on_entry(lc, report, self._now(), self.settings)
@@ -185,6 +206,7 @@ class Conductor:
 
     async def keep_late_news(self, lifecycle_id: int, report: OrderReport) -> None:
         """A finished lifecycle's order moved: keep its status and fill, change nothing else."""
+        self.heard(report)
         await self.workers.persist(self.ledger.save_orders, lifecycle_id, await self._writes(report), at=self._now())
 
     # --- act ---------------------------------------------------------------------------------------
@@ -273,7 +295,10 @@ class Conductor:
                 log.warning("the exits of %s are not final yet; settling them later", lc.signal_id)
             return lc
         legs = [LegFill(closing.exit_leg(o.is_stop), o.filled_qty, o.filled_avg_price) for o in (order, *order.legs)]
-        writes = Writes(updates=[report_of(o).update for o in (order, *order.legs)])
+        reports = [report_of(o) for o in (order, *order.legs)]
+        for report in reports:
+            self.heard(report)
+        writes = Writes(updates=[report.update for report in reports])
         decision = closing.exits_settled(lc, legs, exits_attempt=decisions.attempt_of(coid, Leg.TAKE_PROFIT),
                                          flatten_attempt=self._flatten_attempt(lc), ledger_id=self.ledger_id)
         return await self.carry_out(lc, decision, writes=writes)

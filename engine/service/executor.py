@@ -31,11 +31,12 @@ from engine.core.lifecycle import TERMINAL, Lifecycle, State
 from engine.core.orders import Session
 from engine.core.polling import PollPolicy
 from engine.ledger import Ledger, Writes
+from engine.service.activities import LostExecutions
 from engine.service.book import Book
 from engine.service.conductor import Conductor
 from engine.service.crash import crash_point
 from engine.service.protection import Protection
-from engine.service.reconciler import Reconciler
+from engine.service.reconciler import LISTING_MARGIN, Reconciler
 from engine.service.router import Router
 from engine.service.sender import Sender
 from engine.service.timers import DEADLINE, VERIFY, Timers
@@ -89,6 +90,7 @@ class Executor:
                                      monotonic=monotonic)
         self.protection = Protection(self.conductor, self.reconciler, clock=clock,
                                      interval=settings.protection_interval)
+        self.lost_executions = LostExecutions(self.conductor, margin=LISTING_MARGIN)
         self._tasks: list[asyncio.Task[Any]] = []
         self._session: tuple[float, Session] | None = None
         self._session_lock = asyncio.Lock()  # a burst of signals asks the clock once, not once each

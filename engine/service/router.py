@@ -67,11 +67,11 @@ class Router:
         not ours (an order under our prefix the ledger never placed, like any orphan)."""
         self._disowned.add(coid)
 
-    def saw(self, coid: str, status: str, filled_qty: Decimal) -> bool:
-        """Note the order's latest news; True when its filled quantity grew (or is first seen filled)."""
+    def saw(self, coid: str, status: str, filled_qty: Decimal) -> Decimal:
+        """Note the order's latest news; returns how much its filled quantity grew since the last."""
         before = self._seen.get(coid, ("", Decimal(0)))[1]
         self._seen[coid] = (status, filled_qty)
-        return filled_qty > before
+        return filled_qty - before
 
     def is_news(self, coid: str, status: str, filled_qty: Decimal) -> bool:
         return self._seen.get(coid) != (status, filled_qty)

@@ -31,7 +31,8 @@ def execution_of(event: OrderEvent | None) -> Execution | None:
 
 
 def report_of(order: BrokerOrder, event: OrderEvent | None = None) -> OrderReport:
-    return OrderReport(event.kind if event is not None else order.kind, update_of(order), execution_of(event))
+    return OrderReport(event.kind if event is not None else order.kind, update_of(order), execution_of(event),
+                       order.submitted_at)
 
 
 def leg_intents(parent: BrokerOrder) -> list[tuple[OrderIntent, OrderUpdate]]:

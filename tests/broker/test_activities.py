@@ -142,3 +142,19 @@ def test_an_execution_the_stream_missed_is_in_the_activities(market: Market, bro
     assert (execution.broker_order_id, execution.qty, execution.price, execution.cum_qty, execution.leaves_qty,
             execution.kind) == (resting.broker_order_id, D(10), D("100.00"), D(10), D(0), Kind.FILL)
     assert execution.key == (resting.broker_order_id, now(broker, "unheard").filled_qty)
+
+
+def test_one_days_executions_come_in_one_read(market: Market, broker: Broker) -> None:
+    """`fill_activities_on(day)` (Alpaca's `date`): every execution of that New York day at once,
+    oldest first, the same ones the paged reads list; another day has none of them."""
+    market.quote(D("49.95"), D("50.00"), ask_size=D(10))
+    order = limit(broker, "act-day", "50.00", qty="30")  # 10 now
+    market.pass_time(1)
+    market.execute(order, D(10))
+    market.pass_time(1)
+    market.execute(order)
+    paged = every_fill_activity(broker, after=since(order))
+    day = paged[0].at.astimezone(NEW_YORK).date()
+    assert rows(broker.fill_activities_on(day)) == rows(paged) and len(paged) == 3
+    assert [e.activity_id for e in broker.fill_activities_on(day)] == [e.activity_id for e in paged]
+    assert broker.fill_activities_on(day - timedelta(days=1)) == []

@@ -181,6 +181,17 @@ class Rig:
         [row] = [row for row in self.ledger.history(lifecycle_id) if row.trigger == trigger]
         return row.source
 
+    def recorded_executions(self) -> dict[str, tuple[str, Decimal, Decimal]]:
+        """`fills` by the venue's execution id: a row recovered from the account activities is
+        under the activity id `<time>::<execution id>` (the venue's convention), one from the
+        stream under the execution id itself. Equal to `executions()`: each recorded exactly once."""
+        found: dict[str, tuple[str, Decimal, Decimal]] = {}
+        for execution_id, fill in self.fills().items():
+            key = execution_id.rsplit("::", 1)[-1]
+            assert key not in found, f"execution {key} recorded twice"
+            found[key] = fill
+        return found
+
     def fills(self) -> dict[str, tuple[str, Decimal, Decimal]]:
         """Every fills row: execution id -> (client order id, qty, price)."""
         query = select(fills.c.execution_id, orders.c.client_order_id, fills.c.qty, fills.c.price).join(

@@ -33,7 +33,7 @@ from engine.sim.testing import trading_client
 
 ACTIVITIES_ROUTE = "/v2/account/activities/FILL"
 ENTRY_LIMIT = "100.05"  # the harness signal's limit: a hand-placed order at it fills with ours
-UNREADABLE = "account activities could not be read"
+UNREADABLE = "could not be read"  # said of the day read and of the paged read alike
 
 
 # --- what the venue did, what the ledger holds -------------------------------------------------
@@ -119,13 +119,14 @@ def place_by_hand(venue: Venue, coid: str, qty: int) -> None:
 def activity_reads(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[dict[str, Any]]]:
     """Every call of the adapter's fill_activities (one REST read each): its arguments."""
     calls: list[dict[str, Any]] = []
-    real: Callable[..., Any] = AlpacaBroker.fill_activities
+    for name in ("fill_activities", "fill_activities_on"):
+        real: Callable[..., Any] = getattr(AlpacaBroker, name)
 
-    def counted(self: AlpacaBroker, **kwargs: Any) -> Any:
-        calls.append(kwargs)
-        return real(self, **kwargs)
+        def counted(self: AlpacaBroker, *, _real: Callable[..., Any] = real, **kwargs: Any) -> Any:
+            calls.append(kwargs)
+            return _real(self, **kwargs)
 
-    monkeypatch.setattr(AlpacaBroker, "fill_activities", counted)
+        monkeypatch.setattr(AlpacaBroker, name, counted)
     yield calls
 
 
@@ -251,10 +252,17 @@ def test_executions_of_orders_not_this_ledgers_are_not_stored(
 def test_more_than_one_page_of_activities_recovers_every_execution(
         rig: Rig, monkeypatch: pytest.MonkeyPatch, activity_reads: list[dict[str, Any]],
         sizes: tuple[int, ...], reads: int) -> None:
-    """Prevents executions beyond the first page being lost (a token not passed on, a full page
+    """The paged reader (what a reconcile uses when the day reads did not find every lost
+    execution, e.g. an exit filled weeks after it was placed; here the day reads find nothing).
+    Prevents executions beyond the first page being lost (a token not passed on, a full page
     taken for the last), and a read more than needed: once every short order's executions are
     read, the page that would only say "no more" is not asked for."""
     monkeypatch.setattr(activities, "PAGE_SIZE", 2)
+
+    async def no_day_found(*_: Any, **__: Any) -> bool:
+        return False
+
+    monkeypatch.setattr(activities, "recover_by_day", no_day_found)
 
     async def body() -> None:
         lifecycle_id = await placed_while_down(rig, "paged", *sizes, qty=sum(sizes))
@@ -270,6 +278,25 @@ def test_more_than_one_page_of_activities_recovers_every_execution(
     tokens = [call.get("page_token") for call in activity_reads]
     assert tokens[0] is None and len(set(tokens)) == reads  # each page after the last one's end
     assert all(call["page_size"] == 2 for call in activity_reads)
+    assert_books_agree(rig)
+
+
+def test_a_day_of_lost_executions_is_recovered_in_one_read(rig: Rig, activity_reads: list[dict[str, Any]]) -> None:
+    """Prevents a resume whose reads grow with the executions lost: Alpaca's `date` parameter
+    serves a whole day at once (beyond the 100-per-page limit), and the reconcile knows from its
+    listing which orders are short, so 150 lost executions cost one read."""
+
+    async def body() -> None:
+        lifecycle_id = await placed_while_down(rig, "many", *([2] * 150), qty=300)
+        activity_reads.clear()
+        async with rig.running() as executor:
+            await rig.reach(executor, lifecycle_id, State.EXITS_PLACED)
+
+    run(body)
+    coid = rig.coid("many")
+    assert_one_row_per_execution(rig, coid)
+    assert len(rows_of(rig, coid)) == 150
+    assert len(activity_reads) == 1 and set(activity_reads[0]) == {"day"}
     assert_books_agree(rig)
 
 

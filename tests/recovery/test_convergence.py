@@ -84,6 +84,8 @@ async def play(rig: Rig, plan: Plan) -> int:
             if plan.down[step]:
                 await engine.enter_async_context(rig.running(poll_interval=POLL))
             await until(partial(caught_up, rig, lc.id, step), f"the engine to catch up with step {step}")
+        # Executions whose events were lost are read from the account activities meanwhile.
+        await until(lambda: rig.recorded_executions() == rig.executions(), "every execution recorded")
     return lc.id
 
 
@@ -123,5 +125,10 @@ def check(rig: Rig, lifecycle_id: int, plan: Plan) -> None:
     executions = [*rig.executions(entry_id).items(), *rig.executions(exit_id).items()]
     assert len(executions) == len(STEPS)
     shown = {eid: fill for step, (eid, fill) in enumerate(executions) if plan.delivered(step)}
-    assert rig.fills() == shown  # one row per execution shown, none invented, none twice
+    # One row per execution, none invented, none twice: the ones shown from the stream, the ones
+    # whose events were lost from the account activities.
+    assert rig.recorded_executions() == dict(executions)
+    # A row under a stream id only for an event delivered (one delivered late may have been read
+    # from the activities first, which is as good).
+    assert {eid for eid in rig.fills() if "::" not in eid} <= set(shown)
     assert rig.ledger.orphans() == []

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from zoneinfo import ZoneInfo
 
@@ -45,6 +45,10 @@ class Activities:
         )
         self._log.append(execution)
         return execution
+
+    def on(self, day: date) -> list[BrokerExecution]:
+        """One New York day's executions, all of them (Alpaca's `date`: no page limit)."""
+        return [e for e in self._log if e.at.astimezone(NEW_YORK).date() == day]
 
     def page(self, after: datetime, until: datetime | None, page_token: str | None,
              page_size: int) -> list[BrokerExecution]:

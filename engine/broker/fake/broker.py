@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import datetime
+from datetime import date, datetime
 from decimal import Decimal
 from typing import TypeVar
 
@@ -69,6 +69,9 @@ class FakeBroker(FakeControls):
                         page_size: int = MAX_ACTIVITY_PAGE) -> list[BrokerExecution]:
         return self._call("fill_activities",
                           lambda: self._exchange.activities.page(after, until, page_token, page_size))
+
+    def fill_activities_on(self, day: date) -> list[BrokerExecution]:
+        return self._call("fill_activities", lambda: self._exchange.activities.on(day))
 
     def session(self) -> Session:
         return self._call("session", lambda: self._exchange.session)
