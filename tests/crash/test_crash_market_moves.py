@@ -114,6 +114,10 @@ CELLS = (
           TP_AAPL),
     # The bug fixed on main: restarted, the pair found filled recorded exits_placed but no exit_filled.
     Moved("after_exits_submit-stop", "clean_fill", "after_exits_submit", q(AAPL_STOP), CLOSED, RESENT, D(0), SL_AAPL),
+    # Only 4 of the 10 sell at the target while down: the restart finds the pair partly filled,
+    # re-protects the other 6 (tp2), which sell at 192.44 on a fresh quote.
+    Moved("after_exits_submit-target_partly", "clean_fill", "after_exits_submit", q(quote("192.44", "192.47", 4)),
+          REPROTECTED, {**RESENT, TP2: MADE}, D(0), TP_AAPL, up={(S.EXITS_PLACED, 2): ("quote", AAPL_TARGET)}),
     Moved("before_exit_fill_commit-target", "clean_fill", "before_exit_fill_commit", (), CLOSED, FLAT_CF, D(0),
           TP_AAPL, up={HELD: ("quote", AAPL_TARGET)}),
     Moved("before_exit_fill_commit-stop", "clean_fill", "before_exit_fill_commit", (), CLOSED, FLAT_CF, D(0),
