@@ -120,7 +120,8 @@ def check_invariants(played: Cell, signal_id: str, states: tuple[State, ...],
     row = played.reads.lifecycle(signal_id)
     assert row is not None, why
     history = played.reads.history(row["id"])
-    assert [S(t["to_state"]) for t in history] == list(states), why
+    assert [S(t["to_state"]) for t in history] == list(states), \
+        f"{why}: {[(t['trigger'], t['to_state'], t['source']) for t in history]}"
     assert played.venue.answers() == posts, why
     assert played.reads.held(row["id"]) == played.venue.position(row["symbol"]) == position, why
     # Every order at the venue is in the ledger with the venue's fill: nothing lost, nothing counted twice.

@@ -131,6 +131,10 @@ CELLS = (
           FLAT_TP, D(0), TP_ORCL, up=dict([PLACES_TP2])),
     Moved("after_exits_resized-stop", "target_partial", "after_exits_resized", q(ORCL_STOP), REPROTECTED, FLAT_TP,
           D(0), SL_ORCL, up=dict([PLACES_TP2])),
+    # 4 more of tp1 sell while down (12 of 20 at 123.90 on average); the restart's tp2 covers 8.
+    Moved("after_exit_partial-target_partly", "target_partial", "after_exit_partial",
+          q(quote("124.10", "124.13", 4)), REPROTECTED, FLAT_TP, D(0), TP_ORCL,
+          up={**dict([PLACES_TP2]), (S.EXITS_PLACED, 2): ("quote", ORCL_TARGET)}),
     # The second pair (tp2) accepted, EXITS_PLACED not committed; the rest fills while down.
     Moved("after_exits_submit2-target", "target_partial", "after_exits_submit", q(ORCL_TARGET), REPROTECTED,
           {**FLAT_TP, TP2: (200, 422)}, D(0), TP_ORCL, up=dict([PLACES_TP2]), nth=2),
@@ -147,6 +151,16 @@ CELLS = (
           {EN: MADE, TP: MADE}, D(100), up={(S.LIMIT_SUBMITTED, 1): ("quote", INTC_PARTIAL)}),
     Moved("after_timeout-fill", "slow_market", "after_timeout", q(INTC_FILL), (*SENT, S.CANCEL_REQUESTED, *PROTECTED),
           {EN: MADE, TP: MADE}, D(100), timeouts=(QUICK, NEVER)),
+    # 40 of the 100 fill while down. The restart's look-up records them (partial_fill, the
+    # CANCEL_REQUESTED self-loop), sends the cancel, and the canceled rest leaves 40 to protect.
+    Moved("after_timeout-partial", "slow_market", "after_timeout", q(INTC_PARTIAL),
+          (*SENT, S.CANCEL_REQUESTED, S.CANCEL_REQUESTED, *PROTECTED), {EN: MADE, TP: MADE}, D(40),
+          timeouts=(QUICK, NEVER)),
+    # The cancel is held 5 s: 40 fill while down, then the clock runs past the hold and it ends.
+    Moved("after_cancel_submit-partial", "slow_market", "after_cancel_submit",
+          (("quote", INTC_PARTIAL), ("clock/advance", {"seconds": 10.0})),
+          (*SENT, S.CANCEL_REQUESTED, *PROTECTED), {EN: MADE, TP: MADE}, D(40), timeouts=(QUICK, NEVER),
+          before=(("faults/hold_cancels", {"seconds": 5, "symbol": "INTC"}),)),
     Moved("after_cancel_submit-fill", "slow_market", "after_cancel_submit", q(INTC_FILL),
           (*SENT, S.CANCEL_REQUESTED, *PROTECTED), {EN: MADE, TP: MADE}, D(100), timeouts=(QUICK, NEVER),
           before=(("faults/hold_cancels", {"seconds": 100000, "symbol": "INTC"}),)),
