@@ -237,6 +237,8 @@ def test_crash_then_the_market_moves(name: str, tmp_path: Path) -> None:
         assert row is not None
         history = check_invariants(played, signal_id, cell.states, coids(played.ledger_id, signal_id, cell.posts),
                                    cell.position, why=name)
+        if cell.scenario == "slow_market":  # the entry side: what filled, at the ask that came down
+            assert (row["filled_qty"], row["filled_avg_price"]) == (cell.position, D("31.01")), name
         if cell.exit is not None:
             leg, price, pnl = cell.exit
             closing = history[-1]
