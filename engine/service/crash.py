@@ -24,6 +24,8 @@ POINTS = (
     "after_cancel_submit",  # cancel sent to the broker, its outcome not yet committed
     "after_validated",  # VALIDATED committed, exit order not yet sent
     "after_exits_submit",  # exits accepted by the broker, EXITS_PLACED not yet committed
+    "after_exit_partial",  # REPROTECTING committed (an exit leg filled in part), old pair not yet cancelled
+    "after_exits_resized",  # VALIDATED committed with the new pair for the rest intended, not yet sent
     "before_exit_fill_commit",  # an exit leg filled, CLOSED not yet committed
     "after_rejected",  # REJECTED committed, flatten order not yet sent
     "after_flatten_submit",  # flatten accepted by the broker, not yet committed
@@ -57,6 +59,7 @@ def crash_point(name: str | None) -> None:
 BEFORE_COMMIT = {Trigger.FILL: "before_fill_commit", Trigger.PARTIAL_FILL: "before_fill_commit",
                  Trigger.EXIT_FILLED: "before_exit_fill_commit"}
 AFTER_COMMIT = {Trigger.TIMEOUT: "after_timeout", Trigger.GUARDS_PASSED: "after_validated",
-                Trigger.GUARDS_FAILED: "after_rejected", Trigger.EXITS_REJECTED: "after_rejected"}
+                Trigger.GUARDS_FAILED: "after_rejected", Trigger.EXITS_REJECTED: "after_rejected",
+                Trigger.EXIT_PARTIAL: "after_exit_partial", Trigger.EXITS_RESIZED: "after_exits_resized"}
 AFTER_SUBMIT = {Leg.ENTRY: "after_entry_submit", Leg.TAKE_PROFIT: "after_exits_submit",
                 Leg.FLATTEN: "after_flatten_submit"}

@@ -191,7 +191,7 @@ class Cell:
         finally:
             identity.close()
         self._engines: list[Process] = []
-        self._advanced: set[State] = set()
+        self._advanced: set[tuple[State, int]] = set()
 
     def __enter__(self) -> Self:
         return self
@@ -223,11 +223,14 @@ class Cell:
             ledger.close()
 
     def drive(self, signal_id: str, advance: Mapping[State, float]) -> None:
-        """Move the venue's clock `advance[state]` seconds, once, when the lifecycle is in `state`."""
+        """Move the venue's clock `advance[state]` seconds, once each time the lifecycle enters
+        `state` (a path that protects twice, EXITS_PLACED ... EXITS_PLACED, is moved twice)."""
         row = self.reads.lifecycle(signal_id)
-        state = None if row is None else State(row["state"])
-        if state in advance and state not in self._advanced:
-            self._advanced.add(state)
+        if row is None or State(row["state"]) not in advance:
+            return
+        state = State(row["state"])
+        if (state, row["version"]) not in self._advanced:
+            self._advanced.add((state, row["version"]))
             self.venue.post("clock/advance", {"seconds": advance[state]})
 
     def until_exit(self, engine: Process, signal_id: str, advance: Mapping[State, float]) -> int:

@@ -1,0 +1,139 @@
+"""What the crash suites share: the points' places on a path, a scenario's crash-free Case, and
+the invariants every cell checks once the restarted engine has settled.
+
+test_crash_matrix.py crashes each Case at each point on its path; test_crash_market_moves.py
+crashes at the same points and moves the venue's market while the engine is down.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from decimal import Decimal
+
+from crash_rig import Cell
+from sqlalchemy.engine import RowMapping
+
+from engine.core.domain import Leg, client_order_id
+from engine.core.lifecycle import State
+from engine.service.crash import POINTS
+from engine.sim import load_scenario
+
+S = State
+# A point lies on a scenario's path when its crash-free run enters this state.
+ON_PATH = {
+    "after_intent": S.PENDING,
+    "after_entry_submit": S.PENDING,
+    "before_fill_commit": S.FILLED,
+    "after_timeout": S.CANCEL_REQUESTED,
+    "after_cancel_submit": S.CANCEL_REQUESTED,
+    "after_validated": S.VALIDATED,
+    "after_exits_submit": S.EXITS_PLACED,
+    "after_exit_partial": S.REPROTECTING,
+    "after_exits_resized": S.REPROTECTING,
+    "before_exit_fill_commit": S.CLOSED,
+    "after_rejected": S.REJECTED,
+    "after_flatten_submit": S.FLATTENED,
+}
+# Fill timeouts (seconds). A scenario whose entry rests waits for it, so the first run's is short;
+# the restart's must outlast the restart itself (about 1 s here), or an entry intent left unsent at
+# `after_intent` would be (rightly) refused as stale, which test_resume_intent.py covers.
+QUICK, RESTART, NEVER = 1.0, 6.0, 60.0
+
+EN, TP, SL, FL = Leg.ENTRY, Leg.TAKE_PROFIT, Leg.STOP, Leg.FLATTEN
+TP2 = (TP, 2)  # the second exit pair: re-protection after a partial exit fill
+MADE, REFUSED = (200,), (403,)  # exits_rejected's venue refuses the first OCO with a 403
+OrderKey = Leg | tuple[Leg, int]  # a leg (its first attempt), or a leg and its attempt
+
+
+def coids(ledger_id: str, signal_id: str, posts: Mapping[OrderKey, tuple[int, ...]]) -> dict[str, tuple[int, ...]]:
+    """The venue's answers keyed by our client order ids."""
+    out = {}
+    for key, answers in posts.items():
+        leg, attempt = key if isinstance(key, tuple) else (key, 1)
+        out[client_order_id(ledger_id, signal_id, leg, attempt)] = answers
+    return out
+
+
+@dataclass(frozen=True)
+class Case:
+    scenario: str
+    states: tuple[State, ...]  # the crash-free run's exact state sequence
+    position: Decimal  # what the lifecycle holds at the end
+    posts: dict[OrderKey, tuple[int, ...]]  # order -> the venue's answer to each POST of it
+    mode: str = "smart"
+    timeouts: tuple[float, float] = (NEVER, NEVER)  # the fill timeout of the first run, of the restart
+    advance: dict[State, float] = field(default_factory=dict)  # move the venue's clock on entering these states
+    rests: bool = False  # the entry rests on arrival (else it fills, at least partly, at once)
+    again: tuple[str, ...] = ()  # points the crash-free run passes a second time (a second exit pair)
+
+    @property
+    def final(self) -> State:
+        return self.states[-1]
+
+    @property
+    def points(self) -> tuple[str, ...]:
+        return tuple(p for p in POINTS if ON_PATH[p] in self.states)
+
+    @property
+    def trace(self) -> list[str]:
+        """The crash-free run's trace: each point on the path once, in order, and the second
+        pair's `again` points after the first re-protection has resized it."""
+        points = list(self.points)
+        if self.again:
+            at = points.index("after_exits_resized") + 1
+            points[at:at] = list(self.again)
+        return points
+
+    def expected(self, point: str | None) -> tuple[State, ...]:
+        """The state sequence after a crash at `point`: the crash-free one, but for one fact only
+        reconciliation reports. Killed between the entry's submit and the commit of its reply, the
+        restart's look-up finds the entry already (partly) filled: PENDING moves straight to the
+        fill, an edge the lifecycle has for fills reported before the submit's reply, and
+        `submitted` (LIMIT_SUBMITTED) is never recorded."""
+        if point == "after_entry_submit" and not self.rests:
+            return tuple(s for s in self.states if s is not S.LIMIT_SUBMITTED)
+        return self.states
+
+    def expected_posts(self, point: str | None, ledger_id: str) -> dict[str, tuple[int, ...]]:
+        """Each order is sent once, and at most one POST per client order id makes an order. The
+        one resend: restarted in VALIDATED, the engine sends the exits again to learn their legs,
+        the venue refuses the duplicate id (422) and the engine looks the order up."""
+        posts = coids(ledger_id, self.signal_id, self.posts)
+        if point == "after_exits_submit":
+            posts[client_order_id(ledger_id, self.signal_id, TP)] += (422,)
+        return posts
+
+    @property
+    def signal_id(self) -> str:
+        return str(load_scenario(self.scenario).signal["signal_id"])
+
+    def payload(self) -> dict[str, str]:
+        return {**load_scenario(self.scenario).signal, "mode": self.mode}
+
+
+def check_invariants(played: Cell, signal_id: str, states: tuple[State, ...],
+                     posts: Mapping[str, tuple[int, ...]], position: Decimal, why: str = "") -> list[RowMapping]:
+    """What a kill -9 must never cost: the exact state sequence, one order per client order id,
+    the venue's position equal to the ledger's, the ledger's fills equal to the venue's, and
+    `ledger verify` passing. Returns the lifecycle's transitions."""
+    row = played.reads.lifecycle(signal_id)
+    assert row is not None, why
+    history = played.reads.history(row["id"])
+    assert [S(t["to_state"]) for t in history] == list(states), \
+        f"{why}: {[(t['trigger'], t['to_state'], t['source']) for t in history]}"
+    assert played.venue.answers() == posts, why
+    assert played.reads.held(row["id"]) == played.venue.position(row["symbol"]) == position, why
+    # Every order at the venue is in the ledger with the venue's fill: nothing lost, nothing counted twice.
+    venue_fills = played.venue.fills()
+    ledger_fills = {o["client_order_id"]: (o["filled_qty"], o["filled_avg_price"])
+                    for o in played.reads.orders(row["id"])}
+    assert {coid: ledger_fills.get(coid) for coid in venue_fills} == venue_fills, why
+    assert played.verify_exit_code() == 0, why
+    return history
+
+
+def assert_outcome(played: Cell, case: Case, point: str | None = None) -> list[RowMapping]:
+    """The checks every run of a Case must pass, crashed at `point` or not; returns the transitions."""
+    return check_invariants(played, case.signal_id, case.expected(point),
+                            case.expected_posts(point, played.ledger_id), case.position)
