@@ -350,3 +350,20 @@ def test_quote_time_is_utc(venue: Venue, raw: list[Raw]) -> None:
     assert quote["S"] == "NVDA"
     assert quote["t"].to_datetime().tzinfo is not None
     assert quote["t"].to_datetime().astimezone(UTC) == venue.clock.now()
+
+
+def test_the_sdk_reconnects_after_an_abrupt_drop(venue: Venue, listeners: list[QuoteListener]) -> None:
+    listener = listen(venue, listeners)
+    assert venue.market_data.drop(abrupt=True) == 1
+    wait_until(lambda: "AAPL" in venue.market_data.subscribed(), timeout=10, what="the resubscription")
+    venue.set_quote("AAPL", "186.00", "186.03")
+    assert listener.next().ask_price == 186.03
+
+
+def test_trade_updates_drops_leave_market_data_alone(venue: Venue, raw: list[Raw]) -> None:
+    client = open_raw(venue, raw).login(venue)
+    client.send({"action": "subscribe", "quotes": ["AAPL"]})
+    client.recv()
+    venue.faults.drop_streams()  # the trade_updates sockets only
+    venue.set_quote("AAPL", "187.45", "187.48")
+    assert client.recv()[0]["T"] == "q"
