@@ -18,7 +18,8 @@ from engine.broker.port import ConnectHandler as ConnectHandler  # re-exported: 
 
 @dataclass(frozen=True)
 class Quote:
-    """The top of the book for one symbol at one instant."""
+    """The top of the book for one symbol at one instant, exactly as the venue sent it (a side
+    the venue has no price for may come as 0: check before using it)."""
 
     symbol: str
     bid: Decimal

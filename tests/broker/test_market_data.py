@@ -325,3 +325,16 @@ def test_adapter_waits_out_the_one_connection_limit(venue: Venue, probes: list[Q
 def test_adapter_feed_must_be_one_the_sdk_streams() -> None:
     with pytest.raises(ValueError):
         AlpacaMarketData("k", "s", feed="otc")
+
+
+def test_adapter_stale_after_reconnects_a_silent_feed(venue: Venue, probes: list[QuoteProbe]) -> None:
+    md = AlpacaMarketData(venue.api_key, venue.secret_key, data_url=venue.data_url,
+                          stream_url=venue.market_data_url(), stale_after=0.5)
+    probe = QuoteProbe(md).start(["AAPL"])
+    probes.append(probe)
+    venue.market_data.silence()
+    wait_until(lambda: probe.connects >= 2, timeout=10, what="a reconnect of the stale stream")
+    venue.market_data.resume()
+    wait_until(lambda: "AAPL" in venue.market_data.subscribed(), timeout=10, what="the resubscription")
+    venue.set_quote("AAPL", "187.00", "187.02")
+    assert probe.next().bid == D("187.00")
