@@ -63,6 +63,11 @@ async def read_json(request: web.Request) -> Any:
         raise malformed_body() from None
 
 
+def _rest_request(request: web.Request) -> bool:
+    """A `/v2` REST call; the market-data websocket (`/v2/{feed}`) authenticates in-band instead."""
+    return request.path.startswith("/v2/") and request.headers.get("Upgrade", "").lower() != "websocket"
+
+
 def query_bool(request: web.Request, name: str, default: bool = False) -> bool:
     value = request.query.get(name)
     return default if value is None or value == "" else wire.boolean(value, name)
@@ -118,7 +123,7 @@ class RestApi:
 
     @web.middleware
     async def _faults(self, request: web.Request, handler: Handler) -> web.StreamResponse:
-        if not request.path.startswith("/v2/"):
+        if not _rest_request(request):
             return await handler(request)
         rules = self.faults.take_route_faults(request.method, request.path)
         for rule in rules:
@@ -146,7 +151,7 @@ class RestApi:
 
     @web.middleware
     async def _auth(self, request: web.Request, handler: Handler) -> web.StreamResponse:
-        if not request.path.startswith("/v2/"):
+        if not _rest_request(request):
             return await handler(request)
         key = request.headers.get("APCA-API-KEY-ID")
         if (key, request.headers.get("APCA-API-SECRET-KEY")) != self.keys:

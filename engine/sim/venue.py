@@ -28,7 +28,9 @@ from engine.sim.clock import SimClock
 from engine.sim.events import TradeEvent
 from engine.sim.exchange import Exchange
 from engine.sim.faults import Faults
+from engine.sim.market_data import MarketDataApi
 from engine.sim.matching import Book
+from engine.sim.md_stream import MarketDataHub
 from engine.sim.orders import SimOrder
 from engine.sim.rest import RestApi
 from engine.sim.scenarios import Scenario, TimeZero, load_scenario
@@ -68,6 +70,10 @@ class Venue:
         self.submissions_log = SubmissionLog()
         self._rest = RestApi(self.exchange, self.faults, self.submissions_log, api_key=api_key,
                              secret_key=secret_key, rate_limit_per_min=rate_limit_per_min)
+        # The Data API's quotes (REST and the /v2/{feed} websocket); `market_data` holds its controls.
+        self.market_data_hub = MarketDataHub(api_key, secret_key, connections_per_key=ALPACA_STREAM_CONNECTIONS)
+        self._market_data = MarketDataApi(self.exchange, self.market_data_hub, self._on_loop)
+        self.market_data = self._market_data.controls
         self.faults.bind_streams(drop=lambda abrupt: self._on_loop(self.hub.drop_all, abrupt),
                                  mute=lambda muted: self._on_loop(self.hub.set_muted, muted))
         self.port: int | None = None
@@ -91,12 +97,22 @@ class Venue:
         """For `TradingStream(url_override=...)`."""
         return f"ws://{self.host}:{self.port}/stream"
 
+    @property
+    def data_url(self) -> str:
+        """For `StockHistoricalDataClient(url_override=...)` (the same host as the trading API)."""
+        return self.rest_url
+
+    def market_data_url(self, feed: str = "iex") -> str:
+        """For `StockDataStream(url_override=...)`: the market-data websocket of `feed`."""
+        return f"ws://{self.host}:{self.port}/v2/{feed}"
+
     async def start(self, port: int = 0) -> None:
         """Serve on `port` (0: any free port) from the running event loop."""
         self._loop = asyncio.get_running_loop()
         self._loop_thread = threading.get_ident()
         app = web.Application()
         self._rest.install(app)
+        self._market_data.install(app)
         # Alpaca's documented path (wss://paper-api.alpaca.markets/stream), with and without a slash.
         for path in STREAM_PATHS:
             app.router.add_get(path, self.hub.handle)
@@ -127,6 +143,7 @@ class Venue:
                 await self._ticker
             self._ticker = None
         await self.hub.close()
+        await self.market_data_hub.close()
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
