@@ -171,8 +171,11 @@ class Reconciler:
                 else:
                     await self.c.place(lc, Leg.FLATTEN)
             elif lc.state in WAITING:
-                for leg in WAITING[lc.state]:
-                    order = await self.lookup(lc, leg, snapshot)
+                found = [(leg, await self.lookup(lc, leg, snapshot)) for leg in WAITING[lc.state]]
+                # A leg that filled first: the exit pair's other leg, cancelled by the broker for
+                # it, would otherwise read as protection lost.
+                found.sort(key=lambda pair: pair[1] is None or pair[1].filled_qty <= 0)
+                for leg, order in found:
                     if order is not None and lc.state in WAITING:
                         lc = await self.apply(lc, leg, order)
                 self.c.timers.arm(lc)

@@ -58,13 +58,13 @@ def first_bad_row(result: subprocess.CompletedProcess[str]) -> str:
     return lines[1].strip()
 
 
-def unguard(conn: Connection) -> None:
-    """What a tamperer with file or superuser access does first."""
+def unguard(conn: Connection, table: str = "transitions") -> None:
+    """What a tamperer with file or superuser access does first: drop the append-only triggers."""
     if conn.dialect.name == "postgresql":
-        conn.exec_driver_sql("DROP TRIGGER transitions_append_only ON transitions")
+        conn.exec_driver_sql(f"DROP TRIGGER {table}_append_only ON {table}")
     else:
-        conn.exec_driver_sql("DROP TRIGGER transitions_no_update")
-        conn.exec_driver_sql("DROP TRIGGER transitions_no_delete")
+        conn.exec_driver_sql(f"DROP TRIGGER {table}_no_update")
+        conn.exec_driver_sql(f"DROP TRIGGER {table}_no_delete")
 
 
 def tamper(sample: Sample, *statements: Any) -> None:

@@ -10,8 +10,8 @@ import subprocess
 import sys
 from datetime import datetime, timedelta, timezone
 
-from sqlalchemy import Connection, delete, update
-from test_verify import first_bad_row, verified, verify_cli
+from sqlalchemy import delete, update
+from test_verify import first_bad_row, unguard, verified, verify_cli
 
 from engine.core.domain import Mode, Signal
 from engine.core.lifecycle import State
@@ -36,14 +36,6 @@ def halted_ledger(ledger: Ledger) -> tuple[int, str]:
     return change.id, f"transition {ledger.history(lc.id)[-1].id}, lifecycle {lc.id}, seq 3"
 
 
-def unguarded(conn: Connection) -> None:
-    if conn.dialect.name == "postgresql":
-        conn.exec_driver_sql("DROP TRIGGER trading_state_append_only ON trading_state")
-    else:
-        conn.exec_driver_sql("DROP TRIGGER trading_state_no_update")
-        conn.exec_driver_sql("DROP TRIGGER trading_state_no_delete")
-
-
 def test_a_halt_and_what_it_caused_verify_and_are_counted(ledger: Ledger, database_url: str) -> None:
     halted_ledger(ledger)
     result = verify_cli(database_url)
@@ -62,7 +54,7 @@ def test_deleting_the_halt_behind_a_transition_is_caught_at_that_transition(ledg
     """Prevents erasing who halted trading while the flattens it caused stay on the books."""
     row_id, halted_at = halted_ledger(ledger)
     with ledger.engine.begin() as conn:
-        unguarded(conn)
+        unguard(conn, "trading_state")
         conn.execute(delete(trading_state).where(trading_state.c.id == row_id))
     assert first_bad_row(verify_cli(database_url)).startswith(
         f"{halted_at}: cites a trading state that no trading_state row recorded "
@@ -74,7 +66,7 @@ def test_rewording_or_backdating_a_halt_is_caught(ledger: Ledger) -> None:
     later = ledger.set_trading_state(TradingStateChange(TradingState.ACTIVE, "ops@desk", "all clear",
                                                         AT + timedelta(minutes=5)))
     with ledger.engine.begin() as conn:
-        unguarded(conn)
+        unguard(conn, "trading_state")
         conn.execute(update(trading_state).where(trading_state.c.id == row_id).values(why="routine"))
         conn.execute(update(trading_state).where(trading_state.c.id == later.id).values(at=AT - timedelta(days=1)))
     problems = [str(p) for p in verified(ledger.url).problems]
