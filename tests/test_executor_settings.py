@@ -31,7 +31,9 @@ def test_an_explicit_poll_interval_still_wins(tmp_path: Path, monkeypatch: pytes
     monkeypatch.setenv("SMART_EXECUTOR_POLL_INTERVAL", "3.5")
     ledger = Ledger(f"sqlite:///{tmp_path / 'explicit.db'}")
     try:
-        executor = Executor(Settings.from_env(), ledger, AlpacaBroker("PKW7Y3QZ9XN5TV2RB8MF", "tZ4nV8qX2wR6yB9mK3pH7sJ5cL1dG0fW", paper=True), poll_interval=0.5)
+        # Keys of real length: a one-letter secret would be masked in every later log line.
+        broker = AlpacaBroker("PKW7Y3QZ9XN5TV2RB8MF", "tZ4nV8qX2wR6yB9mK3pH7sJ5cL1dG0fW", paper=True)
+        executor = Executor(Settings.from_env(), ledger, broker, poll_interval=0.5)
         assert executor.reconciler.policy.quiet_after == 0.5
     finally:
         ledger.close()
