@@ -110,8 +110,8 @@ def test_a_quote_ten_seconds_old_is_fresh_and_a_millisecond_more_is_not() -> Non
     [
         (QuoteRead(None), "the venue has no quote"),
         (QuoteRead(None, "HTTP 500 from the data API"), "market data unavailable (HTTP 500 from the data API)"),
-        (read("0", "100.05"), "one-sided quote (bid 0, ask 100.05)"),
-        (read("99.95", "0"), "one-sided quote (bid 99.95, ask 0)"),
+        (read("0", "100.05"), "one-sided quote (bid 0.00, ask 100.05)"),
+        (read("99.95", "0"), "one-sided quote (bid 99.95, ask 0.00)"),
         (read("100.06", "100.05"), "crossed quote (bid 100.06, ask 100.05)"),
         (None, "no market-data source (SMART_EXECUTOR_MAX_SPREAD_PCT and SMART_EXECUTOR_LIMIT_AT_QUOTE need one)"),
     ],
@@ -187,6 +187,13 @@ def test_guard_and_cap_together_cap_a_narrow_market_and_refuse_a_wide_one() -> N
     assert limit_of(intake(read("100.00", "100.02"), both)) == D("100.02")
     assert intake(read("99.80", "100.02"), both).refusal is not None
     assert intake(read("100.00", "100.02", age=11), both).refusal is not None  # the guard needs a fresh quote
+
+
+def test_a_quote_sent_as_a_float_reads_with_its_cents() -> None:
+    """alpaca-py hands 99.80 over as the float 99.8: the refusal and the ledger show 99.80."""
+    plan = intake(read("99.8", "100.15"), GUARD)
+    assert plan.refusal is not None and "(bid 99.80, ask 100.15)" in plan.refusal
+    assert plan.facts["quote_bid"] == D("99.80") and str(plan.facts["quote_bid"]) == "99.80"
 
 
 def test_a_refused_signal_is_refused_for_its_own_reason_first() -> None:

@@ -19,7 +19,7 @@ from typing import Any
 
 from engine.core.config import Settings
 from engine.core.domain import Side
-from engine.core.pricing import fraction, percent, to_tick
+from engine.core.pricing import CENT, fraction, percent, to_tick
 
 # Seconds a quote may be old and still price an entry: older, the market it shows may be gone.
 QUOTE_MAX_AGE = Decimal(10)
@@ -57,6 +57,13 @@ class EntryPrice:
     refusal: str | None = None
 
 
+def shown(price: Decimal) -> Decimal:
+    """A quoted price with at least a cent's places (99.8 as 99.80), never rounded: feeds send
+    floats, and 99.80 arrives as 99.8."""
+    cents = price.quantize(CENT)
+    return cents if cents == price else price
+
+
 def wants_quote(settings: Settings) -> bool:
     """Whether a smart entry needs the latest quote under these settings."""
     return settings.max_spread_pct is not None or settings.limit_at_quote
@@ -80,9 +87,9 @@ def unusable(symbol: str, read: QuoteRead | None, now: datetime) -> str | None:
         quote = read.quote
         age = Decimal(str(round((now - quote.at).total_seconds(), 3)))
         if quote.bid <= 0 or quote.ask <= 0:
-            why = f"one-sided quote (bid {quote.bid}, ask {quote.ask})"
+            why = f"one-sided quote (bid {shown(quote.bid)}, ask {shown(quote.ask)})"
         elif quote.ask < quote.bid:
-            why = f"crossed quote (bid {quote.bid}, ask {quote.ask})"
+            why = f"crossed quote (bid {shown(quote.bid)}, ask {shown(quote.ask)})"
         elif age > QUOTE_MAX_AGE:
             why = f"the latest quote is {age}s old (at {quote.at.isoformat()}, older than {QUOTE_MAX_AGE}s)"
         else:
@@ -92,7 +99,8 @@ def unusable(symbol: str, read: QuoteRead | None, now: datetime) -> str | None:
 
 def quote_facts(quote: Quote) -> dict[str, Any]:
     """What the ledger's created transition keeps of the quote an entry was priced against."""
-    return {"quote_bid": quote.bid, "quote_ask": quote.ask, "quote_at": quote.at, "spread": fraction(spread(quote))}
+    return {"quote_bid": shown(quote.bid), "quote_ask": shown(quote.ask), "quote_at": quote.at,
+            "spread": fraction(spread(quote))}
 
 
 def spread_refusal(quote: Quote, max_spread: Decimal) -> str | None:
@@ -100,7 +108,7 @@ def spread_refusal(quote: Quote, max_spread: Decimal) -> str | None:
     wide = spread(quote)
     if wide <= max_spread:
         return None
-    return (f"spread {percent(wide)} (bid {quote.bid}, ask {quote.ask}) is wider than "
+    return (f"spread {percent(wide)} (bid {shown(quote.bid)}, ask {shown(quote.ask)}) is wider than "
             f"SMART_EXECUTOR_MAX_SPREAD_PCT {percent(max_spread)}")
 
 
