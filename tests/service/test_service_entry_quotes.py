@@ -8,14 +8,16 @@ buffered limit is 100.05 (0.05 %). Expected values are worked out by hand.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 from decimal import Decimal as D
 
 import pytest
-from harness import SYMBOL, Rig, a_signal, rejections, sqlite_only
+from harness import PRODUCT, SYMBOL, Rig, a_signal, rejections, scenario_venue, sqlite_only
 
 from engine.broker.alpaca_target import broker_target
 from engine.core.domain import Leg
 from engine.core.lifecycle import State
+from engine.ledger import Ledger
 
 
 @sqlite_only
@@ -75,6 +77,44 @@ def test_the_buffered_limit_stands_when_the_ask_is_above_it(make_rig: Callable[.
     entry = rig.venue.order(rig.coid("rests-1", Leg.ENTRY))
     assert entry is not None and entry.limit_price == D("100.05")
     assert rig.ledger.history(lc.id)[0].payload["limit_capped"] is False
+
+
+@sqlite_only
+def test_a_failed_quote_read_refuses_with_the_guard_and_keeps_the_buffer_with_the_cap_alone(
+        make_rig: Callable[..., Rig]) -> None:
+    """The data API answers 500 twice (the read and its one retry): the guard cannot see the
+    spread and refuses; the cap alone falls back to the buffered limit."""
+    rig = make_rig(max_spread_pct=D("0.002"))
+    rig.venue.set_quote(SYMBOL, "99.99", "100.02", bid_size=1000, ask_size=1000)
+    rig.venue.faults.fail_route("GET", "/v2/stocks/*", 500, count=2)
+    lc = rig.settle(rig.submit(a_signal("blind-1")), State.FAILED)
+    assert lc.reject_reason is not None
+    assert lc.reject_reason.startswith("no fresh quote for AAPL: market data unavailable (")
+    assert rig.venue.submissions() == []
+
+    rig.stop()
+    rig.settings = replace(rig.settings, max_spread_pct=None, limit_at_quote=True)
+    rig.start()
+    rig.venue.faults.fail_route("GET", "/v2/stocks/*", 500, count=2)
+    lc = rig.settle(rig.submit(a_signal("blind-2")), State.EXITS_PLACED)
+    entry = rig.venue.order(rig.coid("blind-2", Leg.ENTRY))
+    assert entry is not None and entry.limit_price == D("100.05")
+    assert rig.ledger.history(lc.id)[0].payload["limit_capped"] is False
+
+
+@sqlite_only
+def test_an_engine_without_market_data_refuses_smart_entries_while_a_setting_is_on(ledger: Ledger) -> None:
+    with scenario_venue() as venue:
+        venue.set_quote(SYMBOL, "99.99", "100.02", bid_size=1000, ask_size=1000)
+        rig = Rig(venue, ledger, replace(PRODUCT, limit_at_quote=True), market_data=False)
+        rig.start()
+        try:
+            lc = rig.settle(rig.submit(a_signal("no-data-1")), State.FAILED)
+        finally:
+            rig.stop()
+    assert lc.reject_reason == ("no fresh quote for AAPL: no market-data source (SMART_EXECUTOR_MAX_SPREAD_PCT and "
+                                "SMART_EXECUTOR_LIMIT_AT_QUOTE need one)")
+    assert venue.submissions() == []
 
 
 @sqlite_only
