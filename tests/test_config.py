@@ -27,6 +27,8 @@ def test_defaults_are_the_product_spec() -> None:
     # Pre-trade risk: off, except a generous cap on open lifecycles.
     assert (s.max_order_notional, s.max_position_shares, s.max_position_notional) == (None, None, None)
     assert (s.max_gross_exposure, s.max_daily_loss, s.max_open_lifecycles) == (None, None, None)
+    # Entries that know the market: off, so the limit is signal +- buffer and no quote is read.
+    assert (s.max_spread_pct, s.limit_at_quote) == (None, False)
 
 
 def test_every_variable_is_read() -> None:
@@ -50,6 +52,8 @@ def test_every_variable_is_read() -> None:
         "SMART_EXECUTOR_MAX_GROSS_EXPOSURE": "200000",
         "SMART_EXECUTOR_MAX_OPEN_LIFECYCLES": "off",
         "SMART_EXECUTOR_MAX_DAILY_LOSS": "1500",
+        "SMART_EXECUTOR_MAX_SPREAD_PCT": "0.002",
+        "SMART_EXECUTOR_LIMIT_AT_QUOTE": "on",
     }
     assert set(env) == {variable for variable, _ in ENVIRONMENT.values()}
     s = Settings.from_env(env)
@@ -61,6 +65,7 @@ def test_every_variable_is_read() -> None:
     assert (s.max_order_notional, s.max_position_shares, s.max_position_notional, s.max_gross_exposure) == (
         D(25000), D(500), D("50000.50"), D(200000))
     assert (s.max_open_lifecycles, s.max_daily_loss) == (None, D(1500))
+    assert (s.max_spread_pct, s.limit_at_quote) == (D("0.002"), True)
 
 
 @pytest.mark.parametrize(
@@ -80,6 +85,11 @@ def test_every_variable_is_read() -> None:
         ("SMART_EXECUTOR_MAX_DAILY_LOSS", "-100", "greater than zero"),
         ("SMART_EXECUTOR_MAX_OPEN_LIFECYCLES", "2.5", "whole number"),
         ("SMART_EXECUTOR_MAX_POSITION_SHARES", "lots", "expected a number"),
+        ("SMART_EXECUTOR_MAX_SPREAD_PCT", "0", "greater than zero (or off)"),
+        ("SMART_EXECUTOR_MAX_SPREAD_PCT", "-0.001", "must not be negative"),
+        ("SMART_EXECUTOR_MAX_SPREAD_PCT", "2", "fraction"),
+        ("SMART_EXECUTOR_MAX_SPREAD_PCT", "wide", "expected a number"),
+        ("SMART_EXECUTOR_LIMIT_AT_QUOTE", "ask", "true or false"),
     ],
 )
 def test_a_bad_value_names_the_variable(variable: str, value: str, reason: str) -> None:
@@ -94,3 +104,8 @@ def test_the_readme_documents_every_variable() -> None:
     readme = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
     documented = set(re.findall(r"^\| `([A-Z_]+)`", readme, re.MULTILINE))
     assert {variable for variable, _ in ENVIRONMENT.values()} <= documented
+
+
+@pytest.mark.parametrize("raw", ["off", "OFF", "none"])
+def test_the_spread_guard_can_be_switched_off_by_name(raw: str) -> None:
+    assert Settings.from_env({"SMART_EXECUTOR_MAX_SPREAD_PCT": raw}).max_spread_pct is None

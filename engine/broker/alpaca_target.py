@@ -10,6 +10,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from engine.broker.alpaca import AlpacaBroker
+from engine.broker.market_data import AlpacaMarketData
 from engine.broker.redaction import register_secret
 from engine.core.errors import ConfigError
 
@@ -34,6 +35,14 @@ class BrokerTarget:
     def broker(self) -> AlpacaBroker:
         return AlpacaBroker(self.api_key, self.secret_key, paper=self.paper, rest_url=self.rest_url,
                             stream_url=self.stream_url)
+
+    def market_data(self) -> AlpacaMarketData:
+        """Alpaca's market data with the same keys: the local venue serves it on its one port
+        (`rest_url`, quotes stream at /v2/iex), Alpaca on its data hosts (the adapter's defaults)."""
+        if self.rest_url is None:
+            return AlpacaMarketData(self.api_key, self.secret_key)
+        stream = "ws" + self.rest_url[len("http"):] + "/v2/iex"
+        return AlpacaMarketData(self.api_key, self.secret_key, data_url=self.rest_url, stream_url=stream)
 
 
 def broker_target(venue: str | None, live: bool, env: Mapping[str, str] | None = None) -> BrokerTarget:

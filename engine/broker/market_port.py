@@ -8,26 +8,10 @@ Errors are the broker port's: BrokerUnauthorized (keys or subscription refused),
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Iterable
-from dataclasses import dataclass
-from datetime import datetime
-from decimal import Decimal
 from typing import Protocol
 
 from engine.broker.port import ConnectHandler as ConnectHandler  # re-exported: `on_connect`'s type
-
-
-@dataclass(frozen=True)
-class Quote:
-    """The top of the book for one symbol at one instant, exactly as the venue sent it (a side
-    the venue has no price for may come as 0: check before using it)."""
-
-    symbol: str
-    bid: Decimal
-    ask: Decimal
-    bid_size: Decimal
-    ask_size: Decimal
-    at: datetime  # tz-aware UTC: the venue's time of the quote
-
+from engine.core.quotes import Quote as Quote  # re-exported: the port speaks the core's vocabulary
 
 QuoteHandler = Callable[[Quote], Awaitable[None]]
 

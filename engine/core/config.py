@@ -74,6 +74,16 @@ def _count_limit(name: str, raw: str) -> int | None:
     return None if value is None else int(value)
 
 
+def _spread(name: str, raw: str) -> Decimal | None:
+    """The spread guard: a fraction of the price above zero (0.002 = 0.2 %), or `off`."""
+    if raw.strip().lower() in {"off", "none"}:
+        return None
+    value = _fraction(Decimal("0.5"))(name, raw)
+    if value == 0:
+        raise ConfigError(name, f"must be greater than zero (or off), was {raw!r}")
+    return value
+
+
 def _url(name: str, raw: str) -> str:
     value = raw.strip()
     if "://" not in value:
@@ -113,6 +123,10 @@ class Settings:
     max_gross_exposure: Decimal | None = None
     max_open_lifecycles: int | None = None
     max_daily_loss: Decimal | None = None
+    # Entries that know the market (engine/core/quotes.py): both off by default, so no entry waits
+    # on a market-data read and the limit is signal ± buffer as before (README: Pricing and guards).
+    max_spread_pct: Decimal | None = None  # refuse an entry whose quoted spread is wider (of the mid)
+    limit_at_quote: bool = False  # cap a buy's limit at the ask (a short's at the bid) when better
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -153,4 +167,6 @@ ENVIRONMENT: dict[str, tuple[str, Callable[[str, str], object]]] = {
     "max_gross_exposure": ("SMART_EXECUTOR_MAX_GROSS_EXPOSURE", _limit),
     "max_open_lifecycles": ("SMART_EXECUTOR_MAX_OPEN_LIFECYCLES", _count_limit),
     "max_daily_loss": ("SMART_EXECUTOR_MAX_DAILY_LOSS", _limit),
+    "max_spread_pct": ("SMART_EXECUTOR_MAX_SPREAD_PCT", _spread),
+    "limit_at_quote": ("SMART_EXECUTOR_LIMIT_AT_QUOTE", _parse_bool),
 }

@@ -15,11 +15,13 @@ from decimal import Decimal
 from enum import Enum
 from typing import Any
 
+from engine.core import quotes
 from engine.core.config import Settings
 from engine.core.domain import Leg, Mode, Side, Signal, client_order_id, leg_code
 from engine.core.lifecycle import Lifecycle, State, Trigger
 from engine.core.orders import HeldOrder, Kind, OrderIntent, OrderReport, Session
 from engine.core.pricing import average_price, entry_limit, exits_from_fill, fraction, judge_fill, ratio, to_tick
+from engine.core.quotes import QuoteRead
 
 MAX_FLATTEN_ATTEMPTS = 3
 # Outside regular hours Alpaca takes no market order: flatten with a limit this far through the fill.
@@ -106,7 +108,10 @@ def staleness(signal: Signal, now: datetime, settings: Settings, received_at: da
 
 
 def intake(signal: Signal, mode: Mode, session: Session, settings: Settings, now: datetime,
-           received_at: datetime | None = None, *, ledger_id: str) -> Intake:
+           received_at: datetime | None = None, *, ledger_id: str, market: QuoteRead | None = None) -> Intake:
+    """The new signal's first row. `market` is the latest quote the service read for a smart
+    entry when SMART_EXECUTOR_MAX_SPREAD_PCT or SMART_EXECUTOR_LIMIT_AT_QUOTE is on (None: there
+    is no market-data source, which refuses the entry while either is on)."""
     extended = session is Session.EXTENDED
     age, refusal = staleness(signal, now, settings, received_at)
     refusal = refusal or session_refusal(session, mode, settings)
@@ -116,7 +121,13 @@ def intake(signal: Signal, mode: Mode, session: Session, settings: Settings, now
     coid = client_order_id(ledger_id, signal.signal_id, Leg.ENTRY)
     intents: tuple[OrderIntent, ...] = ()
     if refusal is None and mode is Mode.SMART:
-        limit = entry_limit(signal.price, signal.side, settings.limit_buffer(extended))
+        priced = quotes.entry_price(signal.symbol, signal.side,
+                                    entry_limit(signal.price, signal.side, settings.limit_buffer(extended)),
+                                    market, settings, now)
+        facts.update(priced.facts)
+        if priced.refusal is not None:
+            return Intake(extended, facts, (), priced.refusal)
+        limit = priced.limit
         facts["limit_price"] = limit
         intents = (OrderIntent(coid, Leg.ENTRY, signal.side, "limit", "day", signal.qty, limit_price=limit,
                                extended_hours=extended),)

@@ -21,15 +21,17 @@ from dataclasses import replace
 from datetime import datetime, timezone
 from typing import Any
 
-from engine.broker.port import Broker, BrokerAmbiguous, OrderEvent
+from engine.broker.market_port import MarketData
+from engine.broker.port import Broker, BrokerAmbiguous, BrokerError, OrderEvent
 from engine.broker.ratelimit import Priority, RateLimiter
-from engine.core import decisions, risk
+from engine.core import decisions, quotes, risk
 from engine.core.config import Settings
 from engine.core.domain import CLIENT_ORDER_ID_PREFIX, Leg, Mode, Signal, ledger_prefix
 from engine.core.errors import SignalConflict
 from engine.core.lifecycle import TERMINAL, Lifecycle, State
 from engine.core.orders import Session
 from engine.core.polling import PollPolicy
+from engine.core.quotes import QuoteRead
 from engine.ledger import Ledger, Writes
 from engine.service.activities import LostExecutions
 from engine.service.book import Book
@@ -48,6 +50,7 @@ log = logging.getLogger("smartexec")
 STOP_GRACE = 5.0  # seconds stop() gives the news already received to be recorded
 SESSION_TTL = 5.0  # seconds a burst of signals shares one look at the broker's clock
 SESSION_TRIES = 4
+QUOTE_TRIES = 2  # a quote read is the signal's latency: one retry after a transient failure, no more
 
 
 def utcnow() -> datetime:
@@ -65,15 +68,19 @@ class Executor:
         poll_interval: float | None = None,
         verify_after: float = 2.0,
         broker_workers: int = 8,
+        market_data: MarketData | None = None,
         clock: Callable[[], datetime] = utcnow,
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         """`poll_interval` overrides SMART_EXECUTOR_POLL_INTERVAL (settings.poll_interval); `clock`
         gives the time recorded in the ledger and that timers run on, `monotonic` measures quiet
-        periods and cache ages."""
+        periods and cache ages. `market_data` gives the latest quote a smart entry is priced
+        against when SMART_EXECUTOR_MAX_SPREAD_PCT or SMART_EXECUTOR_LIMIT_AT_QUOTE is on (without
+        it such an entry is refused); with both off it is never read."""
         self.settings = settings
         self.ledger = ledger
         self.broker = broker
+        self.market_data = market_data
         self.poll_interval = settings.poll_interval if poll_interval is None else poll_interval
         self._now = clock
         self._monotonic = monotonic
@@ -106,9 +113,13 @@ class Executor:
         mode = Mode.SMART if s.use_smart_executor else Mode.LEGACY
         log.info(
             "Smart Order Executor initialized (mode=%s, limit buffer %s, fill timeout %ss, max slippage %s, "
-            "min R/R %s, extended hours %s)", mode.value, s.limit_buffer_regular, s.fill_timeout,
-            s.max_slippage_pct, s.min_rr_ratio, "on" if s.extended_hours else "off",
+            "min R/R %s, extended hours %s, max spread %s, limit at quote %s)", mode.value, s.limit_buffer_regular,
+            s.fill_timeout, s.max_slippage_pct, s.min_rr_ratio, "on" if s.extended_hours else "off",
+            "off" if s.max_spread_pct is None else s.max_spread_pct, "on" if s.limit_at_quote else "off",
         )
+        if quotes.wants_quote(s) and self.market_data is None:
+            log.warning("SMART_EXECUTOR_MAX_SPREAD_PCT or SMART_EXECUTOR_LIMIT_AT_QUOTE is on but the engine has no "
+                        "market-data source: every smart entry will be refused")
         ledger_id = await self.conductor.load_identity()
         log.info("ledger %s: client order ids %s<signal id>-<leg><attempt>", ledger_id, ledger_prefix(ledger_id))
         self._tasks.append(asyncio.create_task(self.timers.run(), name="timers"))
@@ -187,6 +198,23 @@ class Executor:
                 await asyncio.sleep(0.25 * 2 ** (attempt - 1))
         raise AssertionError("unreachable")
 
+    async def _read_quote(self, symbol: str) -> QuoteRead | None:
+        """The latest quote for a smart entry (None: no market-data source), read on the broker
+        workers like any look-up; a failed read is handed on as the reason there is none."""
+        if self.market_data is None:
+            return None
+        for attempt in range(1, QUOTE_TRIES + 1):
+            try:
+                return QuoteRead(await self.workers.call(Priority.QUERY, self.market_data.latest_quote, symbol=symbol))
+            except BrokerAmbiguous as exc:
+                if attempt == QUOTE_TRIES:
+                    return QuoteRead(None, str(exc))
+                log.warning("the latest quote for %s did not come (%s); asking again", symbol, exc)
+                await asyncio.sleep(0.25)
+            except BrokerError as exc:
+                return QuoteRead(None, str(exc))
+        raise AssertionError("unreachable")
+
     async def submit(self, signal: Signal, *, mode: Mode | None = None,
                      received_at: datetime | None = None) -> Lifecycle:
         """Hand over one signal. Idempotent by signal id; the entry is placed before this returns.
@@ -200,8 +228,12 @@ class Executor:
             return self.book.open.get(known.id, known)
 
         mode = mode or (Mode.SMART if self.settings.use_smart_executor else Mode.LEGACY)
-        plan = decisions.intake(signal, mode, await self._market_session(), self.settings, self._now(), received_at,
-                                ledger_id=self.conductor.ledger_id)
+        session = await self._market_session()
+        market = None
+        if mode is Mode.SMART and session is not Session.CLOSED and quotes.wants_quote(self.settings):
+            market = await self._read_quote(signal.symbol)
+        plan = decisions.intake(signal, mode, session, self.settings, self._now(), received_at,
+                                ledger_id=self.conductor.ledger_id, market=market)
         # The risk check and the commit of the intent are one step: two signals cannot both pass a limit
         # that only one of them fits under.
         async with self.desk.lock:

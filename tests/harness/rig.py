@@ -27,6 +27,7 @@ import pytest
 from sqlalchemy import select
 
 from engine.broker.alpaca import AlpacaBroker
+from engine.broker.market_data import AlpacaMarketData
 from engine.core import protection
 from engine.core.config import Settings
 from engine.core.domain import CLIENT_ORDER_ID_PREFIX, Leg, Mode, Signal, client_order_id
@@ -57,13 +58,15 @@ class Rig:
     """
 
     def __init__(self, venue: Venue, ledger: Ledger, settings: Settings = SETTINGS, *, poll_interval: float = QUIET,
-                 verify_after: float = 0.5, request_timeout: float = 5.0) -> None:
+                 verify_after: float = 0.5, request_timeout: float = 5.0, market_data: bool = True) -> None:
+        """`market_data` False builds the engine without a market-data source."""
         self.venue = venue
         self.ledger = ledger
         self.settings = settings
         self.poll_interval = poll_interval
         self.verify_after = verify_after
         self.request_timeout = request_timeout
+        self.market_data = market_data
         self._executor: Executor | None = None
         self._background: tuple[asyncio.AbstractEventLoop, threading.Thread, AsyncExitStack] | None = None
 
@@ -78,9 +81,14 @@ class Rig:
         rigs on the same venue) listen meanwhile."""
         broker = AlpacaBroker(self.venue.api_key, self.venue.secret_key, rest_url=self.venue.rest_url,
                               stream_url=self.venue.stream_url, request_timeout=self.request_timeout)
+        # The venue's market data on its one port; read only when an entry setting needs the quote.
+        market_data = AlpacaMarketData(self.venue.api_key, self.venue.secret_key, data_url=self.venue.data_url,
+                                       stream_url=self.venue.market_data_url(),
+                                       request_timeout=self.request_timeout) if self.market_data else None
         executor = Executor(self.settings, self.ledger, broker,
                             poll_interval=self.poll_interval if poll_interval is None else poll_interval,
-                            verify_after=self.verify_after, clock=lambda: self.venue.clock.now() + clock_ahead)
+                            verify_after=self.verify_after, market_data=market_data,
+                            clock=lambda: self.venue.clock.now() + clock_ahead)
         await executor.start()
         try:
             # Submitting before the stream listens would leave the fills to the reconnect look-up.
