@@ -18,7 +18,7 @@ Measured, from `Executor.start()` until every lifecycle is *resumed*:
 - every other lifecycle is still LIMIT_SUBMITTED and its fill deadline is armed in the executor's
   timer queue again;
 - every execution made while the engine was down has its fills row, found in the account's FILL
-  activities (GET /v2/account/activities/FILL, 100 a page): their events were lost.
+  activities (GET /v2/account/activities/FILL, a New York day per read): their events were lost.
 The REST reads the resume made (requests per route counted at the venue, less the exit orders it
 sends for the fills) are compared with the floor ceil(N/500): one page of Alpaca's largest listing
 per 500 orders. More than floor + 10 exits with status 1 (the activity pages count, and are also
@@ -288,7 +288,7 @@ def main() -> None:
           f" (most in a round)  goal <= {floor_calls + SPARE_CALLS}: {'PASS' if calls_ok else 'FAIL'}")
     activity_reads = max(sum(c for route, c in r.requests.items() if route.startswith(ACTIVITIES)) for r in results)
     print(f"activities   : {activity_reads} of those reads: account FILL activities, for the {results[0].lost} "
-          f"executions whose events were lost ({ACTIVITY_PAGE} a page)")
+          f"executions whose events were lost (one read per New York day; {ACTIVITY_PAGE} a page without `date`)")
     print("by route     : " + ", ".join(f"{route} {count}" for route, count in sorted(routes.items()))
           + f"  ({PROTECTIVE}: exits for the fills, as fast as the rate limiter allows)")
     if not calls_ok:

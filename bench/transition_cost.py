@@ -50,7 +50,8 @@ def engine_run(ledger: Ledger, lcs: list, n: int) -> float:  # type: ignore[type
 
 
 def floor_run(ledger: Ledger, lcs: list, n: int) -> float:  # type: ignore[type-arg]
-    base = {name: None for name in PROJECTED}
+    base: dict[str, object] = {name: None for name in PROJECTED}
+    base["exit_filled_qty"] = Decimal(0)  # NOT NULL since migration 0009
     with ledger.engine.connect() as conn:
         last_id = conn.execute(_READ_HEAD).one().last_id
     start = time.perf_counter()
