@@ -112,9 +112,13 @@ class Faults:
         # Wired by the venue: these act on live sockets, on the venue's loop.
         self._drop_streams: Callable[[bool], int] = lambda abrupt: 0
         self._mute_streams: Callable[[bool], None] = lambda muted: None
+        self._end_silence: Callable[[], None] = lambda: None  # the market-data feed's
 
     def bind_streams(self, drop: Callable[[bool], int], mute: Callable[[bool], None]) -> None:
         self._drop_streams, self._mute_streams = drop, mute
+
+    def bind_market_data(self, end_silence: Callable[[], None]) -> None:
+        self._end_silence = end_silence
 
     # --- websocket ------------------------------------------------------------------------------
 
@@ -244,13 +248,14 @@ class Faults:
         return None
 
     def clear(self) -> None:
-        """Forget every pending fault and unmute the streams."""
+        """Forget every pending fault, unmute the streams and let the market-data feed speak again."""
         with self._lock:
             self._events.clear()
             self._routes.clear()
             self._rejects.clear()
             self._cancel_holds.clear()
         self._mute_streams(False)
+        self._end_silence()
 
     def pending(self) -> dict[str, Iterable[object]]:
         with self._lock:

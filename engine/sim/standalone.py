@@ -42,6 +42,10 @@ async def _serve(venue: Venue, port: int, loaded: list) -> int:  # type: ignore[
           f'url_override="{venue.rest_url}")')
     print(f'  TradingStream(api_key="{venue.api_key}", secret_key="{venue.secret_key}", '
           f'url_override="{venue.stream_url}")')
+    print(f'  StockHistoricalDataClient(api_key="{venue.api_key}", secret_key="{venue.secret_key}", '
+          f'url_override="{venue.data_url}")')
+    print(f'  StockDataStream(api_key="{venue.api_key}", secret_key="{venue.secret_key}", '
+          f'url_override="{venue.market_data_url()}")')
     for scenario in loaded:
         signal_text = ", ".join(f"{k}={v}" for k, v in scenario.signal.items())
         print(f"  scenario {scenario.name} on {scenario.symbol}: signal {signal_text}")

@@ -74,6 +74,7 @@ class Venue:
         self.market_data_hub = MarketDataHub(api_key, secret_key, connections_per_key=ALPACA_STREAM_CONNECTIONS)
         self._market_data = MarketDataApi(self.exchange, self.market_data_hub, self._on_loop)
         self.market_data = self._market_data.controls
+        self.faults.bind_market_data(self.market_data.resume)
         self.faults.bind_streams(drop=lambda abrupt: self._on_loop(self.hub.drop_all, abrupt),
                                  mute=lambda muted: self._on_loop(self.hub.set_muted, muted))
         self.port: int | None = None

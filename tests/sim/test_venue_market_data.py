@@ -195,6 +195,14 @@ def test_a_silent_feed_sends_nothing_until_resumed(venue: Venue, listeners: list
     assert listener.next().bid_price == 186.10
 
 
+def test_clearing_the_faults_ends_a_silence(venue: Venue, listeners: list[QuoteListener]) -> None:
+    listener = listen(venue, listeners)
+    venue.market_data.silence()
+    venue.faults.clear()
+    venue.set_quote("AAPL", "186.20", "186.23")
+    assert listener.next().bid_price == 186.20
+
+
 # --- latest-quote REST -------------------------------------------------------------------------
 
 
