@@ -100,22 +100,21 @@ def exits_settled(lc: Lifecycle, legs: Sequence[LegFill], *, exits_attempt: int,
     """The pair being cancelled (attempt `exits_attempt`) is final: fold what it filled in, then
     protect (REPROTECTING) or flatten (REJECTED: a halt; its intent is `flatten_attempt`) exactly
     what is left; close when nothing is."""
-    filled = [leg for leg in legs if leg.qty > 0 and leg.avg_price is not None]
-    qty = sum((leg.qty for leg in filled), ZERO)
     if lc.state not in (State.REPROTECTING, State.REJECTED):
         return NOTHING
-    if filled and qty >= remaining(lc):
-        biggest = max(filled, key=lambda leg: leg.qty)
-        price = average_price((leg.qty, leg.avg_price) for leg in filled if leg.avg_price is not None)
+    priced = [(leg, leg.avg_price) for leg in legs if leg.qty > 0 and leg.avg_price is not None]
+    qty = sum((leg.qty for leg, _ in priced), ZERO)
+    price = average_price((leg.qty, avg) for leg, avg in priced) if priced else None
+    if price is not None and qty >= remaining(lc):
+        biggest = max((leg for leg, _ in priced), key=lambda leg: leg.qty)
         return Decision(Trigger.EXIT_FILLED, {**outcome(lc, price, remaining(lc)), "exit_leg": biggest.leg.value})
     folded: dict[str, Any] = {}
-    if filled:
-        price = average_price((leg.qty, leg.avg_price) for leg in filled if leg.avg_price is not None)
+    if price is not None:
         folded = {key: value for key, value in outcome(lc, price, qty).items()
                   if key in ("exit_price", "exit_filled_qty")}
     after = lc.exit_filled_qty + qty
     if lc.state is State.REJECTED:
-        if not filled:
+        if price is None:
             return NOTHING  # the halt's flatten goes ahead for what it already intends
         smaller = flatten_intent(replace(lc, exit_filled_qty=after), flatten_attempt + 1, ledger_id=ledger_id)
         return Decision(Trigger.EXIT_PARTIAL, folded, (smaller,), then=(Then.FLATTEN,))

@@ -178,6 +178,16 @@ async def _short_orders(c: Conductor, listed: Mapping[str, BrokerOrder]) -> list
 RECOVER_AFTER = 1.0  # seconds: the executions missing from one burst of news are read in one go
 
 
+@dataclass(frozen=True)
+class _Short:
+    """An order noted as filled beyond what its events told; times on the broker's clock."""
+
+    client_order_id: str
+    filled_qty: Decimal
+    submitted_at: datetime
+    seen_at: datetime
+
+
 class LostExecutions:
     """Between reconciles: an order whose filled quantity grew by more than its events told (an
     event lost on a live socket, a fill learned from a reply or a look-up) has its executions
@@ -187,14 +197,13 @@ class LostExecutions:
     def __init__(self, c: Conductor, *, margin: timedelta) -> None:
         self.c = c
         self.margin = margin
-        # broker order id -> (client order id, filled qty, submitted at, last seen at); broker clock
-        self._pending: dict[str, tuple[str, Decimal, datetime, datetime]] = {}
+        self._pending: dict[str, _Short] = {}  # by broker order id
         c.executions_missing = self.note
 
     def note(self, broker_order_id: str, client_order_id: str, filled_qty: Decimal, submitted_at: datetime,
              seen_at: datetime) -> None:
         first = not self._pending
-        self._pending[broker_order_id] = (client_order_id, filled_qty, submitted_at, seen_at)
+        self._pending[broker_order_id] = _Short(client_order_id, filled_qty, submitted_at, seen_at)
         if first:
             self.c.workers.spawn(self._recover_soon())
 
@@ -203,13 +212,14 @@ class LostExecutions:
         pending, self._pending = self._pending, {}
         async with _reading(self.c):
             recorded = await self.c.workers.persist(self.c.ledger.recorded_fill_qty,
-                                                    [coid for coid, *_ in pending.values()])
+                                                    [noted.client_order_id for noted in pending.values()])
             short = {broker_id: noted for broker_id, noted in pending.items()
-                     if recorded.get(noted[0], Decimal(0)) < noted[1]}
+                     if recorded.get(noted.client_order_id, Decimal(0)) < noted.filled_qty}
             if not short:
                 return
             # The broker's clock throughout: activities are dated by it, ours may differ.
-            await recover_short(self.c, after=min(noted[2] for noted in short.values()) - self.margin,
-                                named={broker_id: noted[0] for broker_id, noted in short.items()},
-                                wanted={broker_id: noted[1] for broker_id, noted in short.items()},
-                                last_day=max(noted[3] for noted in short.values()).astimezone(NEW_YORK).date())
+            last_seen = max(noted.seen_at for noted in short.values())
+            await recover_short(self.c, after=min(noted.submitted_at for noted in short.values()) - self.margin,
+                                named={broker_id: noted.client_order_id for broker_id, noted in short.items()},
+                                wanted={broker_id: noted.filled_qty for broker_id, noted in short.items()},
+                                last_day=last_seen.astimezone(NEW_YORK).date())

@@ -80,7 +80,7 @@ class Reconciler:
         and flag orders under our prefix that the ledger never intended, even with nothing open."""
         started = self._now()
         since = min([self._scanned_to, *(lc.created_at for lc in lifecycles)]) - LISTING_MARGIN
-        snapshot = await self._broker_orders(since)
+        snapshot = await self.listing(since)
         if snapshot is not None:
             self._scanned_to = started
             await self.c.workers.guarded(self._flag_orphans(snapshot))
@@ -94,11 +94,6 @@ class Reconciler:
         await asyncio.gather(*(self.c.workers.guarded(self._catch_up(lc.id, snapshot)) for lc in lifecycles))
 
     async def listing(self, since: datetime) -> Snapshot | None:
-        """Every order at the broker submitted after `since`, by client order id (legs included);
-        None if the listing failed."""
-        return await self._broker_orders(since)
-
-    async def _broker_orders(self, since: datetime) -> Snapshot | None:
         """Every order at the broker submitted after `since`, by client order id. None if the
         listing failed."""
         found: Snapshot = {}
