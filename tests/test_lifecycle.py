@@ -51,6 +51,19 @@ LEGAL = {
     (S.REPROTECTING, "exit_filled"): S.CLOSED,
     (S.REPROTECTING, "exits_resized"): S.VALIDATED,
     (S.REJECTED, "exit_partial"): S.REJECTED,
+    (S.VALIDATED, "emulation_armed"): S.EMULATING,
+    (S.EMULATING, "handed_over"): S.VALIDATED,
+    (S.EXITS_PLACED, "handed_back"): S.REPROTECTING,
+    (S.EMULATING, "emulated_trigger"): S.EMULATED_EXIT,
+    (S.EMULATED_EXIT, "exit_repriced"): S.EMULATED_EXIT,
+    (S.EMULATED_EXIT, "exit_filled"): S.CLOSED,
+    (S.EMULATING, "stop_moved"): S.EMULATING,
+    (S.EXITS_PLACED, "stop_moved"): S.EXITS_PLACED,
+    (S.EMULATING, "quotes_stale"): S.EMULATING,
+    (S.EMULATING, "quotes_lost"): S.REJECTED,
+    (S.EMULATING, "halted"): S.REJECTED,
+    (S.EMULATED_EXIT, "halted"): S.REJECTED,
+    (S.LIMIT_SUBMITTED, "entry_repriced"): S.LIMIT_SUBMITTED,
 }
 ENTRY_NEWS = {"submitted", "partial_fill", "fill", "timeout", "canceled", "canceled_partial", "rejected"}
 IGNORED = (
@@ -58,10 +71,19 @@ IGNORED = (
      (S.CANCEL_REQUESTED, "submitted"), (S.CANCEL_REQUESTED, "timeout"),
      (S.VALIDATED, "guards_passed"), (S.REJECTED, "guards_failed"), (S.REJECTED, "exits_rejected"),
      (S.EXITS_PLACED, "exits_placed"), (S.VALIDATED, "exits_resized"), (S.REJECTED, "protection_lost"),
-     (S.REJECTED, "exits_resized")}
+     (S.REJECTED, "exits_resized"), (S.VALIDATED, "handed_over"),
+     (S.EXITS_PLACED, "handed_over")}
+    | {(s, "entry_repriced") for s in (S.PARTIALLY_FILLED, S.CANCEL_REQUESTED, S.FILLED)}
+    | {(S.REPROTECTING, t) for t in ("handed_back", "stop_moved")}
+    | {(S.EMULATING, t) for t in ("exits_placed", "emulation_armed", "handed_back")}
+    | {(S.EMULATED_EXIT, t) for t in ("emulated_trigger", "stop_moved", "quotes_stale", "quotes_lost", "handed_over",
+                                      "handed_back", "emulation_armed")}
+    | {(S.REJECTED, t) for t in ("emulated_trigger", "exit_repriced", "stop_moved", "quotes_stale", "quotes_lost",
+                                 "handed_over", "handed_back", "emulation_armed")}
     | {(S.REPROTECTING, t) for t in ("exits_placed", "exit_partial", "protection_lost")}
     | {(s, "halted") for s in (S.CANCEL_REQUESTED, S.REJECTED)}
-    | {(s, t) for s in (S.FILLED, S.VALIDATED, S.REJECTED, S.EXITS_PLACED, S.REPROTECTING) for t in ENTRY_NEWS}
+    | {(s, t) for s in (S.FILLED, S.VALIDATED, S.REJECTED, S.EXITS_PLACED, S.REPROTECTING, S.EMULATING,
+                                   S.EMULATED_EXIT) for t in ENTRY_NEWS}
     | {(s, t) for s in TERMINAL for t in TRIGGERS}
 )
 ALL_PAIRS = [(state, trigger) for state in State for trigger in TRIGGERS]

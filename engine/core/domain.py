@@ -44,9 +44,10 @@ class Leg(str, Enum):
     TAKE_PROFIT = "take_profit"
     STOP = "stop"
     FLATTEN = "flatten"
+    EXIT = "exit"  # an emulated stop's or target's exit order (a marketable limit)
 
 
-_LEG_CODE = {Leg.ENTRY: "en", Leg.TAKE_PROFIT: "tp", Leg.STOP: "sl", Leg.FLATTEN: "fl"}
+_LEG_CODE = {Leg.ENTRY: "en", Leg.TAKE_PROFIT: "tp", Leg.STOP: "sl", Leg.FLATTEN: "fl", Leg.EXIT: "ex"}
 
 
 def leg_code(leg: Leg) -> str:

@@ -34,6 +34,12 @@ class State(str, Enum):
     # The pair no longer covers the position (an exit leg partly filled, or the broker lost a leg):
     # it is cancelled, and once final a new pair is intended for what is left (back to VALIDATED).
     REPROTECTING = "REPROTECTING"
+    # No broker order can hold the protection in this session (outside regular hours): the engine
+    # holds the stop and the target itself and watches the quotes (engine.core.emulation).
+    EMULATING = "EMULATING"
+    # An emulated stop or target fired: a marketable limit closes what remains, re-priced within
+    # the band until it fills.
+    EMULATED_EXIT = "EMULATED_EXIT"
     FLATTENED = "FLATTENED"  # terminal: the rejected fill was closed
     CLOSED = "CLOSED"  # terminal: an exit leg filled
 
@@ -63,6 +69,15 @@ class Trigger(StrEnum):
     EXIT_PARTIAL = "exit_partial"  # an exit leg filled part of what the lifecycle holds
     PROTECTION_LOST = "protection_lost"  # the broker's exit orders no longer match the position
     EXITS_RESIZED = "exits_resized"  # the old pair is final; a new one for the remainder is intended
+    EMULATION_ARMED = "emulation_armed"  # the engine holds the stop and target (no broker exit works now)
+    HANDED_OVER = "handed_over"  # the regular open: the broker-held pair is intended for what remains
+    HANDED_BACK = "handed_back"  # the regular close: the broker's pair is cancelled, the engine takes over
+    EMULATED_TRIGGER = "emulated_trigger"  # a quote crossed the emulated stop or target: exit order intended
+    EXIT_REPRICED = "exit_repriced"  # the emulated exit order is final unfilled (in part): the next is intended
+    STOP_MOVED = "stop_moved"  # break-even or trailing: the stop moved towards the market
+    QUOTES_STALE = "quotes_stale"  # no fresh quote for the emulation (policy: alert)
+    QUOTES_LOST = "quotes_lost"  # no fresh quote for the emulation (policy: flatten)
+    ENTRY_REPRICED = "entry_repriced"  # the unfilled entry is replaced with a limit nearer the market
 
 
 T = Trigger
@@ -87,12 +102,25 @@ TRANSITIONS: list[tuple[Trigger, tuple[State, ...], State]] = [
     (T.EXITS_REJECTED, (S.VALIDATED,), S.REJECTED),  # never leave a position unprotected
     (T.FLATTENED, (S.REJECTED,), S.FLATTENED),
     (T.EXIT_FILLED, (S.EXITS_PLACED, S.REPROTECTING), S.CLOSED),
+    (T.EXIT_FILLED, (S.EMULATED_EXIT,), S.CLOSED),
     (T.EXIT_PARTIAL, (S.EXITS_PLACED,), S.REPROTECTING),
     (T.PROTECTION_LOST, (S.EXITS_PLACED,), S.REPROTECTING),
     (T.EXITS_RESIZED, (S.REPROTECTING,), S.VALIDATED),
+    # Emulated protection (outside regular hours), and the hand-overs with the broker's pair.
+    (T.EMULATION_ARMED, (S.VALIDATED,), S.EMULATING),
+    (T.HANDED_OVER, (S.EMULATING,), S.VALIDATED),
+    (T.HANDED_BACK, (S.EXITS_PLACED,), S.REPROTECTING),
+    (T.EMULATED_TRIGGER, (S.EMULATING,), S.EMULATED_EXIT),
+    (T.EXIT_REPRICED, (S.EMULATED_EXIT,), S.EMULATED_EXIT),
+    (T.STOP_MOVED, (S.EMULATING,), S.EMULATING),
+    (T.STOP_MOVED, (S.EXITS_PLACED,), S.EXITS_PLACED),
+    (T.QUOTES_STALE, (S.EMULATING,), S.EMULATING),
+    (T.QUOTES_LOST, (S.EMULATING,), S.REJECTED),
+    (T.ENTRY_REPRICED, (S.LIMIT_SUBMITTED,), S.LIMIT_SUBMITTED),
     # A halt cancels a working entry, or flattens a position (its exits, if any, cancelled first).
     (T.HALTED, (S.LIMIT_SUBMITTED, S.PARTIALLY_FILLED), S.CANCEL_REQUESTED),
-    (T.HALTED, (S.FILLED, S.VALIDATED, S.EXITS_PLACED, S.REPROTECTING), S.REJECTED),
+    (T.HALTED, (S.FILLED, S.VALIDATED, S.EXITS_PLACED, S.REPROTECTING, S.EMULATING, S.EMULATED_EXIT),
+     S.REJECTED),
     (T.EXIT_FILLED, (S.REJECTED,), S.CLOSED),  # an exit leg filled before the halt's cancel reached it
     (T.EXIT_PARTIAL, (S.REJECTED,), S.REJECTED),  # ... or part of it: the flatten takes only the rest
 ]
@@ -107,13 +135,18 @@ _ENTRY_NEWS = frozenset({T.SUBMITTED, T.PARTIAL_FILL, T.FILL, T.TIMEOUT, T.CANCE
 STALE: dict[State, frozenset[Trigger]] = {
     S.PENDING: frozenset(),
     S.LIMIT_SUBMITTED: frozenset({T.SUBMITTED}),
-    S.PARTIALLY_FILLED: frozenset({T.SUBMITTED}),
-    S.CANCEL_REQUESTED: frozenset({T.SUBMITTED, T.TIMEOUT, T.HALTED}),
-    S.FILLED: _ENTRY_NEWS,
-    S.VALIDATED: _ENTRY_NEWS | {T.GUARDS_PASSED, T.EXITS_RESIZED},
-    S.REJECTED: _ENTRY_NEWS | {T.GUARDS_FAILED, T.EXITS_REJECTED, T.HALTED, T.PROTECTION_LOST, T.EXITS_RESIZED},
-    S.EXITS_PLACED: _ENTRY_NEWS | {T.EXITS_PLACED},
-    S.REPROTECTING: _ENTRY_NEWS | {T.EXITS_PLACED, T.EXIT_PARTIAL, T.PROTECTION_LOST},
+    S.CANCEL_REQUESTED: frozenset({T.SUBMITTED, T.TIMEOUT, T.HALTED, T.ENTRY_REPRICED}),
+    S.PARTIALLY_FILLED: frozenset({T.SUBMITTED, T.ENTRY_REPRICED}),
+    S.FILLED: _ENTRY_NEWS | {T.ENTRY_REPRICED},
+    S.VALIDATED: _ENTRY_NEWS | {T.GUARDS_PASSED, T.EXITS_RESIZED, T.HANDED_OVER},
+    S.REJECTED: _ENTRY_NEWS | {T.GUARDS_FAILED, T.EXITS_REJECTED, T.HALTED, T.PROTECTION_LOST, T.EXITS_RESIZED,
+                               T.EMULATED_TRIGGER, T.EXIT_REPRICED, T.STOP_MOVED, T.QUOTES_STALE, T.QUOTES_LOST,
+                               T.HANDED_OVER, T.HANDED_BACK, T.EMULATION_ARMED},
+    S.EXITS_PLACED: _ENTRY_NEWS | {T.EXITS_PLACED, T.HANDED_OVER},
+    S.REPROTECTING: _ENTRY_NEWS | {T.EXITS_PLACED, T.EXIT_PARTIAL, T.PROTECTION_LOST, T.HANDED_BACK, T.STOP_MOVED},
+    S.EMULATING: _ENTRY_NEWS | {T.EXITS_PLACED, T.EMULATION_ARMED, T.HANDED_BACK},
+    S.EMULATED_EXIT: _ENTRY_NEWS | {T.EMULATED_TRIGGER, T.STOP_MOVED, T.QUOTES_STALE, T.QUOTES_LOST, T.HANDED_OVER,
+                                    T.HANDED_BACK, T.EMULATION_ARMED},
     **{terminal: frozenset(TRIGGERS) for terminal in TERMINAL},  # terminal states absorb
 }
 

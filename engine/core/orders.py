@@ -17,6 +17,7 @@ from engine.core.domain import Leg, Side
 class Session(str, Enum):
     REGULAR = "regular"
     EXTENDED = "extended"  # pre-market or after-hours: limit + day + extended_hours only
+    OVERNIGHT = "overnight"  # 20:00-04:00 ET before a trading day (Alpaca's 24/5): the same order rules
     CLOSED = "closed"
 
 
