@@ -26,7 +26,7 @@ from alpaca.trading.requests import LimitOrderRequest, MarketOrderRequest, StopO
 
 from engine.sim import SimClock, Venue, load_scenario
 from engine.sim.sessions import ET, Boundary, Session, day_expiry, next_at, next_boundary, session_at
-from engine.sim.testing import trading_client, wait_until
+from engine.sim.testing import Listener, event_name, trading_client, wait_until
 
 # 2026-11-30 is a Monday; 2026-11-26 is Thanksgiving (closed), 2026-11-27 a half-day (13:00 close);
 # 2026-12-24 a half-day, 2026-12-25 Christmas (closed).
@@ -241,6 +241,25 @@ def test_thanksgiving_eve_order_waits_for_thursday_evenings_overnight(
     assert status(client, order) == OrderStatus.NEW
     venue.advance(21 * 3600)  # Friday 17:00: the half-day's after-hours end
     assert status(client, order) == OrderStatus.EXPIRED
+
+
+def test_trade_updates_across_the_weekend_into_sundays_overnight(
+        at: Callable[[datetime], tuple[Venue, TradingClient]], listen: Callable[..., Listener]) -> None:
+    venue, client = at(et(2026, 12, 4, 19, 0))  # Friday after-hours
+    stream = listen(venue)
+    friday = client.submit_order(limit("99.00"))  # lapses at Friday 20:00
+    weekend = client.submit_order(limit("98.00", qty=5))
+    venue.advance(3600)  # Friday 20:00: closed
+    weekend_too = client.submit_order(limit("97.00", qty=5))  # accepted until Sunday's overnight
+    venue.advance(48 * 3600)  # Sunday 20:00
+    venue.set_quote("AAPL", "96.90", "96.95", bid_size=1000, ask_size=1000)
+    seen = [(event_name(u), str(u.order.id)) for u in stream.until(
+        lambda u: event_name(u) == "fill" and u.order.id == weekend_too.id)]
+    assert seen == [("pending_new", str(friday.id)), ("new", str(friday.id)),
+                    ("pending_new", str(weekend.id)), ("new", str(weekend.id)),
+                    ("expired", str(friday.id)), ("expired", str(weekend.id)),
+                    ("accepted", str(weekend_too.id)), ("new", str(weekend_too.id)),
+                    ("fill", str(weekend_too.id))]
 
 
 # --- market data overnight ----------------------------------------------------------------------
