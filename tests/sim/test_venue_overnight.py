@@ -125,6 +125,22 @@ def test_extended_limit_day_order_fills_overnight(at: Callable[[datetime], tuple
     assert client.get_open_position("AAPL").qty == "20"
 
 
+def test_orders_placed_either_side_of_monday_20_00_and_tuesday_04_00(
+        at: Callable[[datetime], tuple[Venue, TradingClient]]) -> None:
+    venue, client = at(et(2026, 11, 30, 19, 59, 59))
+    after_hours = client.submit_order(limit("99.00"))
+    venue.advance(1)  # 20:00
+    overnight = client.submit_order(limit("99.00"))
+    assert [(o.status, o.expires_at) for o in map(client.get_order_by_id, (after_hours.id, overnight.id))] == [
+        (OrderStatus.EXPIRED, et(2026, 11, 30, 20, 0)), (OrderStatus.NEW, et(2026, 12, 1, 20, 0))]
+    venue.advance(8 * 3600 - 1)  # Tuesday 03:59:59
+    late = client.submit_order(limit("99.00"))
+    assert status(client, late) == OrderStatus.NEW
+    venue.advance(1)  # 04:00: pre-market; the same orders work on
+    venue.set_quote("AAPL", "98.90", "98.95", bid_size=1000, ask_size=1000)
+    assert [client.get_order_by_id(o.id).filled_qty for o in (overnight, late)] == ["10", "10"]
+
+
 def test_extended_limit_sell_fills_at_the_bid_overnight(at: Callable[[datetime], tuple[Venue, TradingClient]]) -> None:
     venue, client = at(et(2026, 11, 29, 21, 0))  # Sunday evening
     client.submit_order(limit("100.02"))
