@@ -28,9 +28,9 @@ OPEN = REGULAR_OPEN
 # ends at 17:00): Alpaca's docs give it fixed hours and "a full 8 hours" around half-days.
 OVERNIGHT_OPEN = time(20, 0)
 
-__all__ = ["ET", "OPEN", "OVERNIGHT_OPEN", "PRE_OPEN", "Boundary", "Session", "at", "boundary_time", "day_expiry",
-           "is_trading_day", "next_at", "next_boundary", "next_trading_day", "regular_close", "session_at",
-           "tradable", "trading_days"]
+__all__ = ["ET", "OPEN", "OVERNIGHT_OPEN", "PRE_OPEN", "Boundary", "Session", "at", "boundary_at", "boundary_time",
+           "day_expiry", "is_trading_day", "next_at", "next_boundary", "next_trading_day", "regular_close",
+           "session_at", "tradable", "trading_days"]
 
 
 class Session(enum.Enum):
