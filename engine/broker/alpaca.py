@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import uuid
 from datetime import UTC, date, datetime, time
 from decimal import Decimal
 from typing import Any
@@ -21,6 +22,7 @@ from alpaca.trading.requests import (
     GetOrdersRequest,
     LimitOrderRequest,
     MarketOrderRequest,
+    ReplaceOrderRequest,
     StopLossRequest,
     TakeProfitRequest,
 )
@@ -326,6 +328,29 @@ class AlpacaBroker:
 
     def cancel(self, broker_order_id: str) -> None:
         self._call(self._client.cancel_order_by_id, broker_order_id)
+
+    def replace(self, *, broker_order_id: str, client_order_id: str, qty: Decimal | None = None,
+                limit_price: Decimal | None = None, stop_price: Decimal | None = None,
+                trail: Decimal | None = None) -> BrokerOrder:
+        try:
+            # alpaca-py checks the id client-side: an id that is no UUID names no order at Alpaca.
+            uuid.UUID(broker_order_id)
+        except ValueError:
+            raise BrokerNotFound(f"no order can have the id {broker_order_id!r}") from None
+        if qty is not None and qty != qty.to_integral_value():
+            # Alpaca's replace takes whole shares only (qty is string<int>; alpaca-py types it int).
+            raise BrokerRejected(f"a replace qty must be whole shares, was {qty}")
+        try:
+            request = ReplaceOrderRequest(
+                qty=None if qty is None else int(qty), client_order_id=client_order_id,
+                limit_price=None if limit_price is None else float(limit_price),
+                stop_price=None if stop_price is None else float(stop_price),
+                trail=None if trail is None else float(trail),
+            )
+        except pydantic.ValidationError as exc:  # alpaca-py's own checks (qty, stop_price, trail > 0): nothing sent
+            reasons = "; ".join(str(error.get("msg")) for error in exc.errors())
+            raise BrokerRejected(f"invalid replace: {reasons}") from None
+        return to_broker_order(self._call(self._client.replace_order_by_id, broker_order_id, request))
 
     def list_orders(self, *, after: datetime, limit: int = 500) -> list[BrokerOrder]:
         request = GetOrdersRequest(status=QueryOrderStatus.ALL, after=after, limit=limit, direction=Sort.ASC,

@@ -150,6 +150,18 @@ class Broker(Protocol):
 
     def cancel(self, broker_order_id: str) -> None: ...
 
+    def replace(self, *, broker_order_id: str, client_order_id: str, qty: Decimal | None = None,
+                limit_price: Decimal | None = None, stop_price: Decimal | None = None,
+                trail: Decimal | None = None) -> BrokerOrder:
+        """Alpaca's PATCH /v2/orders/{id}: a NEW order (its own broker id, `client_order_id`) takes
+        the old one's place, and the old one goes pending_replace, then replaced (INFO, final).
+
+        A field left None keeps the old order's value; `qty` is the new order's whole qty and
+        defaults to what the old one had left (its fills stay on the old order). An exit pair's
+        leg keeps its place in the pair. Refused (BrokerRejected) when the old order is final or
+        pending; a used `client_order_id` is BrokerAmbiguous, as on submit."""
+        ...
+
     def list_orders(self, *, after: datetime, limit: int = 500) -> list[BrokerOrder]: ...
 
     def fill_activities(self, *, after: datetime, until: datetime | None = None, page_token: str | None = None,

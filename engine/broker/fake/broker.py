@@ -62,6 +62,12 @@ class FakeBroker(FakeControls):
     def cancel(self, broker_order_id: str) -> None:
         self._call("cancel", lambda: self._exchange.cancel(broker_order_id))
 
+    def replace(self, *, broker_order_id: str, client_order_id: str, qty: Decimal | None = None,
+                limit_price: Decimal | None = None, stop_price: Decimal | None = None,
+                trail: Decimal | None = None) -> BrokerOrder:
+        return self._call("replace", lambda: self._exchange.replace(broker_order_id, client_order_id, qty,
+                                                                    limit_price, stop_price))
+
     def list_orders(self, *, after: datetime, limit: int = 500) -> list[BrokerOrder]:
         return self._call("list_orders", lambda: self._exchange.orders.page(after, limit))
 

@@ -10,7 +10,7 @@ from typing import Literal, TypeVar
 from engine.broker.port import BrokerError
 
 T = TypeVar("T")
-Method = Literal["submit_limit", "submit_market", "submit_oco", "get_order", "cancel", "list_orders",
+Method = Literal["submit_limit", "submit_market", "submit_oco", "get_order", "cancel", "replace", "list_orders",
                  "fill_activities", "session"]
 
 

@@ -53,14 +53,8 @@ def validate(client_order_id: str, r: Request) -> None:
     prices = ({"take_profit.limit_price": r.limit_price, "stop_loss.stop_price": r.stop_price}
               if r.order_class == "oco" else {"limit_price": r.limit_price})
     for name, price in prices.items():
-        if price is None:
-            continue
-        if price <= 0:
-            raise invalid(f"{name} must be > 0")
-        tick = CENT if price >= 1 else Decimal("0.0001")  # Reg NMS: a cent at or above $1
-        if price % tick:
-            raise unprocessable(f"invalid {name} {text(price)}. sub-penny increment does not fulfill "
-                                "minimum pricing criteria")
+        if price is not None:
+            check_price(name, price)
     if r.extended_hours:
         if r.order_type != "limit":
             raise invalid('only type="limit" is allowed for extended hours orders')
@@ -71,3 +65,12 @@ def validate(client_order_id: str, r: Request) -> None:
         # The OCO is itself the exit: a sell takes profit above its stop, a buy below it.
         if (r.limit_price > r.stop_price) != (r.side is Side.SELL):
             raise unprocessable("take_profit.limit_price must be on the profit side of stop_loss.stop_price")
+
+
+def check_price(name: str, price: Decimal) -> None:
+    if price <= 0:
+        raise invalid(f"{name} must be > 0")
+    tick = CENT if price >= 1 else Decimal("0.0001")  # Reg NMS: a cent at or above $1
+    if price % tick:
+        raise unprocessable(f"invalid {name} {text(price)}. sub-penny increment does not fulfill "
+                            "minimum pricing criteria")
