@@ -25,6 +25,7 @@ from alpaca.trading.requests import (
     ReplaceOrderRequest,
     StopLossRequest,
     TakeProfitRequest,
+    TrailingStopOrderRequest,
 )
 from alpaca.trading.stream import TradingStream
 from requests.adapters import HTTPAdapter
@@ -86,7 +87,7 @@ KINDS: dict[str, Kind] = {
 
 # Statuses after which Alpaca changes an order no more (done_for_day is not one: see KINDS).
 FINAL_STATUSES = frozenset({"filled", "canceled", "expired", "rejected", "replaced"})
-STOP_TYPES = frozenset({"stop", "stop_limit"})
+STOP_TYPES = frozenset({"stop", "stop_limit", "trailing_stop"})
 
 
 def kind_of(word: str) -> Kind:
@@ -129,6 +130,8 @@ def to_broker_order(order: Order) -> BrokerOrder:
         legs=tuple(to_broker_order(leg) for leg in order.legs or ()),
         submitted_at=order.submitted_at,
         is_stop=order_type in STOP_TYPES,
+        trail_percent=_decimal(order.trail_percent),
+        hwm=_decimal(order.hwm),
     )
 
 
@@ -227,6 +230,13 @@ def _unreadable_answer(exc: pydantic.ValidationError) -> BrokerError:
     return BrokerAmbiguous(f"alpaca-py could not read Alpaca's answer ({where})")
 
 
+def _time_in_force(word: str) -> TimeInForce:
+    try:
+        return TimeInForce(word)
+    except ValueError:  # refused before anything is sent: no order can exist
+        raise BrokerRejected(f"invalid time_in_force: {word!r}") from None
+
+
 class _TimeoutAdapter(HTTPAdapter):
     """alpaca-py sets no timeout, so a lost response would block a worker forever."""
 
@@ -296,10 +306,7 @@ class AlpacaBroker:
 
     def submit_limit(self, *, client_order_id: str, symbol: str, side: Side, qty: Decimal, limit_price: Decimal,
                      time_in_force: str, extended_hours: bool) -> BrokerOrder:
-        try:
-            tif = TimeInForce(time_in_force)
-        except ValueError:  # refused before anything is sent: no order can exist
-            raise BrokerRejected(f"invalid time_in_force: {time_in_force!r}") from None
+        tif = _time_in_force(time_in_force)
         return self._submit(LimitOrderRequest(
             symbol=symbol, qty=float(qty), side=OrderSide(side.value), time_in_force=tif,
             limit_price=float(limit_price), extended_hours=extended_hours, client_order_id=client_order_id,
@@ -318,6 +325,13 @@ class AlpacaBroker:
             order_class=OrderClass.OCO, client_order_id=client_order_id,
             take_profit=TakeProfitRequest(limit_price=float(take_profit)),
             stop_loss=StopLossRequest(stop_price=float(stop)),
+        ))
+
+    def submit_trailing_stop(self, *, client_order_id: str, symbol: str, side: Side, qty: Decimal,
+                             trail_percent: Decimal, time_in_force: str = "gtc") -> BrokerOrder:
+        return self._submit(TrailingStopOrderRequest(
+            symbol=symbol, qty=float(qty), side=OrderSide(side.value), time_in_force=_time_in_force(time_in_force),
+            trail_percent=float(trail_percent), client_order_id=client_order_id,
         ))
 
     def get_order(self, client_order_id: str) -> BrokerOrder | None:

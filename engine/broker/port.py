@@ -38,7 +38,9 @@ class BrokerOrder:
     stop_price: Decimal | None = None
     legs: tuple[BrokerOrder, ...] = ()
     submitted_at: datetime | None = None
-    is_stop: bool = False  # triggers on its stop price: the stop leg of an exit pair
+    is_stop: bool = False  # triggers on its stop price: the stop leg of an exit pair, or a trailing stop
+    trail_percent: Decimal | None = None  # a trailing stop's trail
+    hwm: Decimal | None = None  # a trailing stop's high-water mark (low for a buy), as the venue reports it
 
 
 @dataclass(frozen=True)
@@ -145,6 +147,13 @@ class Broker(Protocol):
 
     def submit_oco(self, *, client_order_id: str, symbol: str, side: Side, qty: Decimal, take_profit: Decimal,
                    stop: Decimal) -> BrokerOrder: ...
+
+    def submit_trailing_stop(self, *, client_order_id: str, symbol: str, side: Side, qty: Decimal,
+                             trail_percent: Decimal, time_in_force: str = "gtc") -> BrokerOrder:
+        """Alpaca's trailing_stop (is_stop set): its stop follows the best price seen in the regular
+        session (`hwm`) at `trail_percent` behind it, and it fills like a market order once reached.
+        The submit's answer has no stop yet; a look-up shows the venue's current one."""
+        ...
 
     def get_order(self, client_order_id: str) -> BrokerOrder | None: ...
 

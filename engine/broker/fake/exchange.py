@@ -14,8 +14,9 @@ from engine.broker.fake.book import Book, execution
 from engine.broker.fake.faults import Faults
 from engine.broker.fake.orders import CLOSED, ZERO, Blotter, FakeOrder
 from engine.broker.fake.refusals import invalid, unprocessable
-from engine.broker.fake.request import Request, check_price, validate
+from engine.broker.fake.request import Request, check_price, check_trail_percent, validate
 from engine.broker.fake.stream import Stream
+from engine.broker.fake.trailing import follow, restop
 from engine.broker.port import BrokerAmbiguous, BrokerNotFound, BrokerOrder, BrokerRejected, OrderEvent, Session
 from engine.core.domain import Side
 
@@ -88,7 +89,7 @@ class Exchange:
         self._finish_cancel(order)
 
     def replace(self, broker_order_id: str, client_order_id: str, qty: Decimal | None, limit_price: Decimal | None,
-                stop_price: Decimal | None) -> BrokerOrder:
+                stop_price: Decimal | None, trail: Decimal | None) -> BrokerOrder:
         """PATCH /v2/orders/{id} as the venue (engine/sim/placement.py) does it: judged in its order,
         then instant: the old order pending_replace and replaced, the new one starts its own life
         (a held stop leg stays held in its pair, without events of its own until it triggers)."""
@@ -100,6 +101,12 @@ class Exchange:
             raise BrokerNotFound("order not found")
         if old.status in CLOSED or old.status in ("pending_cancel", "pending_replace", "pending_new"):
             raise unprocessable(f'order is already in "{old.status}" state')
+        if trail is not None:
+            if old.order_type != "trailing_stop":
+                raise invalid("trail is only for trailing_stop orders")
+            if old.triggered:  # Alpaca: the trail can be changed only before the stop price is hit
+                raise unprocessable("trail cannot be changed after the stop price was hit")
+            check_trail_percent(trail)
         if limit_price is not None and old.order_type not in ("limit", "stop_limit"):
             raise invalid(f"limit_price cannot be set on a {old.order_type} order")
         if stop_price is not None and old.order_type not in ("stop", "stop_limit"):
@@ -116,6 +123,9 @@ class Exchange:
                                   "(client_order_id must be unique)")
         self.account.check_replace(old, new_qty)
         new = self.orders.replacement(old, client_order_id, new_qty, limit_price, stop_price)
+        if trail is not None:
+            new.trail_percent = trail  # the hwm seen so far carries over, as at the venue
+            restop(new)
 
         was_status, was_working = old.status, old.working
         old.status = "pending_replace"
@@ -226,6 +236,8 @@ class Exchange:
         book = self._books.get(order.symbol)
         if book is None or not (order.working and order.is_open and self.tradable(order)):
             return
+        if order.order_type == "trailing_stop" and not order.triggered:
+            follow(order, book)  # only while it may trade: in the regular session, as at the venue
         if order.is_stop_type and not order.triggered:
             assert order.stop_price is not None
             reached = book.ask >= order.stop_price if order.side is Side.BUY else book.bid <= order.stop_price
