@@ -157,3 +157,20 @@ def test_replacing_an_unknown_order_is_not_found(broker: Broker) -> None:
     with pytest.raises(BrokerNotFound):
         broker.replace(broker_order_id=str(uuid.uuid4()), client_order_id="ghost", limit_price=D("91.00"))
     assert broker.get_order("ghost") is None
+
+
+@pytest.mark.parametrize("qty", ["0", "2.5"], ids=["zero", "fractional"])
+def test_a_replace_qty_must_be_whole_shares(market: Market, broker: Broker, qty: str) -> None:
+    """Alpaca's replace takes a whole, positive qty (AlpacaBroker refuses others before sending,
+    the fake as the venue would): BrokerRejected, and the old order goes on working."""
+    market.quote(D("99.95"), D("100.05"))
+    old = limit(broker, "whole", "90.00")
+    with pytest.raises(BrokerRejected):
+        broker.replace(broker_order_id=old.broker_order_id, client_order_id="part-share", qty=D(qty))
+    assert (now(broker, "whole").status, broker.get_order("part-share")) == ("new", None)
+
+
+def test_replacing_an_id_that_is_no_uuid_is_not_found(broker: Broker) -> None:
+    """Alpaca's order ids are UUIDs: any other id names no order (never an ambiguous error)."""
+    with pytest.raises(BrokerNotFound):
+        broker.replace(broker_order_id="not-an-order-id", client_order_id="ghost", limit_price=D("91.00"))
