@@ -7,6 +7,7 @@ from datetime import date, datetime
 from decimal import Decimal
 from typing import TypeVar
 
+from engine.broker.fake.clock import weekday_clock
 from engine.broker.fake.controls import FakeControls
 from engine.broker.fake.faults import Method
 from engine.broker.fake.request import Request
@@ -17,6 +18,7 @@ from engine.broker.port import (
     BrokerOrder,
     ConnectHandler,
     EventHandler,
+    MarketClock,
     Session,
 )
 from engine.core.domain import Side
@@ -52,6 +54,11 @@ class FakeBroker(FakeControls):
                           stop_price=stop)
         return self._call("submit_oco", lambda: self._exchange.submit(client_order_id, request))
 
+    def submit_trailing_stop(self, *, client_order_id: str, symbol: str, side: Side, qty: Decimal,
+                             trail_percent: Decimal, time_in_force: str = "gtc") -> BrokerOrder:
+        request = Request(symbol.upper(), side, qty, "trailing_stop", time_in_force, trail_percent=trail_percent)
+        return self._call("submit_trailing_stop", lambda: self._exchange.submit(client_order_id, request))
+
     def get_order(self, client_order_id: str) -> BrokerOrder | None:
         def find() -> BrokerOrder | None:
             order = self._exchange.orders.find(client_order_id)
@@ -61,6 +68,12 @@ class FakeBroker(FakeControls):
 
     def cancel(self, broker_order_id: str) -> None:
         self._call("cancel", lambda: self._exchange.cancel(broker_order_id))
+
+    def replace(self, *, broker_order_id: str, client_order_id: str, qty: Decimal | None = None,
+                limit_price: Decimal | None = None, stop_price: Decimal | None = None,
+                trail: Decimal | None = None) -> BrokerOrder:
+        return self._call("replace", lambda: self._exchange.replace(broker_order_id, client_order_id, qty,
+                                                                    limit_price, stop_price, trail))
 
     def list_orders(self, *, after: datetime, limit: int = 500) -> list[BrokerOrder]:
         return self._call("list_orders", lambda: self._exchange.orders.page(after, limit))
@@ -73,8 +86,12 @@ class FakeBroker(FakeControls):
     def fill_activities_on(self, day: date) -> list[BrokerExecution]:
         return self._call("fill_activities", lambda: self._exchange.activities.on(day))
 
+    def market_clock(self) -> MarketClock:
+        return self._call("market_clock", lambda: weekday_clock(self._exchange.now(), self._exchange.session))
+
     def session(self) -> Session:
-        return self._call("session", lambda: self._exchange.session)
+        # market_clock().session, with a fault hook of its own, as before market_clock existed.
+        return self._call("session", lambda: weekday_clock(self._exchange.now(), self._exchange.session).session)
 
     # The account the risk check reads; a test assigns `account_record` to change it.
     account_record = Account(buying_power=Decimal(1_000_000), equity=Decimal(1_000_000))
