@@ -167,8 +167,11 @@ def test_the_working_exit_closes_the_lifecycle_when_it_fills_what_remains() -> N
 def test_stale_quotes_follow_the_policy_and_are_never_silent(policy: str, trigger: Trigger,
                                                              sends: tuple[Leg, ...]) -> None:
     settings = replace(SETTINGS, stale_quotes=policy)
-    decision = emulation.stale(held(), NOW, NOW + timedelta(seconds=75), settings, ledger_id=LEDGER)
+    decision = emulation.stale(held(), quote("146.00", "146.10"), NOW + timedelta(seconds=75), settings,
+                               ledger_id=LEDGER)
     assert decision.trigger is trigger and tuple(i.leg for i in decision.intents) == sends
+    if sends:  # a limit 1 % through the last bid (146.00 x 0.99), not through the fill
+        assert (decision.intents[0].limit_price, decision.intents[0].extended_hours) == (D("144.54"), True)
     assert decision.alarm is not None and "no quote for AMD for 75.0s" in decision.alarm
 
 

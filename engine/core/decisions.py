@@ -307,13 +307,18 @@ def outcome(lc: Lifecycle, exit_price: Decimal, qty: Decimal | None = None) -> d
 # --- flatten: close exactly what this lifecycle owns ------------------------------------------------
 
 
-def flatten_intent(lc: Lifecycle, attempt: int, *, ledger_id: str) -> OrderIntent:
-    """A flatten of exactly what the lifecycle still holds (never the symbol's whole position)."""
+def flatten_intent(lc: Lifecycle, attempt: int, *, ledger_id: str, market: Decimal | None = None,
+                   extended: bool | None = None) -> OrderIntent:
+    """A flatten of exactly what the lifecycle still holds (never the symbol's whole position).
+
+    Outside regular hours (`extended`, default: the entry's session) it is a limit 1 % through
+    `market` (the last quote's side this position exits into), else through the fill."""
     coid = client_order_id(ledger_id, lc.signal_id, Leg.FLATTEN, attempt)
     side = Side(lc.side).opposite
-    if lc.extended_hours:
+    if lc.extended_hours if extended is None else extended:
         assert lc.filled_avg_price is not None
-        through = to_tick(lc.filled_avg_price * (1 + side.sign * EXTENDED_FLATTEN_THROUGH))
+        base = lc.filled_avg_price if market is None else market
+        through = to_tick(base * (1 + side.sign * EXTENDED_FLATTEN_THROUGH))
         return OrderIntent(coid, Leg.FLATTEN, side, "limit", "day", remaining(lc), limit_price=through,
                            extended_hours=True)
     return OrderIntent(coid, Leg.FLATTEN, side, "market", "day", remaining(lc))

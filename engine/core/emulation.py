@@ -199,20 +199,21 @@ def session_move(lc: Lifecycle, session: Session, *, pair_attempt: int, ledger_i
     return NOTHING
 
 
-def stale(lc: Lifecycle, last_quote_at: datetime | None, now: datetime, settings: Settings, *,
-          ledger_id: str) -> Decision:
+def stale(lc: Lifecycle, last: Quote | None, now: datetime, settings: Settings, *, ledger_id: str) -> Decision:
     """No fresh quote for `settings.quote_stale_after` seconds while emulating: the documented
     policy — `alert` records it (once per silence, the service keeps count) and logs at ERROR;
     `flatten` closes the position rather than hold it blind."""
     if lc.state is not State.EMULATING:
         return NOTHING
+    last_quote_at = None if last is None else last.at
     silent = None if last_quote_at is None else Decimal(str(round((now - last_quote_at).total_seconds(), 3)))
     why = (f"no quote for {lc.symbol} for {silent}s (SMART_EXECUTOR_QUOTE_STALE_AFTER {settings.quote_stale_after:g}s)"
            if silent is not None else f"no quote for {lc.symbol} since the emulation was armed")
     facts: dict[str, Any] = {"last_quote_at": last_quote_at, "policy": settings.stale_quotes}
     if settings.stale_quotes == "flatten":
         return Decision(Trigger.QUOTES_LOST, {**facts, "reject_reason": why},
-                        (flatten_intent(lc, 1, ledger_id=ledger_id),), then=(Then.FLATTEN,),
-                        alarm=f"EMULATION BLIND {lc.signal_id}: {why}; flattening")
+                        (flatten_intent(lc, 1, ledger_id=ledger_id, extended=True,
+                                        market=None if last is None else watched_price(lc, last) or None),),
+                        then=(Then.FLATTEN,), alarm=f"EMULATION BLIND {lc.signal_id}: {why}; flattening")
     return Decision(Trigger.QUOTES_STALE, {**facts, "stale_reason": why},
                     alarm=f"EMULATION BLIND {lc.signal_id}: {why}; the stop is not watched until quotes return")

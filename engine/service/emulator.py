@@ -51,7 +51,6 @@ class Emulator:
         self.md = market_data
         self._now = clock
         self.last: dict[str, Quote] = {}  # the newest quote per symbol
-        self.heard_at: dict[str, datetime] = {}  # when the engine last received a quote per symbol
         self._alerted: set[int] = set()  # lifecycles already told of the current silence
         self._by_symbol: defaultdict[str, set[int]] = defaultdict(set)
         conductor.can_emulate = True
@@ -99,7 +98,6 @@ class Emulator:
         known = self.last.get(quote.symbol)
         if known is None or quote.at >= known.at:
             self.last[quote.symbol] = quote
-        self.heard_at[quote.symbol] = self._now()
 
     # --- quotes -------------------------------------------------------------------------------
 
@@ -291,16 +289,21 @@ class Emulator:
     async def check_staleness(self) -> None:
         limit = timedelta(seconds=self.c.settings.quote_stale_after)
         now = self._now()
+        # A quote's own time, not its arrival: a feed that delivers old quotes is a stale feed.
         quiet = {lc.symbol for lc in self.c.book.open.values() if lc.state is State.EMULATING
-                 and lc.id not in self._alerted and now - self.heard_at.get(lc.symbol, lc.updated_at) > limit}
+                 and lc.id not in self._alerted and now - self._quoted_at(lc) > limit}
         for symbol in quiet:
-            quote = await self._latest(symbol)  # the stream may be mute while REST still answers
+            quote = await self._latest(symbol)
+            log.debug("stale check: REST quote %s", quote)  # the stream may be mute while REST still answers
             if quote is not None and now - quote.at <= limit:
                 await self.on_quote(quote)
                 continue
-            self.heard_at.pop(symbol, None)
             for lifecycle_id in list(self._by_symbol.get(symbol, ())):
                 await self._stale(lifecycle_id, quote)
+
+    def _quoted_at(self, lc: Lifecycle) -> datetime:
+        last = self.last.get(lc.symbol)
+        return lc.updated_at if last is None else max(last.at, lc.updated_at)
 
     async def _stale(self, lifecycle_id: int, quote: Quote | None) -> None:
         async with self.c.book.lock(lifecycle_id):
@@ -308,8 +311,7 @@ class Emulator:
             if lc is None or lc.state is not State.EMULATING:
                 return
             last = self.last.get(lc.symbol)
-            decision = emulation.stale(lc, None if last is None else last.at, self._now(), self.c.settings,
-                                       ledger_id=self.c.ledger_id)
+            decision = emulation.stale(lc, last, self._now(), self.c.settings, ledger_id=self.c.ledger_id)
             self._alerted.add(lc.id)
             lc = await self.c.carry_out(lc, decision, source="quotes")
             self.track(lc)
