@@ -144,8 +144,10 @@ class Settings:
     limit_at_quote: bool = False  # cap a buy's limit at the ask (a short's at the bid) when better
     # Entries in Alpaca's overnight session (20:00-04:00 ET); needs extended_hours too.
     overnight: bool = False
-    # Emulated protection outside regular hours (engine/core/emulation.py): a fired stop or target
+    # Emulated protection outside regular hours (engine/core/emulation.py); needs the market-data
+    # stream (one connection per key at Alpaca: a bot streaming on the same keys takes it). A fired stop or target
     # sends a limit this far through the quote, re-priced every exit_reprice_after seconds.
+    emulate_exits: bool = True
     emulation_band: Decimal = Decimal("0.005")
     exit_reprice_after: float = 5.0
     # No quote for this long while emulating: `alert` (recorded, logged at ERROR) or `flatten`.
@@ -198,6 +200,7 @@ ENVIRONMENT: dict[str, tuple[str, Callable[[str, str], object]]] = {
     "max_spread_pct": ("SMART_EXECUTOR_MAX_SPREAD_PCT", _spread),
     "limit_at_quote": ("SMART_EXECUTOR_LIMIT_AT_QUOTE", _parse_bool),
     "overnight": ("SMART_EXECUTOR_OVERNIGHT", _parse_bool),
+    "emulate_exits": ("SMART_EXECUTOR_EMULATE_EXITS", _parse_bool),
     "emulation_band": ("SMART_EXECUTOR_EMULATION_BAND", _fraction(Decimal("0.1"))),
     "exit_reprice_after": ("SMART_EXECUTOR_EXIT_REPRICE_AFTER", _seconds),
     "quote_stale_after": ("SMART_EXECUTOR_QUOTE_STALE_AFTER", _seconds),

@@ -61,8 +61,10 @@ async def run(settings: Settings, target: BrokerTarget, *, database_url: str | N
     url = database_url or settings.database_url
     db.upgrade(url)
     ledger = Ledger(url)
-    # Market data only when an entry needs the quote: a default run opens no data connection.
-    market_data = target.market_data() if quotes.wants_quote(settings) else None
+    # Market data for the entries that need the quote and for the protection the engine holds
+    # outside regular hours; with both off, no data connection is opened.
+    wanted = quotes.wants_quote(settings) or settings.emulate_exits
+    market_data = target.market_data() if wanted else None
     executor = Executor(settings, ledger, target.broker(), market_data=market_data)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
