@@ -20,6 +20,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.sql import Select
 
 from engine.audit.report import OutcomeRow
+from engine.audit.emulation import check_emulation
 from engine.audit.trading import check_trading_state
 from engine.core.errors import IllegalTransition
 from engine.core.lifecycle import Lifecycle, Outcome, State, classify, destination, snapshot
@@ -335,6 +336,7 @@ def verify(conn: Connection, anchors: Iterable[ChainHead] = ()) -> Verification:
             continue
         found_problems = _check_history(lifecycle_id, rows)
         other.extend(found_problems or _check_projection(stored[lifecycle_id], rows))
+        other.extend(check_emulation(lifecycle_id, rows))
     other.extend(check_trading_state(conn, (record for rows in histories.values() for record in rows)))
     for lifecycle_id in stored.keys() - histories.keys():
         other.append(Problem(None, lifecycle_id, None,

@@ -94,7 +94,8 @@ def on_quote(lc: Lifecycle, quote: Quote, settings: Settings, *, ledger_id: str)
     level = crossed(lc, price)
     if level is not None:
         limit = exit_limit(Side(lc.side), price, settings.emulation_band)
-        facts = {**quote_facts(quote), "emulated_leg": level, "trigger_price": shown(price), "exit_limit": limit}
+        facts = {**quote_facts(quote), "emulated_leg": level, "trigger_price": shown(price), "exit_limit": limit,
+                 "band": settings.emulation_band}
         return Decision(Trigger.EMULATED_TRIGGER, facts, (exit_intent(lc, 1, limit, ledger_id=ledger_id),),
                         then=(Then.PLACE_EMULATED_EXIT,))
     return stop_move(lc, price, quote)
@@ -106,7 +107,8 @@ def stop_move(lc: Lifecycle, price: Decimal, quote: Quote) -> Decision:
     if lc.filled_avg_price is None or lc.exit_stop is None:
         return NOTHING
     side = Side(lc.side)
-    best = price if lc.high_water is None or (price - lc.high_water) * side.sign > 0 else lc.high_water
+    known = lc.filled_avg_price if lc.high_water is None else lc.high_water  # the trail starts at the fill
+    best = price if (price - known) * side.sign > 0 else known
     stop, why = lc.exit_stop, None
     if lc.break_even and (lc.exit_stop - lc.filled_avg_price) * side.sign < 0:
         risk = (lc.filled_avg_price - lc.exit_stop) * side.sign
@@ -120,7 +122,7 @@ def stop_move(lc: Lifecycle, price: Decimal, quote: Quote) -> Decision:
             stop, why = trailed, "trailing"
     if why is None:
         return NOTHING
-    facts: dict[str, Any] = {"exit_stop": stop, "stop_was": lc.exit_stop, "stop_reason": why, "high_water": best,
+    facts: dict[str, Any] = {"exit_stop": stop, "stop_was": lc.exit_stop, "stop_reason": why, "high_water": shown(best),
                              **quote_facts(quote)}
     if lc.state is State.EXITS_PLACED:
         return Decision(Trigger.STOP_MOVED, facts, then=(Then.MOVE_BROKER_STOP,))

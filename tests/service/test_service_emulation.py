@@ -15,10 +15,20 @@ from decimal import Decimal as D
 import pytest
 from harness import Rig, signal_of, sqlite_only
 
+from engine import audit
 from engine.core.domain import Leg
 from engine.core.lifecycle import State
 from engine.sim.sessions import ET
 from engine.sim.testing import wait_until
+
+def verified(url: str) -> audit.Verification:
+    engine = audit.read_engine(url)
+    try:
+        with engine.connect() as conn:
+            return audit.verify(conn)
+    finally:
+        engine.dispose()
+
 
 ENTERED = ["PENDING", "LIMIT_SUBMITTED", "FILLED", "VALIDATED"]
 EMULATED_STOP = [*ENTERED, "EMULATING", "EMULATED_EXIT", "CLOSED"]
@@ -67,6 +77,7 @@ def test_after_hours_the_engine_fires_the_stop_on_the_bid(make_rig: Callable[...
     assert (fired.payload["emulated_leg"], fired.payload["trigger_price"], fired.payload["quote_bid"]) == (
         "stop", "58.10", "58.10")
     assert rig.position("DKNG") == 0
+    assert verified(rig.ledger.url).problems == []  # engine/audit/emulation.py finds the rule kept
 
 
 @sqlite_only
@@ -201,3 +212,36 @@ def test_break_even_in_regular_hours_moves_the_brokers_stop_leg(make_rig: Callab
     lc = rig.settle(lc, State.EXITS_PLACED)
     assert lc.exit_stop == D("24.00")
     assert rig.protection_breaches() == []
+
+
+@sqlite_only
+def test_a_trailing_stop_follows_the_fill_then_fires_after_hours(make_rig: Callable[..., Rig]) -> None:
+    """trail_pct 1 % from the 60.00 fill: the stop moves from 58.20 to 59.40 on the first quote,
+    and the bid's slide to 59.10 (t = 10 s) fires it, well above the fixed stop."""
+    rig = make_rig("after_hours_stop", extended_hours=True)
+    lc = rig.settle(rig.submit(signal_of("after_hours_stop", trail_pct="0.01")), State.EMULATING)
+    wait_until(lambda: (rig.ledger.get(lc.id) or lc).exit_stop == D("59.40"), timeout=10, what="the trail")
+    rig.venue.advance(10.0)
+    lc = rig.settle(lc, State.CLOSED)
+    assert rig.path(lc) == [*ENTERED, "EMULATING", "EMULATING", "EMULATED_EXIT", "CLOSED"]
+    moved = next(t for t in rig.ledger.history(lc.id) if t.trigger == "stop_moved")
+    assert (moved.payload["stop_reason"], moved.payload["high_water"]) == ("trailing", "60.00")
+    fired = next(t for t in rig.ledger.history(lc.id) if t.trigger == "emulated_trigger")
+    assert fired.payload["trigger_price"] == "59.10"
+    assert lc.trail_pct == D("0.01") and verified(rig.ledger.url).problems == []
+
+
+@sqlite_only
+def test_a_trailing_stop_in_regular_hours_moves_the_pairs_stop_leg(make_rig: Callable[..., Rig]) -> None:
+    """Handed over at 09:30 with the trail at 23.76 (24.00 x 0.99); the bid rises to 24.40 and the
+    broker's stop leg is replaced at 24.15 (24.40 x 0.99, rounded down)."""
+    rig = make_rig("extended_hours", extended_hours=True, trail_pct=D("0.01"))
+    lc = rig.settle(rig.submit(signal_of("extended_hours")), State.EMULATING)
+    until_et(rig, 9, 30)
+    lc = rig.settle(lc, State.EXITS_PLACED)
+    rig.venue.set_quote("PLTR", "24.40", "24.42", bid_size=500, ask_size=500)
+    coid = rig.coid("scenario-extended_hours", Leg.TAKE_PROFIT)
+    wait_until(lambda: rig.oco(coid)[1].stop_price == D("24.15"), timeout=10, what="the stop leg at 24.15")
+    lc = rig.settle(lc, State.EXITS_PLACED)
+    assert lc.exit_stop == D("24.15")
+    assert rig.oco(coid)[1].client_order_id.startswith(rig.coid("scenario-extended_hours", Leg.STOP, 1)[:-1])
