@@ -19,8 +19,8 @@ from sqlalchemy import Connection, Engine, create_engine, event, exists, func, s
 from sqlalchemy.engine import make_url
 from sqlalchemy.sql import Select
 
-from engine.audit.report import OutcomeRow
 from engine.audit.emulation import check_emulation
+from engine.audit.report import OutcomeRow
 from engine.audit.trading import check_trading_state
 from engine.core.errors import IllegalTransition
 from engine.core.lifecycle import Lifecycle, Outcome, State, classify, destination, snapshot

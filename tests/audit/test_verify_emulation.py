@@ -32,7 +32,8 @@ def test_a_stop_fired_through_its_level_within_the_band_passes() -> None:
 
 
 @pytest.mark.parametrize(("change", "why"), [
-    ({"trigger_price": "58.30", "quote_bid": "58.30", "exit_limit": "58.10"}, "the emulated stop at 58.20 fired on 58.30, which had not"),
+    ({"trigger_price": "58.30", "quote_bid": "58.30", "exit_limit": "58.10"},
+     "the emulated stop at 58.20 fired on 58.30, which had not"),
     ({"quote_bid": "58.50"}, "fired at 58.10, but the quote's bid was 58.50"),
     ({"exit_limit": "56.90"}, "exit limit 56.90 is not within the band 0.005 through 58.10"),
     ({"exit_limit": "58.20"}, "exit limit 58.20 is not within the band"),

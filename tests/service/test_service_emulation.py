@@ -21,6 +21,7 @@ from engine.core.lifecycle import State
 from engine.sim.sessions import ET
 from engine.sim.testing import wait_until
 
+
 def verified(url: str) -> audit.Verification:
     engine = audit.read_engine(url)
     try:
