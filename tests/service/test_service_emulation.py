@@ -18,6 +18,7 @@ from harness import Rig, signal_of, sqlite_only
 from engine import audit
 from engine.core.domain import Leg
 from engine.core.lifecycle import State
+from engine.service.timers import FOLLOW
 from engine.sim.sessions import ET
 from engine.sim.testing import wait_until
 
@@ -246,3 +247,33 @@ def test_a_trailing_stop_in_regular_hours_moves_the_pairs_stop_leg(make_rig: Cal
     lc = rig.settle(lc, State.EXITS_PLACED)
     assert lc.exit_stop == D("24.15")
     assert rig.oco(coid)[1].client_order_id.startswith(rig.coid("scenario-extended_hours", Leg.STOP, 1)[:-1])
+
+
+@sqlite_only
+def test_an_emulated_exit_that_fills_in_part_is_repriced_for_the_rest(make_rig: Callable[..., Rig]) -> None:
+    """The bid crosses the stop with only 5 shares on it: ex1 (limit 57.80) sells 5 at 58.10 and
+    rests; after EXIT_REPRICE_AFTER it is cancelled and ex2 sells the other 15 at the newest bid."""
+    rig = make_rig("after_hours_stop", extended_hours=True, exit_reprice_after=0.5)
+    lc = rig.settle(rig.submit(signal_of("after_hours_stop")), State.EMULATING)
+    rig.venue.set_quote("DKNG", "58.10", "58.16", bid_size=5, ask_size=500)
+    lc = rig.settle(lc, State.EMULATED_EXIT)
+    ex1 = rig.coid("scenario-after_hours_stop", Leg.EXIT)
+    wait_until(lambda: (o := rig.venue.order(ex1)) is not None and o.filled_qty == 5, timeout=10, what="5 sold")
+    rig.venue.set_quote("DKNG", "57.70", "57.76", bid_size=500, ask_size=500)  # under 57.80: ex1 cannot fill
+    wait_until(lambda: lc.id in rig.executor.timers.pending(FOLLOW), timeout=10, what="the re-price timer")
+    rig.venue.advance(1.0)  # the re-price comes due
+    lc = rig.settle(lc, State.CLOSED)
+
+    assert rig.path(lc) == [*ENTERED, "EMULATING", "EMULATED_EXIT", "EMULATED_EXIT", "CLOSED"]
+    ex2 = rig.coid("scenario-after_hours_stop", Leg.EXIT, 2)
+    assert rig.sent() == [rig.coid("scenario-after_hours_stop", Leg.ENTRY), ex1, ex2]
+    first, second = rig.venue.order(ex1), rig.venue.order(ex2)
+    assert first is not None and second is not None
+    assert (first.status, first.filled_qty) == ("canceled", 5)
+    # 57.70 x 0.995 = 57.41; 15 sold at the 57.70 bid
+    assert (second.qty, second.limit_price, second.filled_qty) == (15, D("57.41"), 15)
+    repriced = next(t for t in rig.ledger.history(lc.id) if t.trigger == "exit_repriced")
+    assert (repriced.payload["exit_filled_qty"], repriced.payload["replaces_filled_qty"]) == ("5", "5")
+    # (5 x 58.10 + 15 x 57.70) / 20 = 57.80
+    assert (lc.exit_filled_qty, lc.exit_price) == (20, D("57.80"))
+    assert rig.position("DKNG") == 0
