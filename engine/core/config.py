@@ -84,6 +84,14 @@ def _spread(name: str, raw: str) -> Decimal | None:
     return value
 
 
+def _count(name: str, raw: str) -> int:
+    """A whole number of times, zero allowed (zero: the feature is off)."""
+    value = _parse_decimal(name, raw)
+    if value < 0 or value != value.to_integral_value():
+        raise ConfigError(name, f"must be a whole number, zero or more, was {raw!r}")
+    return int(value)
+
+
 def _url(name: str, raw: str) -> str:
     value = raw.strip()
     if "://" not in value:
@@ -127,6 +135,11 @@ class Settings:
     # on a market-data read and the limit is signal ± buffer as before (README: Pricing and guards).
     max_spread_pct: Decimal | None = None  # refuse an entry whose quoted spread is wider (of the mid)
     limit_at_quote: bool = False  # cap a buy's limit at the ask (a short's at the bid) when better
+    # Re-pricing an unfilled entry towards the market (engine/core/repricing.py): at most this many
+    # replaces of one entry, each after `reprice_after` seconds unfilled. 0 (the default) is off, so
+    # an entry rests at its first limit until it fills or times out, as before.
+    reprice_entries: int = 0
+    reprice_after: float = 15.0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -169,4 +182,6 @@ ENVIRONMENT: dict[str, tuple[str, Callable[[str, str], object]]] = {
     "max_daily_loss": ("SMART_EXECUTOR_MAX_DAILY_LOSS", _limit),
     "max_spread_pct": ("SMART_EXECUTOR_MAX_SPREAD_PCT", _spread),
     "limit_at_quote": ("SMART_EXECUTOR_LIMIT_AT_QUOTE", _parse_bool),
+    "reprice_entries": ("SMART_EXECUTOR_REPRICE_ENTRIES", _count),
+    "reprice_after": ("SMART_EXECUTOR_REPRICE_AFTER", _seconds),
 }
