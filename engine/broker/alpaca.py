@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import uuid
 from datetime import UTC, date, datetime, time
 from decimal import Decimal
 from typing import Any
@@ -21,8 +22,10 @@ from alpaca.trading.requests import (
     GetOrdersRequest,
     LimitOrderRequest,
     MarketOrderRequest,
+    ReplaceOrderRequest,
     StopLossRequest,
     TakeProfitRequest,
+    TrailingStopOrderRequest,
 )
 from alpaca.trading.stream import TradingStream
 from requests.adapters import HTTPAdapter
@@ -84,7 +87,7 @@ KINDS: dict[str, Kind] = {
 
 # Statuses after which Alpaca changes an order no more (done_for_day is not one: see KINDS).
 FINAL_STATUSES = frozenset({"filled", "canceled", "expired", "rejected", "replaced"})
-STOP_TYPES = frozenset({"stop", "stop_limit"})
+STOP_TYPES = frozenset({"stop", "stop_limit", "trailing_stop"})
 
 
 def kind_of(word: str) -> Kind:
@@ -127,6 +130,8 @@ def to_broker_order(order: Order) -> BrokerOrder:
         legs=tuple(to_broker_order(leg) for leg in order.legs or ()),
         submitted_at=order.submitted_at,
         is_stop=order_type in STOP_TYPES,
+        trail_percent=_decimal(order.trail_percent),
+        hwm=_decimal(order.hwm),
     )
 
 
@@ -225,6 +230,13 @@ def _unreadable_answer(exc: pydantic.ValidationError) -> BrokerError:
     return BrokerAmbiguous(f"alpaca-py could not read Alpaca's answer ({where})")
 
 
+def _time_in_force(word: str) -> TimeInForce:
+    try:
+        return TimeInForce(word)
+    except ValueError:  # refused before anything is sent: no order can exist
+        raise BrokerRejected(f"invalid time_in_force: {word!r}") from None
+
+
 class _TimeoutAdapter(HTTPAdapter):
     """alpaca-py sets no timeout, so a lost response would block a worker forever."""
 
@@ -294,10 +306,7 @@ class AlpacaBroker:
 
     def submit_limit(self, *, client_order_id: str, symbol: str, side: Side, qty: Decimal, limit_price: Decimal,
                      time_in_force: str, extended_hours: bool) -> BrokerOrder:
-        try:
-            tif = TimeInForce(time_in_force)
-        except ValueError:  # refused before anything is sent: no order can exist
-            raise BrokerRejected(f"invalid time_in_force: {time_in_force!r}") from None
+        tif = _time_in_force(time_in_force)
         return self._submit(LimitOrderRequest(
             symbol=symbol, qty=float(qty), side=OrderSide(side.value), time_in_force=tif,
             limit_price=float(limit_price), extended_hours=extended_hours, client_order_id=client_order_id,
@@ -318,6 +327,13 @@ class AlpacaBroker:
             stop_loss=StopLossRequest(stop_price=float(stop)),
         ))
 
+    def submit_trailing_stop(self, *, client_order_id: str, symbol: str, side: Side, qty: Decimal,
+                             trail_percent: Decimal, time_in_force: str = "gtc") -> BrokerOrder:
+        return self._submit(TrailingStopOrderRequest(
+            symbol=symbol, qty=float(qty), side=OrderSide(side.value), time_in_force=_time_in_force(time_in_force),
+            trail_percent=float(trail_percent), client_order_id=client_order_id,
+        ))
+
     def get_order(self, client_order_id: str) -> BrokerOrder | None:
         try:
             return to_broker_order(self._call(self._client.get_order_by_client_id, client_order_id))
@@ -326,6 +342,29 @@ class AlpacaBroker:
 
     def cancel(self, broker_order_id: str) -> None:
         self._call(self._client.cancel_order_by_id, broker_order_id)
+
+    def replace(self, *, broker_order_id: str, client_order_id: str, qty: Decimal | None = None,
+                limit_price: Decimal | None = None, stop_price: Decimal | None = None,
+                trail: Decimal | None = None) -> BrokerOrder:
+        try:
+            # alpaca-py checks the id client-side: an id that is no UUID names no order at Alpaca.
+            uuid.UUID(broker_order_id)
+        except ValueError:
+            raise BrokerNotFound(f"no order can have the id {broker_order_id!r}") from None
+        if qty is not None and qty != qty.to_integral_value():
+            # Alpaca's replace takes whole shares only (qty is string<int>; alpaca-py types it int).
+            raise BrokerRejected(f"a replace qty must be whole shares, was {qty}")
+        try:
+            request = ReplaceOrderRequest(
+                qty=None if qty is None else int(qty), client_order_id=client_order_id,
+                limit_price=None if limit_price is None else float(limit_price),
+                stop_price=None if stop_price is None else float(stop_price),
+                trail=None if trail is None else float(trail),
+            )
+        except pydantic.ValidationError as exc:  # alpaca-py's own checks (qty, stop_price, trail > 0): nothing sent
+            reasons = "; ".join(str(error.get("msg")) for error in exc.errors())
+            raise BrokerRejected(f"invalid replace: {reasons}") from None
+        return to_broker_order(self._call(self._client.replace_order_by_id, broker_order_id, request))
 
     def list_orders(self, *, after: datetime, limit: int = 500) -> list[BrokerOrder]:
         request = GetOrdersRequest(status=QueryOrderStatus.ALL, after=after, limit=limit, direction=Sort.ASC,

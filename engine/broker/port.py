@@ -38,7 +38,9 @@ class BrokerOrder:
     stop_price: Decimal | None = None
     legs: tuple[BrokerOrder, ...] = ()
     submitted_at: datetime | None = None
-    is_stop: bool = False  # triggers on its stop price: the stop leg of an exit pair
+    is_stop: bool = False  # triggers on its stop price: the stop leg of an exit pair, or a trailing stop
+    trail_percent: Decimal | None = None  # a trailing stop's trail
+    hwm: Decimal | None = None  # a trailing stop's high-water mark (low for a buy), as the venue reports it
 
 
 @dataclass(frozen=True)
@@ -146,9 +148,28 @@ class Broker(Protocol):
     def submit_oco(self, *, client_order_id: str, symbol: str, side: Side, qty: Decimal, take_profit: Decimal,
                    stop: Decimal) -> BrokerOrder: ...
 
+    def submit_trailing_stop(self, *, client_order_id: str, symbol: str, side: Side, qty: Decimal,
+                             trail_percent: Decimal, time_in_force: str = "gtc") -> BrokerOrder:
+        """Alpaca's trailing_stop (is_stop set): its stop follows the best price seen in the regular
+        session (`hwm`) at `trail_percent` behind it, and it fills like a market order once reached.
+        The submit's answer has no stop yet; a look-up shows the venue's current one."""
+        ...
+
     def get_order(self, client_order_id: str) -> BrokerOrder | None: ...
 
     def cancel(self, broker_order_id: str) -> None: ...
+
+    def replace(self, *, broker_order_id: str, client_order_id: str, qty: Decimal | None = None,
+                limit_price: Decimal | None = None, stop_price: Decimal | None = None,
+                trail: Decimal | None = None) -> BrokerOrder:
+        """Alpaca's PATCH /v2/orders/{id}: a NEW order (its own broker id, `client_order_id`) takes
+        the old one's place, and the old one goes pending_replace, then replaced (INFO, final).
+
+        A field left None keeps the old order's value; `qty` is the new order's whole qty and
+        defaults to what the old one had left (its fills stay on the old order). An exit pair's
+        leg keeps its place in the pair. Refused (BrokerRejected) when the old order is final or
+        pending; a used `client_order_id` is BrokerAmbiguous, as on submit."""
+        ...
 
     def list_orders(self, *, after: datetime, limit: int = 500) -> list[BrokerOrder]: ...
 

@@ -52,12 +52,26 @@ class Account:
         if r.side is Side.SELL and r.fractional:
             raise forbidden("fractional orders cannot be sold short")
 
-    def _claimed(self, symbol: str, side: Side) -> Decimal:
+    def check_replace(self, old: FakeOrder, qty: Decimal) -> None:
+        """Refuse, as the venue does, a replacement exit for more shares than the position has left
+        for it: the old order's pair is left out of the claims, and the pair then claims the larger
+        of the new qty and its other members' remaining qty."""
+        held = self._positions.get(old.symbol, ZERO)
+        if not ((old.side is Side.SELL and held > 0) or (old.side is Side.BUY and held < 0)):
+            return
+        available = abs(held) - self._claimed(old.symbol, old.side, exclude=old)
+        others = [m.remaining for m in old.group or [] if m is not old and _holds(m)]
+        if max([qty, *others]) > available:
+            raise forbidden(f"insufficient qty available for order (requested: {text(qty)}, "
+                            f"available: {text(available)})")
+
+    def _claimed(self, symbol: str, side: Side, exclude: FakeOrder | None = None) -> Decimal:
         """Shares claimed by open `side` orders; an OCO pair claims its larger side once."""
         total = ZERO
         seen: set[int] = set()
+        skip = {id(m) for m in (exclude.group or [exclude])} if exclude is not None else set()
         for order in self._orders:
-            if order.symbol != symbol or order.side is not side or not _holds(order):
+            if order.symbol != symbol or order.side is not side or not _holds(order) or id(order) in skip:
                 continue
             if order.group is None:
                 total += order.remaining

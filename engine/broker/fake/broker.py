@@ -52,6 +52,11 @@ class FakeBroker(FakeControls):
                           stop_price=stop)
         return self._call("submit_oco", lambda: self._exchange.submit(client_order_id, request))
 
+    def submit_trailing_stop(self, *, client_order_id: str, symbol: str, side: Side, qty: Decimal,
+                             trail_percent: Decimal, time_in_force: str = "gtc") -> BrokerOrder:
+        request = Request(symbol.upper(), side, qty, "trailing_stop", time_in_force, trail_percent=trail_percent)
+        return self._call("submit_trailing_stop", lambda: self._exchange.submit(client_order_id, request))
+
     def get_order(self, client_order_id: str) -> BrokerOrder | None:
         def find() -> BrokerOrder | None:
             order = self._exchange.orders.find(client_order_id)
@@ -61,6 +66,12 @@ class FakeBroker(FakeControls):
 
     def cancel(self, broker_order_id: str) -> None:
         self._call("cancel", lambda: self._exchange.cancel(broker_order_id))
+
+    def replace(self, *, broker_order_id: str, client_order_id: str, qty: Decimal | None = None,
+                limit_price: Decimal | None = None, stop_price: Decimal | None = None,
+                trail: Decimal | None = None) -> BrokerOrder:
+        return self._call("replace", lambda: self._exchange.replace(broker_order_id, client_order_id, qty,
+                                                                    limit_price, stop_price, trail))
 
     def list_orders(self, *, after: datetime, limit: int = 500) -> list[BrokerOrder]:
         return self._call("list_orders", lambda: self._exchange.orders.page(after, limit))

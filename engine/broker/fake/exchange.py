@@ -13,9 +13,10 @@ from engine.broker.fake.activities import Activities
 from engine.broker.fake.book import Book, execution
 from engine.broker.fake.faults import Faults
 from engine.broker.fake.orders import CLOSED, ZERO, Blotter, FakeOrder
-from engine.broker.fake.refusals import unprocessable
-from engine.broker.fake.request import Request, validate
+from engine.broker.fake.refusals import invalid, unprocessable
+from engine.broker.fake.request import Request, check_price, check_trail_percent, validate
 from engine.broker.fake.stream import Stream
+from engine.broker.fake.trailing import follow, restop
 from engine.broker.port import BrokerAmbiguous, BrokerNotFound, BrokerOrder, BrokerRejected, OrderEvent, Session
 from engine.core.domain import Side
 
@@ -86,6 +87,67 @@ class Exchange:
             self._emit("pending_cancel", order)
             return
         self._finish_cancel(order)
+
+    def replace(self, broker_order_id: str, client_order_id: str, qty: Decimal | None, limit_price: Decimal | None,
+                stop_price: Decimal | None, trail: Decimal | None) -> BrokerOrder:
+        """PATCH /v2/orders/{id} as the venue (engine/sim/placement.py) does it: judged in its order,
+        then instant: the old order pending_replace and replaced, the new one starts its own life
+        (a held stop leg stays held in its pair, without events of its own until it triggers)."""
+        if qty is not None and qty != qty.to_integral_value():
+            # AlpacaBroker refuses this before sending anything (Alpaca's replace takes whole shares).
+            raise BrokerRejected(f"a replace qty must be whole shares, was {qty}")
+        old = self.orders.get(broker_order_id)
+        if old is None:
+            raise BrokerNotFound("order not found")
+        if old.status in CLOSED or old.status in ("pending_cancel", "pending_replace", "pending_new"):
+            raise unprocessable(f'order is already in "{old.status}" state')
+        if trail is not None:
+            if old.order_type != "trailing_stop":
+                raise invalid("trail is only for trailing_stop orders")
+            if old.triggered:  # Alpaca: the trail can be changed only before the stop price is hit
+                raise unprocessable("trail cannot be changed after the stop price was hit")
+            check_trail_percent(trail)
+        if limit_price is not None and old.order_type not in ("limit", "stop_limit"):
+            raise invalid(f"limit_price cannot be set on a {old.order_type} order")
+        if stop_price is not None and old.order_type not in ("stop", "stop_limit"):
+            raise invalid(f"stop_price cannot be set on a {old.order_type} order")
+        # The fills stay on the old order: by default the new one asks for what was left.
+        new_qty = qty if qty is not None else old.remaining
+        if new_qty <= 0:
+            raise invalid("qty must be > 0")
+        for name, price in (("limit_price", limit_price), ("stop_price", stop_price)):
+            if price is not None:
+                check_price(name, price)
+        if self.orders.find(client_order_id) is not None:
+            raise BrokerAmbiguous("duplicate client_order_id: the order may already exist "
+                                  "(client_order_id must be unique)")
+        self.account.check_replace(old, new_qty)
+        new = self.orders.replacement(old, client_order_id, new_qty, limit_price, stop_price)
+        if trail is not None:
+            new.trail_percent = trail  # the hwm seen so far carries over, as at the venue
+            restop(new)
+
+        was_status, was_working = old.status, old.working
+        old.status = "pending_replace"
+        self._emit("pending_replace", old)
+        old.status = "replaced"
+        old.working = False
+        old.cancel_held = False
+        self._emit("replaced", old)
+        if was_status == "held":
+            new.status = "held"
+            new.working = was_working
+            reply = new.snapshot()
+            self._try(new)
+            return reply
+        new.status = "pending_new" if self.tradable(new) else "accepted"
+        reply = new.snapshot()
+        if new.status == "accepted":
+            self._emit("accepted", new)
+        else:
+            self._emit("pending_new", new)
+            self._activate(new)
+        return reply
 
     # --- what a test does -------------------------------------------------------------------------
 
@@ -174,6 +236,8 @@ class Exchange:
         book = self._books.get(order.symbol)
         if book is None or not (order.working and order.is_open and self.tradable(order)):
             return
+        if order.order_type == "trailing_stop" and not order.triggered:
+            follow(order, book)  # only while it may trade: in the regular session, as at the venue
         if order.is_stop_type and not order.triggered:
             assert order.stop_price is not None
             reached = book.ask >= order.stop_price if order.side is Side.BUY else book.bid <= order.stop_price

@@ -10,8 +10,8 @@ from typing import Literal, TypeVar
 from engine.broker.port import BrokerError
 
 T = TypeVar("T")
-Method = Literal["submit_limit", "submit_market", "submit_oco", "get_order", "cancel", "list_orders",
-                 "fill_activities", "session"]
+Method = Literal["submit_limit", "submit_market", "submit_oco", "submit_trailing_stop", "get_order", "cancel",
+                 "replace", "list_orders", "fill_activities", "session", "market_clock"]
 
 
 @dataclass(frozen=True)

@@ -52,6 +52,9 @@ class FakeOrder:
     working: bool = False  # takes part in matching (a stop leg works while it shows `held`)
     triggered: bool = False
     cancel_held: bool = False  # a cancel request waits in pending_cancel; fills still land
+    replaces: str | None = None  # the id of the order this one replaced
+    trail_percent: Decimal | None = None  # a trailing stop's trail, and the best price it has seen
+    hwm: Decimal | None = None
 
     @property
     def is_open(self) -> bool:
@@ -88,6 +91,8 @@ class FakeOrder:
             legs=tuple(leg.snapshot() for leg in self.legs),
             submitted_at=self.submitted_at,
             is_stop=self.is_stop_type,
+            trail_percent=None if self.trail_percent is None else plain(self.trail_percent),
+            hwm=None if self.hwm is None else plain(self.hwm),
         )
 
 
@@ -126,6 +131,30 @@ class Blotter:
             order.group = stop.group = [order, stop]
         return order
 
+    def replacement(self, old: FakeOrder, client_order_id: str, qty: Decimal, limit_price: Decimal | None,
+                    stop_price: Decimal | None) -> FakeOrder:
+        """The order that replaces `old`: its type, side and time in force, the given prices (None
+        keeps the old one's), and the old order's place among its parent, siblings and legs."""
+        r = Request(old.symbol, old.side, qty, old.order_type, old.time_in_force, order_class=old.order_class,
+                    extended_hours=old.extended_hours)
+        new = self._new(client_order_id, r, old.order_type,
+                        limit_price=limit_price if limit_price is not None else old.limit_price,
+                        stop_price=stop_price if stop_price is not None else old.stop_price)
+        new.replaces = old.id
+        new.trail_percent, new.hwm = old.trail_percent, old.hwm
+        # A triggered stop stays triggered unless the replace moved its stop price.
+        new.triggered = old.triggered and stop_price is None
+        new.parent = old.parent
+        if old.parent is not None:
+            old.parent.legs = [new if leg is old else leg for leg in old.parent.legs]
+        new.group = old.group
+        if old.group is not None:
+            old.group[old.group.index(old)] = new
+        new.legs, old.legs = old.legs, []
+        for leg in new.legs:
+            leg.parent = new
+        return new
+
     def page(self, after: datetime, limit: int) -> list[BrokerOrder]:
         """The orders submitted after `after`, oldest first, at most one of Alpaca's pages."""
         if limit < 1:
@@ -142,7 +171,8 @@ class Blotter:
         order = FakeOrder(id=str(uuid4()), client_order_id=client_order_id, symbol=r.symbol, side=r.side,
                           order_type=order_type, order_class=r.order_class, time_in_force=r.time_in_force,
                           extended_hours=r.extended_hours, qty=r.qty, limit_price=limit_price,
-                          stop_price=stop_price, submitted_at=self._stamp(), seq=self._seq)
+                          stop_price=stop_price, submitted_at=self._stamp(), seq=self._seq,
+                          trail_percent=r.trail_percent)
         self._orders.append(order)
         self._by_id[order.id] = order
         self._by_client_id[client_order_id] = order

@@ -25,6 +25,7 @@ class Request:
     extended_hours: bool = False
     limit_price: Decimal | None = None
     stop_price: Decimal | None = None  # an OCO's stop leg
+    trail_percent: Decimal | None = None  # a trailing stop's
 
     @property
     def fractional(self) -> bool:
@@ -46,21 +47,20 @@ def validate(client_order_id: str, r: Request) -> None:
     if r.fractional:
         if r.time_in_force != "day":
             raise invalid("fractional orders must be DAY orders")
-        if r.order_class != "simple":
+        if r.order_class != "simple" or r.order_type not in ("market", "limit"):
             raise unprocessable("fractional orders must be simple market or limit orders")
         if r.extended_hours:
             raise unprocessable("fractional orders are not allowed in extended hours")
+    if r.order_type == "trailing_stop":
+        assert r.trail_percent is not None
+        check_trail_percent(r.trail_percent)
+        if r.time_in_force not in ("day", "gtc"):
+            raise invalid("trailing_stop orders must be day or gtc orders")
     prices = ({"take_profit.limit_price": r.limit_price, "stop_loss.stop_price": r.stop_price}
               if r.order_class == "oco" else {"limit_price": r.limit_price})
     for name, price in prices.items():
-        if price is None:
-            continue
-        if price <= 0:
-            raise invalid(f"{name} must be > 0")
-        tick = CENT if price >= 1 else Decimal("0.0001")  # Reg NMS: a cent at or above $1
-        if price % tick:
-            raise unprocessable(f"invalid {name} {text(price)}. sub-penny increment does not fulfill "
-                                "minimum pricing criteria")
+        if price is not None:
+            check_price(name, price)
     if r.extended_hours:
         if r.order_type != "limit":
             raise invalid('only type="limit" is allowed for extended hours orders')
@@ -71,3 +71,17 @@ def validate(client_order_id: str, r: Request) -> None:
         # The OCO is itself the exit: a sell takes profit above its stop, a buy below it.
         if (r.limit_price > r.stop_price) != (r.side is Side.SELL):
             raise unprocessable("take_profit.limit_price must be on the profit side of stop_loss.stop_price")
+
+
+def check_price(name: str, price: Decimal) -> None:
+    if price <= 0:
+        raise invalid(f"{name} must be > 0")
+    tick = CENT if price >= 1 else Decimal("0.0001")  # Reg NMS: a cent at or above $1
+    if price % tick:
+        raise unprocessable(f"invalid {name} {text(price)}. sub-penny increment does not fulfill "
+                            "minimum pricing criteria")
+
+
+def check_trail_percent(trail_percent: Decimal) -> None:
+    if not 0 < trail_percent < 100:
+        raise invalid("trail_percent must be > 0 and < 100")
