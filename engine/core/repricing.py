@@ -40,9 +40,9 @@ def enabled(settings: Settings) -> bool:
 
 @dataclass(frozen=True)
 class WorkingEntry:
-    """The entry order now working for a lifecycle: its client order id, which attempt of the entry
-    leg it is (1: the first submission, n + 1: after n re-prices), its limit, and since when it
-    rests (when its intent was recorded)."""
+    """The entry order now working for a lifecycle: its client order id, the highest attempt of the
+    entry leg recorded (1: only the first submission; n + 1: n replaces recorded, a refused one
+    included, whose id is taken), its limit, and since when it rests (its intent's recording)."""
 
     client_order_id: str
     attempt: int

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import datetime
 from decimal import Decimal
 from functools import partial
@@ -40,6 +40,10 @@ FLATTEN_BACKOFF = 0.5  # seconds between flatten attempts
 EXITS_FINAL_TRIES = 40  # look-ups, 0.25 s apart, for a cancelled exit pair to be final
 
 
+async def _as_reported(_: Lifecycle, report: OrderReport) -> OrderReport:
+    return report
+
+
 class Conductor:
     def __init__(self, settings: Settings, ledger: Ledger, broker: Broker, *, workers: Workers, book: Book,
                  router: Router, sender: Sender, timers: Timers, clock: Callable[[], datetime],
@@ -62,6 +66,10 @@ class Conductor:
         # An order filled more than its events told: its executions are read from the account's
         # activities soon (engine.service.activities.LostExecutions sets this).
         self.executions_missing: Callable[[str, str, Decimal, datetime, datetime], None] = lambda *_: None
+        # Re-pricing (engine.service.repricer.Repricer sets both): an entry report read over every
+        # entry order of the lifecycle, and its re-price check armed with the fill timeout.
+        self.entry_report: Callable[[Lifecycle, OrderReport], Awaitable[OrderReport]] = _as_reported
+        self.armed: Callable[[Lifecycle], None] = lambda _: None
 
     def now(self) -> datetime:
         """The engine's clock (the ledger's times, the timers')."""
@@ -130,6 +138,7 @@ class Conductor:
     async def _act(self, lc: Lifecycle, then: Then) -> Lifecycle:
         if then is Then.ARM:
             self.timers.arm(lc)
+            self.armed(lc)  # reprice
         elif then is Then.VERIFY:
             self.timers.schedule(lc.id, VERIFY, 0.0)
         elif then is Then.CANCEL_ENTRY:
@@ -181,7 +190,8 @@ class Conductor:
         self.heard(report)
         writes = await self._writes(report)
         if leg is Leg.ENTRY:
-            decision = decisions.on_entry(lc, report, self._now(), self.settings)
+            entry = await self.entry_report(lc, report)  # reprice: the fills of every entry order
+            decision = decisions.on_entry(lc, entry, self._now(), self.settings)
         elif leg is Leg.FLATTEN:
             decision = decisions.on_flatten(lc, report, self._flatten_attempt(lc), ledger_id=self.ledger_id)
         elif not self._current_pair(lc, update.client_order_id):

@@ -29,7 +29,12 @@ POINTS = (
     "before_exit_fill_commit",  # an exit leg filled, CLOSED not yet committed
     "after_rejected",  # REJECTED committed, flatten order not yet sent
     "after_flatten_submit",  # flatten accepted by the broker, not yet committed
+    "after_entry_repriced",  # ENTRY_REPRICED committed (replacement intended), replace not yet sent
+    "after_entry_replace",  # the broker made the replacement, its answer not yet committed
 )
+# Points only on paths that a setting off by default opens (re-pricing): the crash matrix's scenarios
+# never pass them; their crash tests live with the feature (tests/crash/test_crash_reprice.py).
+OPTIONAL_POINTS = ("after_entry_repriced", "after_entry_replace")
 _passes: dict[str, int] = {}
 
 
@@ -60,6 +65,7 @@ BEFORE_COMMIT = {Trigger.FILL: "before_fill_commit", Trigger.PARTIAL_FILL: "befo
                  Trigger.EXIT_FILLED: "before_exit_fill_commit"}
 AFTER_COMMIT = {Trigger.TIMEOUT: "after_timeout", Trigger.GUARDS_PASSED: "after_validated",
                 Trigger.GUARDS_FAILED: "after_rejected", Trigger.EXITS_REJECTED: "after_rejected",
-                Trigger.EXIT_PARTIAL: "after_exit_partial", Trigger.EXITS_RESIZED: "after_exits_resized"}
+                Trigger.EXIT_PARTIAL: "after_exit_partial", Trigger.EXITS_RESIZED: "after_exits_resized",
+                Trigger.ENTRY_REPRICED: "after_entry_repriced"}
 AFTER_SUBMIT = {Leg.ENTRY: "after_entry_submit", Leg.TAKE_PROFIT: "after_exits_submit",
                 Leg.FLATTEN: "after_flatten_submit"}

@@ -24,7 +24,7 @@ from typing import Any
 from engine.broker.market_port import MarketData
 from engine.broker.port import Broker, BrokerAmbiguous, BrokerError, OrderEvent
 from engine.broker.ratelimit import Priority, RateLimiter
-from engine.core import decisions, quotes, risk
+from engine.core import decisions, quotes, repricing, risk
 from engine.core.config import Settings
 from engine.core.domain import CLIENT_ORDER_ID_PREFIX, Leg, Mode, Signal, ledger_prefix
 from engine.core.errors import SignalConflict
@@ -39,9 +39,10 @@ from engine.service.conductor import Conductor
 from engine.service.crash import crash_point
 from engine.service.protection import Protection
 from engine.service.reconciler import LISTING_MARGIN, Reconciler
+from engine.service.repricer import Repricer
 from engine.service.router import Router
 from engine.service.sender import Sender
-from engine.service.timers import DEADLINE, VERIFY, Timers
+from engine.service.timers import DEADLINE, REPRICE, VERIFY, Timers
 from engine.service.trading import Desk
 from engine.service.translate import report_of
 from engine.service.workers import Workers
@@ -87,7 +88,8 @@ class Executor:
         self.workers = Workers(limiter or RateLimiter(), broker_workers)
         self.book = Book(monotonic)
         self.router = Router()
-        self.timers = Timers(clock, self.workers.spawn, {DEADLINE: self._on_deadline, VERIFY: self._on_verify})
+        self.timers = Timers(clock, self.workers.spawn, {DEADLINE: self._on_deadline, VERIFY: self._on_verify,
+                                                          REPRICE: lambda lc_id: self.repricer.on_timer(lc_id)})
         self.conductor = Conductor(settings, ledger, broker, workers=self.workers, book=self.book,
                                    router=self.router, sender=Sender(broker, self.workers), timers=self.timers,
                                    clock=clock, verify_after=verify_after)
@@ -98,6 +100,8 @@ class Executor:
         self.protection = Protection(self.conductor, self.reconciler, clock=clock,
                                      interval=settings.protection_interval)
         self.lost_executions = LostExecutions(self.conductor, margin=LISTING_MARGIN)
+        self.repricer = Repricer.install(self.conductor, self._read_quote, has_market_data=market_data is not None,
+                                         clock=clock)  # reprice
         self._tasks: list[asyncio.Task[Any]] = []
         self._session: tuple[float, Session] | None = None
         self._session_lock = asyncio.Lock()  # a burst of signals asks the clock once, not once each
@@ -120,6 +124,9 @@ class Executor:
         if quotes.wants_quote(s) and self.market_data is None:
             log.warning("SMART_EXECUTOR_MAX_SPREAD_PCT or SMART_EXECUTOR_LIMIT_AT_QUOTE is on but the engine has no "
                         "market-data source: every smart entry will be refused")
+        if repricing.enabled(s) and self.market_data is None:  # reprice
+            log.warning("SMART_EXECUTOR_REPRICE_ENTRIES is %d but the engine has no market-data source: entries "
+                        "will not be re-priced", s.reprice_entries)
         ledger_id = await self.conductor.load_identity()
         log.info("ledger %s: client order ids %s<signal id>-<leg><attempt>", ledger_id, ledger_prefix(ledger_id))
         self._tasks.append(asyncio.create_task(self.timers.run(), name="timers"))
@@ -154,6 +161,7 @@ class Executor:
     async def resume(self) -> None:
         """Pick up every lifecycle a previous run left unfinished."""
         await self.reconciler.resume()
+        await self.repricer.resume()  # reprice: a replace a crash cut short, and the re-price checks
 
     async def reconcile(self, lifecycles: list[Lifecycle]) -> None:
         """Bring lifecycles up to date with the broker's REST view."""

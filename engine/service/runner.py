@@ -8,7 +8,7 @@ import signal as signals
 from typing import Any
 
 from engine.broker.alpaca_target import BrokerTarget, broker_target
-from engine.core import quotes
+from engine.core import quotes, repricing
 from engine.core.config import Settings
 from engine.core.domain import parse_intake
 from engine.core.errors import EngineError
@@ -62,7 +62,8 @@ async def run(settings: Settings, target: BrokerTarget, *, database_url: str | N
     db.upgrade(url)
     ledger = Ledger(url)
     # Market data only when an entry needs the quote: a default run opens no data connection.
-    market_data = target.market_data() if quotes.wants_quote(settings) else None
+    wanted = quotes.wants_quote(settings) or repricing.enabled(settings)  # reprice: re-pricing reads quotes too
+    market_data = target.market_data() if wanted else None
     executor = Executor(settings, ledger, target.broker(), market_data=market_data)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
