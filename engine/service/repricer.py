@@ -240,7 +240,7 @@ class Repricer:
                 rows.setdefault(row["lifecycle_id"], []).append(row)
         for lifecycle_id, entries in rows.items():
             lc = self.c.book.open.get(lifecycle_id)
-            if lc is None or lc.state not in _ENTRY_WORKING:
+            if lc is None:
                 continue
             if len(entries) > 1:
                 await self.c.workers.guarded(self._recover(lifecycle_id, entries))
@@ -256,9 +256,10 @@ class Repricer:
             newest = entries[-1]
             pending = newest["status"] == INTENDED
             sent = [r for r in entries[:-1] if r["status"] != NOT_SENT]
-            # Earlier orders no one saw end (a crash after the replace): their fills are the entry's.
+            # Earlier orders no one saw end (a crash after the replace): their fills are the entry's,
+            # and their rows must say how they ended, whatever the lifecycle has done since.
             for row in entries[:-1]:
-                if not row["final"] and row["status"] != NOT_SENT and lc.state in _ENTRY_WORKING:
+                if not row["final"] and row["status"] != NOT_SENT:
                     lc = await self._apply_found(lc, row["client_order_id"])
             if not pending or not sent:
                 return
