@@ -124,6 +124,9 @@ class Executor:
         if quotes.wants_quote(s) and self.market_data is None:
             log.warning("SMART_EXECUTOR_MAX_SPREAD_PCT or SMART_EXECUTOR_LIMIT_AT_QUOTE is on but the engine has no "
                         "market-data source: every smart entry will be refused")
+        if repricing.enabled(s):  # reprice
+            log.info("entry re-pricing on: at most %d replaces of an entry, each after %ss unfilled",
+                     s.reprice_entries, s.reprice_after)
         if repricing.enabled(s) and self.market_data is None:  # reprice
             log.warning("SMART_EXECUTOR_REPRICE_ENTRIES is %d but the engine has no market-data source: entries "
                         "will not be re-priced", s.reprice_entries)

@@ -26,6 +26,7 @@ The races, and what this module does about each:
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
@@ -50,6 +51,7 @@ from engine.service.translate import report_of
 
 log = logging.getLogger("smartexec")
 ReadQuote = Callable[[str], Awaitable[QuoteRead | None]]
+RESOLVE_TRIES = 5  # look-ups after an ambiguous replace before it is left to the next start
 # States in which an entry order may still be working, so its earlier attempts are worth a look-up.
 _ENTRY_WORKING = (State.LIMIT_SUBMITTED, State.PARTIALLY_FILLED, State.CANCEL_REQUESTED)
 
@@ -145,9 +147,13 @@ class Repricer:
             return await self.refused(lc, old_coid, intent, str(exc))
         except BrokerAmbiguous as exc:
             log.warning("replace of %s ambiguous (%s); looking it up", old_coid, exc)
-            found = await self._look_up(intent.client_order_id)
+            try:
+                found = await self._resolve(old_coid, intent.client_order_id)
+            except BrokerAmbiguous as unresolved:
+                log.error("%s; the next start resolves it", unresolved)
+                return lc
             if found is None:
-                return await self._unmade(lc, old_coid, intent, f"the replace of {old_coid} was not confirmed")
+                return await self._unmade(lc, old_coid, intent, f"the replace of {old_coid} was not made")
             order = found
         crash_point("after_entry_replace")
         return await self._made(lc, old_coid, order)
@@ -188,6 +194,21 @@ class Repricer:
         lc = await self._apply_found(lc, old_coid)
         self.arm(lc)
         return lc
+
+    async def _resolve(self, old_coid: str, coid: str) -> BrokerOrder | None:
+        """After an ambiguous replace: the replacement if it was made, None if it was not. The old
+        order tells which: still working, the replace did not happen; replaced, the replacement
+        exists and is looked for again (a listing may lag the PATCH by a moment)."""
+        for attempt in range(1, RESOLVE_TRIES + 1):
+            found = await self._look_up(coid)
+            if found is not None:
+                return found
+            old = await self._look_up(old_coid)
+            if old is not None and not old.final:
+                return None
+            await asyncio.sleep(0.2 * attempt)
+        # Neither found nor known to be absent: left intended, which the next start resolves the same way.
+        raise BrokerAmbiguous(f"the replace of {old_coid} by {coid} could not be resolved")
 
     async def _look_up(self, coid: str) -> BrokerOrder | None:
         try:

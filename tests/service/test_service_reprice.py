@@ -181,6 +181,30 @@ def test_a_partial_fill_before_the_replace_counts_and_the_total_never_exceeds_th
 
 
 @sqlite_only
+@pytest.mark.parametrize("made", [True, False])
+def test_an_ambiguous_replace_is_resolved_by_looking_it_up(make_rig: Callable[..., Rig], made: bool) -> None:
+    """The PATCH is answered 500: carried out first (`made`) or not at all. The engine never resends
+    it blindly: it looks the replacement up, and asks the old order when it is not there. Made,
+    the replacement is the working entry (the timeout cancels it); not made, its row is not_sent and
+    the first order still works, and is the one the timeout cancels."""
+    rig = make_rig(reprice_entries=1, reprice_after=1.0, fill_timeout=3.0)
+    lc_id = resting(rig, "rp-8", bid="100.10", ask="100.12")
+    en1, en2 = rig.coid("rp-8"), rig.coid("rp-8", Leg.ENTRY, 2)
+    rig.venue.faults.fail_route("PATCH", "/v2/orders/*", 500, after_handler=made)
+    rig.venue.advance(1.0)
+    expected = {en1: ("replaced", 0, None), en2: ("new", 0, None)} if made else \
+        {en1: ("new", 0, None), en2: ("not_sent", 0, None)}
+    poll(lambda: rows(rig, lc_id) == expected, lambda: f"the replace resolved: {rows(rig, lc_id)}")
+    assert [o.client_order_id for o in rig.venue.orders(SYMBOL) if o.is_open] == [en2 if made else en1]
+    rig.venue.advance(2.0)
+    lc = rig.settle(rig.ledger.get(lc_id))  # type: ignore[arg-type]
+
+    assert rig.path(lc) == [*SUBMITTED, "LIMIT_SUBMITTED", "CANCEL_REQUESTED", "CANCELED"]
+    assert getattr(rig.venue.order(en2 if made else en1), "status", None) == "canceled"
+    assert rig.sent() == [en1]
+
+
+@sqlite_only
 def test_off_by_default_an_entry_rests_at_its_first_limit(make_rig: Callable[..., Rig]) -> None:
     rig = make_rig(fill_timeout=10.0)
     lc_id = resting(rig, "rp-6")
