@@ -103,7 +103,8 @@ class Repricer:
             if lc is None or lc.state is not State.LIMIT_SUBMITTED:
                 return
             current = await self.working(lc)
-            if current is None:
+            if current is None:  # the broker has not told its id yet: look again later
+                self.arm(lc)
                 return
             outcome = repricing.decide(lc, current, read, self._now(), self.c.settings, ledger_id=self.c.ledger_id)
             if outcome.decision == NOTHING:

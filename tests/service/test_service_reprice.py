@@ -177,7 +177,27 @@ def test_a_partial_fill_before_the_replace_counts_and_the_total_never_exceeds_th
     assert (second.status, second.qty, second.filled_qty) == ("filled", 20, 20)
     assert rows(rig, lc_id) == {en1: ("replaced", 10, D("100.05")), en2: ("filled", 20, D("100.08"))}
     assert rig.position() == 30 == lc.qty  # never more than the signal's qty
+    assert sum(filled for _, filled, _ in rows(rig, lc_id).values()) == lc.filled_qty
     rig.assert_protected_by(lc, qty=D(30), stop=D("99.00"), target=D("102.21"))
+
+
+@sqlite_only
+def test_an_entry_known_to_be_partly_filled_is_not_repriced(make_rig: Callable[..., Rig]) -> None:
+    """10 of 30 fill at 100.05 and the engine hears it (PARTIALLY_FILLED): the FSM takes no re-price
+    there, so the rest rests at 100.05 until the timeout, and the OCO covers the 10 held."""
+    rig = make_rig(reprice_entries=2, reprice_after=1.0, fill_timeout=3.0)
+    lc_id = resting(rig, "rp-9", bid="100.10", ask="100.12")
+    rig.venue.set_quote(SYMBOL, "100.03", "100.05", bid_size=1000, ask_size=10)
+    lc = rig.settle(rig.ledger.get(lc_id), State.PARTIALLY_FILLED)  # type: ignore[arg-type]
+    rig.venue.set_quote(SYMBOL, "100.07", "100.08", bid_size=1000, ask_size=1000)
+    for _ in range(3):
+        rig.venue.advance(1.0)
+        time.sleep(0.3)
+    lc = rig.settle(lc, State.EXITS_PLACED)
+
+    assert rig.path(lc) == [*SUBMITTED, "PARTIALLY_FILLED", "CANCEL_REQUESTED", *PROTECTED]
+    assert (lc.filled_qty, lc.filled_avg_price, lc.limit_price) == (10, D("100.05"), D("100.05"))
+    assert list(rows(rig, lc_id)) == [rig.coid("rp-9")] and repriced(rig, lc_id) == []
 
 
 @sqlite_only
