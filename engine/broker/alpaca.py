@@ -5,10 +5,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from datetime import UTC, date, datetime, time
+from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Any
-from zoneinfo import ZoneInfo
 
 import pydantic
 import requests
@@ -30,6 +29,7 @@ from alpaca.trading.requests import (
 from alpaca.trading.stream import TradingStream
 from requests.adapters import HTTPAdapter
 
+from engine.broker.clock import aware, session_of
 from engine.broker.port import (
     MAX_ACTIVITY_PAGE,
     Account,
@@ -44,6 +44,7 @@ from engine.broker.port import (
     ConnectHandler,
     EventHandler,
     Kind,
+    MarketClock,
     OrderEvent,
     Session,
 )
@@ -51,7 +52,6 @@ from engine.broker.redaction import redact, register_secret
 from engine.core.domain import Side
 
 log = logging.getLogger("smartexec.alpaca")
-NEW_YORK = ZoneInfo("America/New_York")
 DUPLICATE_CLIENT_ORDER_ID = 40010001
 
 # One map for every word Alpaca uses, as an order status or as a trade_updates event.
@@ -393,15 +393,14 @@ class AlpacaBroker:
             raise BrokerAmbiguous(f"account activities answered {type(rows).__name__}, not a list")
         return [to_execution(row) for row in rows]
 
-    def session(self) -> Session:
+    def market_clock(self) -> MarketClock:
         clock = self._call(self._client.get_clock)
-        if clock.is_open:
-            return Session.REGULAR
-        local = clock.timestamp.astimezone(NEW_YORK)
-        # Alpaca's clock has no extended-session flag: 04:00-20:00 ET on a weekday. (Holidays are
-        # not told apart; Alpaca refuses an extended-hours order then, and the entry ends FAILED.)
-        in_hours = local.weekday() < 5 and time(4, 0) <= local.time() < time(20, 0)
-        return Session.EXTENDED if in_hours else Session.CLOSED
+        at, next_open = aware(clock.timestamp), aware(clock.next_open)
+        return MarketClock(at=at, session=session_of(at, is_open=clock.is_open, next_open=next_open),
+                           next_open=next_open, next_close=aware(clock.next_close))
+
+    def session(self) -> Session:
+        return self.market_clock().session
 
     def account(self) -> Account:
         account = self._call(self._client.get_account)

@@ -95,6 +95,17 @@ class BrokerExecution:
         return execution_key(self.broker_order_id, self.cum_qty)
 
 
+@dataclass(frozen=True)
+class MarketClock:
+    """The venue's market clock: now, the session it trades in, and the next regular open and
+    close (every time tz-aware)."""
+
+    at: datetime
+    session: Session
+    next_open: datetime
+    next_close: datetime
+
+
 MAX_ACTIVITY_PAGE = 100  # Alpaca: page_size defaults to 100 and may not exceed it (without `date`)
 
 
@@ -187,7 +198,13 @@ class Broker(Protocol):
         parameter lifts the 100-per-page limit)."""
         ...
 
-    def session(self) -> Session: ...
+    def market_clock(self) -> MarketClock:
+        """Alpaca's GET /v2/clock, with the session it means (see engine/broker/clock.py)."""
+        ...
+
+    def session(self) -> Session:
+        """market_clock().session"""
+        ...
 
     def account(self) -> Account:
         """Buying power and equity, for the pre-trade risk check."""

@@ -23,18 +23,26 @@ from typing import Literal
 import pytest
 
 from engine.broker.alpaca import AlpacaBroker
+from engine.broker.clock import session_of
 from engine.broker.fake import FakeBroker
 from engine.broker.port import Broker, BrokerAmbiguous, BrokerOrder, OrderEvent, Session
 from engine.core.domain import Side
 from engine.sim import DEFAULT_START, SimClock, Venue
 from engine.sim import sessions as venue_sessions
+from engine.sim import wire as venue_wire
 from engine.sim.testing import wait_until
 
 SYMBOL = "AAPL"
 TICK = Decimal("0.01")
 HOLD = 60.0  # simulated seconds the venue keeps a cancel pending: longer than any test waits
-SESSION_OF = {venue_sessions.Session.REGULAR: Session.REGULAR, venue_sessions.Session.PRE: Session.EXTENDED,
-              venue_sessions.Session.POST: Session.EXTENDED, venue_sessions.Session.CLOSED: Session.CLOSED}
+
+
+def port_session(at: datetime) -> Session:
+    """The session AlpacaBroker reads from the venue's clock at `at` (the venue itself knows no
+    overnight session: its weeknights are CLOSED, which the clock makes OVERNIGHT)."""
+    clock = venue_wire.clock(at)
+    return session_of(datetime.fromisoformat(clock["timestamp"]), is_open=clock["is_open"],
+                      next_open=datetime.fromisoformat(clock["next_open"]))
 
 
 class Market:
@@ -80,7 +88,8 @@ class Market:
         raise NotImplementedError
 
     def to_session(self, session: Session) -> None:
-        """Move on to the next `session` of the trading day, as the clock would."""
+        """Move on to the next `session`, as the clock would: OVERNIGHT is the next weeknight from
+        20:00, CLOSED the next night that trades nothing (from a Wednesday: Friday's)."""
         raise NotImplementedError
 
     def pass_time(self, seconds: float) -> None:
@@ -197,12 +206,12 @@ class VenueMarket(Market):
 
     def to_session(self, session: Session) -> None:
         now = self.venue.clock.now()
-        if SESSION_OF[venue_sessions.session_at(now)] is session:
+        if port_session(now) is session:
             return
         boundary = now
         while True:
             boundary, _ = venue_sessions.next_boundary(boundary)
-            if SESSION_OF[venue_sessions.session_at(boundary)] is session:
+            if port_session(boundary + timedelta(minutes=1)) is session:
                 break
         self.venue.advance((boundary + timedelta(minutes=1) - now).total_seconds())
 

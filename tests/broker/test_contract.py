@@ -17,7 +17,10 @@ Where the two brokers knowingly differ, also not pinned:
 - a time_in_force word alpaca-py does not know: both raise BrokerRejected, but AlpacaBroker
   refuses it before sending anything (no status or code), the fake as Alpaca would (422).
 - the fake's session moves only when a test sets it, so only the order of sessions counts there:
-  leaving REGULAR is 16:00, reaching CLOSED is 20:00, whatever lies between.
+  leaving REGULAR is 16:00, reaching OVERNIGHT or CLOSED is 20:00, whatever lies between.
+- the overnight session (Alpaca's 24/5): the venue has none, its weeknights trade nothing, while
+  the fake trades extended-hours orders then (tests/broker/test_fake_overnight.py). Both tell the
+  session from the clock alike (test_contract_clock.py).
 """
 
 from __future__ import annotations
@@ -461,12 +464,15 @@ def test_on_connect_runs_after_every_reconnect_and_updates_meanwhile_are_lost(
 # --- sessions ------------------------------------------------------------------------------------
 
 def test_the_session_follows_the_trading_day(market: Market, broker: Broker) -> None:
-    """session() is REGULAR in market hours, EXTENDED after hours and pre-market, CLOSED overnight."""
+    """session() is REGULAR in market hours, EXTENDED after hours and pre-market, OVERNIGHT on a
+    weeknight before a trading day, CLOSED on a night before none."""
     seen = [broker.session()]
-    for session in (Session.EXTENDED, Session.CLOSED, Session.EXTENDED, Session.REGULAR):
+    for session in (Session.EXTENDED, Session.OVERNIGHT, Session.EXTENDED, Session.REGULAR, Session.CLOSED,
+                    Session.EXTENDED):
         market.to_session(session)
         seen.append(broker.session())
-    assert seen == [Session.REGULAR, Session.EXTENDED, Session.CLOSED, Session.EXTENDED, Session.REGULAR]
+    assert seen == [Session.REGULAR, Session.EXTENDED, Session.OVERNIGHT, Session.EXTENDED, Session.REGULAR,
+                    Session.CLOSED, Session.EXTENDED]
 
 
 def test_orders_outside_regular_hours_wait_for_a_session_they_can_trade_in(market: Market,
@@ -481,7 +487,7 @@ def test_orders_outside_regular_hours_wait_for_a_session_they_can_trade_in(marke
     limit(broker, "extended-limit", "100.50", qty="5", extended=True)
     assert state(now(broker, "extended-limit")) == ("filled", Kind.FILL, True, D(5), D(100))
     assert [now(broker, c).status for c in ("after-hours-market", "after-hours-limit")] == ["accepted", "accepted"]
-    for session in (Session.CLOSED, Session.EXTENDED, Session.REGULAR):
+    for session in (Session.OVERNIGHT, Session.EXTENDED, Session.REGULAR):
         market.to_session(session)
     assert state(now(broker, "after-hours-market")) == ("filled", Kind.FILL, True, D(10), D(100))
     assert state(now(broker, "after-hours-limit")) == ("filled", Kind.FILL, True, D(5), D(100))
@@ -502,7 +508,7 @@ def test_day_orders_expire_at_the_close(market: Market, broker: Broker, stream: 
             ("day", "day-extended", "gtc", "gtc-part")] == [
         ("expired", Kind.DONE, True), ("new", Kind.ACK, False), ("new", Kind.ACK, False),
         ("done_for_day", Kind.ACK, False)]
-    market.to_session(Session.CLOSED)
+    market.to_session(Session.OVERNIGHT)
     assert [now(broker, c).status for c in ("day-extended", "gtc")] == ["expired", "new"]
     assert words(stream.until("day-extended", "expired"), "gtc-part") == [
         ("pending_new", Kind.ACK), ("new", Kind.ACK), ("partial_fill", Kind.PARTIAL_FILL),
@@ -528,7 +534,7 @@ def test_a_partly_filled_gtc_exit_is_done_for_the_day_but_still_working(market: 
     updates = [u for u in stream.until("gtc-exit", "done_for_day") if u.order.client_order_id == "gtc-exit"]
     assert (updates[-1].event, updates[-1].kind, updates[-1].order.final) == ("done_for_day", Kind.ACK, False)
 
-    for session in (Session.CLOSED, Session.EXTENDED, Session.REGULAR):
+    for session in (Session.OVERNIGHT, Session.EXTENDED, Session.REGULAR):
         market.to_session(session)
     assert now(broker, "gtc-exit").status == "partially_filled"
     market.execute(pair)

@@ -5,7 +5,10 @@ the old order shows pending_replace and then replaced (final) at once, and the n
 its own broker id and the caller's client order id, starts its own life. Its qty defaults to
 what the old order had left; the old order keeps its fills. Alpaca's docs say only that the
 PATCH answers "the new Order object with the new order ID"; the partial-fill rule and the exact
-event order are the venue's, unverified against Alpaca (engine/sim/README.md).
+event order are the venue's, unverified against Alpaca (engine/sim/README.md). Either leg of an
+exit pair can be replaced on its own (Alpaca's forum: replace works one leg at a time); the
+replacement keeps the leg's place in the pair, and a held stop leg stays held, with no events
+of its own until it triggers.
 """
 
 from __future__ import annotations
@@ -126,6 +129,26 @@ def test_replacing_an_exit_pairs_stop_leg_moves_the_stop(market: Market, broker:
         ("pair-to-tighten", "canceled")]
 
 
+def test_replacing_an_exit_pairs_take_profit_keeps_its_stop_leg(market: Market, broker: Broker) -> None:
+    """The take-profit (the OCO's parent) replaced at a new price takes the held stop leg with
+    it: the new parent lists the same leg, the old one is replaced with no legs left, and a fill
+    of the new target cancels the leg."""
+    market.position(D(10), D("100.00"))
+    pair = exits(broker, "pair-to-lower")
+    [leg] = pair.legs
+    new = broker.replace(broker_order_id=pair.broker_order_id, client_order_id="lower-target",
+                         limit_price=D("103.00"))
+    assert (new.order_class, new.limit_price, [lg.broker_order_id for lg in new.legs]) == (
+        "oco", D("103.00"), [leg.broker_order_id])
+    old = now(broker, "pair-to-lower")
+    assert (old.status, old.final, old.legs) == ("replaced", True, ())
+    assert [(lg.client_order_id, lg.status) for lg in now(broker, "lower-target").legs] == [
+        (leg.client_order_id, "held")]
+    market.execute(new)
+    assert state(now(broker, "lower-target")) == ("filled", Kind.FILL, True, D(10), D("103.00"))
+    assert state(now(broker, leg.client_order_id)) == ("canceled", Kind.DONE, True, D(0), None)
+
+
 def test_a_replace_may_not_claim_more_than_the_position(market: Market, broker: Broker) -> None:
     """A replacement exit for more shares than are held is refused (403, insufficient qty), and
     the old order goes on working."""
@@ -157,3 +180,20 @@ def test_replacing_an_unknown_order_is_not_found(broker: Broker) -> None:
     with pytest.raises(BrokerNotFound):
         broker.replace(broker_order_id=str(uuid.uuid4()), client_order_id="ghost", limit_price=D("91.00"))
     assert broker.get_order("ghost") is None
+
+
+@pytest.mark.parametrize("qty", ["0", "2.5"], ids=["zero", "fractional"])
+def test_a_replace_qty_must_be_whole_shares(market: Market, broker: Broker, qty: str) -> None:
+    """Alpaca's replace takes a whole, positive qty (AlpacaBroker refuses others before sending,
+    the fake as the venue would): BrokerRejected, and the old order goes on working."""
+    market.quote(D("99.95"), D("100.05"))
+    old = limit(broker, "whole", "90.00")
+    with pytest.raises(BrokerRejected):
+        broker.replace(broker_order_id=old.broker_order_id, client_order_id="part-share", qty=D(qty))
+    assert (now(broker, "whole").status, broker.get_order("part-share")) == ("new", None)
+
+
+def test_replacing_an_id_that_is_no_uuid_is_not_found(broker: Broker) -> None:
+    """Alpaca's order ids are UUIDs: any other id names no order (never an ambiguous error)."""
+    with pytest.raises(BrokerNotFound):
+        broker.replace(broker_order_id="not-an-order-id", client_order_id="ghost", limit_price=D("91.00"))

@@ -77,7 +77,7 @@ def test_a_trailing_stop_neither_follows_nor_triggers_outside_regular_hours(mark
     assert stop_of(broker, "trail-night") == (D("99.99"), D("97.99"))
     market.quote(D("90.00"), D("90.05"))
     assert now(broker, "trail-night").status == "new"
-    for session in (Session.CLOSED, Session.EXTENDED, Session.REGULAR):
+    for session in (Session.OVERNIGHT, Session.EXTENDED, Session.REGULAR):
         market.to_session(session)
     assert state(now(broker, "trail-night")) == ("filled", Kind.FILL, True, D(10), D("90.00"))
 

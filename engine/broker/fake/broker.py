@@ -7,6 +7,7 @@ from datetime import date, datetime
 from decimal import Decimal
 from typing import TypeVar
 
+from engine.broker.fake.clock import weekday_clock
 from engine.broker.fake.controls import FakeControls
 from engine.broker.fake.faults import Method
 from engine.broker.fake.request import Request
@@ -17,6 +18,7 @@ from engine.broker.port import (
     BrokerOrder,
     ConnectHandler,
     EventHandler,
+    MarketClock,
     Session,
 )
 from engine.core.domain import Side
@@ -84,8 +86,12 @@ class FakeBroker(FakeControls):
     def fill_activities_on(self, day: date) -> list[BrokerExecution]:
         return self._call("fill_activities", lambda: self._exchange.activities.on(day))
 
+    def market_clock(self) -> MarketClock:
+        return self._call("market_clock", lambda: weekday_clock(self._exchange.now(), self._exchange.session))
+
     def session(self) -> Session:
-        return self._call("session", lambda: self._exchange.session)
+        # market_clock().session, with a fault hook of its own, as before market_clock existed.
+        return self._call("session", lambda: weekday_clock(self._exchange.now(), self._exchange.session).session)
 
     # The account the risk check reads; a test assigns `account_record` to change it.
     account_record = Account(buying_power=Decimal(1_000_000), equity=Decimal(1_000_000))

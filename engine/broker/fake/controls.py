@@ -61,8 +61,10 @@ class FakeControls:
         """Move the market on to the next `session`, as the clock would.
 
         Leaving the regular session passes 16:00: day orders expire and partly filled GTC orders
-        are done for the day; reaching CLOSED passes 20:00: extended-hours day orders expire.
-        Orders waiting for a session they can trade in go live and meet the quote."""
+        are done for the day; going from REGULAR or EXTENDED to CLOSED or OVERNIGHT passes 20:00:
+        extended-hours day orders expire (those placed overnight live until the next 20:00).
+        OVERNIGHT trades extended-hours orders as EXTENDED does. Orders waiting for a session they
+        can trade in go live and meet the quote. The fake's clock does not move with the session."""
         with self._lock:
             self._exchange.move_to(session)
 

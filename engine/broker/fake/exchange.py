@@ -37,10 +37,14 @@ class Exchange:
         self._faults = faults
         self._stream = stream
 
+    def now(self) -> datetime:
+        return self._clock()
+
     def tradable(self, order: FakeOrder) -> bool:
         if self.session is Session.REGULAR:
             return True
-        return self.session is Session.EXTENDED and order.extended_hours
+        # Overnight (Alpaca's 24/5) takes the extended-hours orders, as the pre- and post-market do.
+        return self.session in (Session.EXTENDED, Session.OVERNIGHT) and order.extended_hours
 
     # --- what the port asks -----------------------------------------------------------------------
 
@@ -180,7 +184,10 @@ class Exchange:
         if session is before:
             return
         past_close = before is Session.REGULAR
-        past_evening = session is Session.CLOSED
+        # 20:00 ends the day's extended hours, whether the night trades (OVERNIGHT) or not; an
+        # extended-hours day order placed overnight lives on until the next day's 20:00.
+        past_evening = (before in (Session.REGULAR, Session.EXTENDED)
+                        and session in (Session.CLOSED, Session.OVERNIGHT))
         for order in list(self.orders):
             if not order.is_open or order.time_in_force != "day":
                 continue
