@@ -238,17 +238,35 @@ class Repricer:
         """An entry order's report as the lifecycle reads it: quantities over every entry order.
 
         Only a lifecycle that was re-priced has more than one; the others pass unchanged, with no
-        ledger read. A replaced order's `replaced` (INFO) that carries fills no event told of is
-        read as the partial fill it is."""
+        ledger read. A replaced order's `pending_replace` or `replaced` (INFO) that carries fills no
+        event told of is read as the partial fill it is. Before the entry settles (a fill or the
+        end of the working order), an earlier order whose end the ledger never heard (its look-up
+        after the replace failed, its events were lost) is looked up: its fills are the entry's."""
         coid = report.update.client_order_id
         current = self.c.router.coid(lc.id, Leg.ENTRY)
         if attempt_of(coid, Leg.ENTRY) == 1 and (current is None or attempt_of(current, Leg.ENTRY) == 1):
             return report
         others = await self._other_entries(lc.id, coid)
+        if report.kind in (Kind.FILL, Kind.DONE):
+            others = [await self._ended(lc, row) for row in others]
         total = repricing.entry_total(report, [(row["filled_qty"], row["filled_avg_price"]) for row in others])
-        if total.kind is Kind.INFO and report.update.final and total.filled_qty > lc.filled_qty:
+        if total.kind is Kind.INFO and total.filled_qty > lc.filled_qty:
             total = OrderReport(Kind.PARTIAL_FILL, total.update, total.execution, total.submitted_at)
         return total
+
+    async def _ended(self, lc: Lifecycle, row: dict[str, Any]) -> dict[str, Any]:
+        """An earlier entry order's row, looked up first if the ledger never heard how it ended."""
+        if row["final"] or row["status"] in (INTENDED, NOT_SENT):
+            return row
+        found = await self._look_up(row["client_order_id"])
+        if found is None:
+            return row
+        seen = report_of(found)
+        self.c.heard(seen)
+        await self.c.workers.persist(self.c.ledger.save_orders, lc.id, Writes(updates=[seen.update]), at=self._now())
+        return {**row, "filled_qty": max(row["filled_qty"], found.filled_qty),
+                "filled_avg_price": found.filled_avg_price if found.filled_qty >= row["filled_qty"]
+                else row["filled_avg_price"]}
 
     # --- after a restart ------------------------------------------------------------------------------
 

@@ -225,6 +225,33 @@ def test_an_ambiguous_replace_is_resolved_by_looking_it_up(make_rig: Callable[..
 
 
 @sqlite_only
+def test_an_old_orders_fill_nobody_told_of_is_found_before_the_entry_settles(make_rig: Callable[..., Rig]) -> None:
+    """As above, 10 of 30 fill on the first order, but every event of it is lost (partial_fill,
+    pending_replace, replaced) and its look-up after the replace fails (500). When the replacement
+    fills its 20, the engine looks the first order up before it settles the entry: 30 held, never
+    20, at the average over both orders (100.07)."""
+    rig = make_rig(**REPRICE)
+    lc_id = resting(rig, "rp-10", bid="100.10", ask="100.12")
+    en1, en2 = rig.coid("rp-10"), rig.coid("rp-10", Leg.ENTRY, 2)
+    rig.venue.faults.drop_events(3, events=["partial_fill", "pending_replace", "replaced"],
+                                 client_order_id_prefix=en1)
+    rig.venue.set_quote(SYMBOL, "100.03", "100.05", bid_size=1000, ask_size=10)
+    poll(lambda: getattr(rig.venue.order(en1), "filled_qty", 0) == 10, "the first order's partial fill")
+    rig.venue.set_quote(SYMBOL, "100.07", "100.08", bid_size=1000, ask_size=1000)
+    rig.venue.faults.fail_route("GET", "/v2/orders:by_client_order_id", 500, count=1)
+    rig.venue.advance(1.0)
+    lc = rig.settle(rig.ledger.get(lc_id), State.EXITS_PLACED)  # type: ignore[arg-type]
+
+    assert rig.path(lc) == [*SUBMITTED, "LIMIT_SUBMITTED", *PROTECTED]
+    assert (lc.filled_qty, lc.filled_avg_price) == (30, D("100.07"))
+    assert rows(rig, lc_id) == {en1: ("replaced", 10, D("100.05")), en2: ("filled", 20, D("100.08"))}
+    assert rig.position() == 30
+    rig.assert_protected_by(lc, qty=D(30), stop=D("99.00"), target=D("102.21"))
+    pending = rig.venue.faults.pending()
+    assert list(pending["events"]) == [] and list(pending["routes"]) == []  # every fault was met
+
+
+@sqlite_only
 def test_off_by_default_an_entry_rests_at_its_first_limit(make_rig: Callable[..., Rig]) -> None:
     rig = make_rig(fill_timeout=10.0)
     lc_id = resting(rig, "rp-6")
