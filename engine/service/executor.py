@@ -127,6 +127,10 @@ class Executor:
         if repricing.enabled(s):  # reprice
             log.info("entry re-pricing on: at most %d replaces of an entry, each after %ss unfilled",
                      s.reprice_entries, s.reprice_after)
+            if s.reprice_after >= min(s.fill_timeout, s.fill_timeout_extended):
+                log.warning("SMART_EXECUTOR_REPRICE_AFTER %ss is not shorter than the fill timeout (%ss): the timeout "
+                            "cancels such an entry before it is re-priced", s.reprice_after,
+                            min(s.fill_timeout, s.fill_timeout_extended))
         if repricing.enabled(s) and self.market_data is None:  # reprice
             log.warning("SMART_EXECUTOR_REPRICE_ENTRIES is %d but the engine has no market-data source: entries "
                         "will not be re-priced", s.reprice_entries)
