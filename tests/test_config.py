@@ -56,6 +56,14 @@ def test_every_variable_is_read() -> None:
         "SMART_EXECUTOR_MAX_DAILY_LOSS": "1500",
         "SMART_EXECUTOR_MAX_SPREAD_PCT": "0.002",
         "SMART_EXECUTOR_LIMIT_AT_QUOTE": "on",
+        "SMART_EXECUTOR_OVERNIGHT": "true",
+        "SMART_EXECUTOR_EMULATE_EXITS": "false",
+        "SMART_EXECUTOR_EMULATION_BAND": "0.004",
+        "SMART_EXECUTOR_EXIT_REPRICE_AFTER": "3",
+        "SMART_EXECUTOR_QUOTE_STALE_AFTER": "20",
+        "SMART_EXECUTOR_STALE_QUOTES": "flatten",
+        "SMART_EXECUTOR_TRAIL_PCT": "0.015",
+        "SMART_EXECUTOR_BREAK_EVEN": "true",
         "SMART_EXECUTOR_REPRICE_ENTRIES": "3",
         "SMART_EXECUTOR_REPRICE_AFTER": "7.5",
     }
@@ -66,6 +74,9 @@ def test_every_variable_is_read() -> None:
     assert (s.fill_timeout, s.fill_timeout_extended, s.min_rr_ratio, s.extended_hours) == (1.5, 30.0, D(3), True)
     assert (s.default_stop_pct, s.database_url, s.poll_interval) == (D("0.02"), "postgresql+psycopg://u@h/db", 2.5)
     assert (s.signal_max_age, s.protection_interval) == (120.0, 5.0)
+    assert (s.overnight, s.emulation_band, s.exit_reprice_after, s.quote_stale_after, s.stale_quotes) == (
+        True, D("0.004"), 3.0, 20.0, "flatten")
+    assert (s.trail_pct, s.break_even, s.emulate_exits) == (D("0.015"), True, False)
     assert (s.max_order_notional, s.max_position_shares, s.max_position_notional, s.max_gross_exposure) == (
         D(25000), D(500), D("50000.50"), D(200000))
     assert (s.max_open_lifecycles, s.max_daily_loss) == (None, D(1500))
@@ -117,3 +128,17 @@ def test_the_readme_documents_every_variable() -> None:
 @pytest.mark.parametrize("raw", ["off", "OFF", "none"])
 def test_the_spread_guard_can_be_switched_off_by_name(raw: str) -> None:
     assert Settings.from_env({"SMART_EXECUTOR_MAX_SPREAD_PCT": raw}).max_spread_pct is None
+
+
+@pytest.mark.parametrize(("variable", "raw", "reason"), [
+    ("SMART_EXECUTOR_STALE_QUOTES", "ignore", "expected one of alert, flatten"),
+    ("SMART_EXECUTOR_TRAIL_PCT", "0.7", "SMART_EXECUTOR_TRAIL_PCT"),
+    ("SMART_EXECUTOR_EMULATION_BAND", "-0.01", "SMART_EXECUTOR_EMULATION_BAND"),
+])
+def test_emulation_settings_refuse_nonsense(variable: str, raw: str, reason: str) -> None:
+    with pytest.raises(ConfigError, match=reason):
+        Settings.from_env({variable: raw})
+
+
+def test_trailing_stop_can_be_switched_off_by_word() -> None:
+    assert Settings.from_env({"SMART_EXECUTOR_TRAIL_PCT": "off"}).trail_pct is None

@@ -268,7 +268,8 @@ def test_after_fill_does_nothing_outside_filled() -> None:
 def test_accepted_exits_record_the_broker_order_and_outside_hours_say_when_they_work() -> None:
     regular = closing.exits_accepted(filled("535.00"), report(Kind.ACK, "new", coid="sx-l3dg3r00-crwd-1-tp1"))
     assert regular == Decision(Trigger.EXITS_PLACED, {"broker_order_id": "b-1", "status": "new"})
-    extended = closing.exits_accepted(filled("535.00", extended_hours=True), report(Kind.ACK, "new"))
+    extended = closing.exits_accepted(filled("535.00", extended_hours=True), report(Kind.ACK, "new"),
+                                      works_now=False)  # sent outside regular hours, no emulation
     assert extended.facts["exits_active_from"] == "next regular session open"
 
 
@@ -349,7 +350,8 @@ def test_a_flatten_that_ends_unfilled_is_retried_then_given_up_loudly() -> None:
 
 
 @pytest.mark.parametrize(("state", "then"), [
-    (State.VALIDATED, (Then.PLACE_EXITS,)),
+    (State.VALIDATED, (Then.PROTECT,)),
+    (State.EMULATING, (Then.WATCH,)),
     (State.REJECTED, (Then.CANCEL_EXITS, Then.FLATTEN)),
     (State.LIMIT_SUBMITTED, (Then.ARM,)),
 ])

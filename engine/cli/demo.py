@@ -25,6 +25,8 @@ from engine.sim import SimClock, Venue, load_scenario
 
 KEY, SECRET = "sim-key", "sim-secret"
 DEMO_TIMEOUT = 2.0
+AFTER_HOURS = "after_hours_stop"
+AFTER_HOURS_SPEED = 5.0  # the venue's clock runs 5x: the stop is crossed 25 simulated seconds in
 
 
 @dataclass(frozen=True)
@@ -49,6 +51,27 @@ CASES = (
     Case("target_hit", "Target hit: closed with the P&L and R multiple recorded", Mode.SMART,
          frozenset(TERMINAL)),
 )
+
+
+async def _after_hours(ledger: Ledger, settings: Settings) -> tuple[Case, Lifecycle]:
+    """17:00 New York on a venue of its own (its clock is the scenario's): no broker stop works
+    after the close, so the engine holds the stop on the quotes and sells when the bid crosses it."""
+    scenario = load_scenario(AFTER_HOURS)
+    venue = Venue(clock=SimClock(start=scenario.start, speed=AFTER_HOURS_SPEED), api_key=KEY, secret_key=SECRET)
+    venue.load_scenario(scenario)
+    await venue.start(port=0)
+    target = BrokerTarget(KEY, SECRET, True, venue.rest_url, venue.stream_url)
+    executor = Executor(replace(settings, extended_hours=True), ledger, target.broker(),
+                        market_data=target.market_data(), verify_after=0.5, poll_interval=3.0, clock=venue.clock.now)
+    case = Case(AFTER_HOURS, "After-hours stop: held by the engine on the bid, fired as an extended-hours limit",
+                Mode.SMART, frozenset(TERMINAL))
+    try:
+        await executor.start()
+        lc = await executor.submit(Signal.parse(scenario.signal), mode=case.mode)
+        return case, await executor.wait_for(lc.id, case.until, timeout=30)
+    finally:
+        await executor.stop()
+        await venue.stop()
 
 
 def _money(value: Decimal | None) -> str:
@@ -85,6 +108,8 @@ async def demo(database: str) -> int:
         venue.load_scenario(scenario)
     await venue.start(port=0)
     settings = replace(Settings.from_env({}), fill_timeout=DEMO_TIMEOUT, database_url=url)
+    # First, and closed before the others start: an engine resumes every open lifecycle of its ledger.
+    after_hours = await _after_hours(ledger, settings)
     broker = BrokerTarget(KEY, SECRET, True, venue.rest_url, venue.stream_url).broker()
     executor = Executor(settings, ledger, broker, verify_after=0.5, poll_interval=3.0)
     print(f"Smart Order Executor demo: local venue at {venue.rest_url}, ledger {path}")
@@ -97,7 +122,7 @@ async def demo(database: str) -> int:
             lc = await executor.submit(signal, mode=case.mode)
             return case, await executor.wait_for(lc.id, case.until, timeout=30)
 
-        results = await asyncio.gather(*(play(c, s) for c, s in zip(CASES, scenarios)))
+        results = [*await asyncio.gather(*(play(c, s) for c, s in zip(CASES, scenarios))), after_hours]
     finally:
         await executor.stop()
         await venue.stop()

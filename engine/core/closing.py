@@ -35,11 +35,11 @@ def exit_leg(is_stop: bool) -> Leg:
     return Leg.STOP if is_stop else Leg.TAKE_PROFIT
 
 
-def exits_accepted(lc: Lifecycle, report: OrderReport) -> Decision:
+def exits_accepted(lc: Lifecycle, report: OrderReport, *, works_now: bool = True) -> Decision:
+    """The broker holds the exit pair. `works_now` False: it was sent outside regular hours with
+    no emulation to hold the protection (no market data), so it works only from the next open."""
     facts: dict[str, Any] = {"broker_order_id": report.update.broker_order_id, "status": report.update.status}
-    if lc.extended_hours:
-        # Alpaca holds no OCO/stop orders outside regular hours: the GTC pair is accepted now
-        # and works from the next regular open; until then the position is not protected.
+    if not works_now:
         facts["exits_active_from"] = "next regular session open"
     return Decision(Trigger.EXITS_PLACED, facts)
 
@@ -96,10 +96,11 @@ class LegFill:
 
 
 def exits_settled(lc: Lifecycle, legs: Sequence[LegFill], *, exits_attempt: int, flatten_attempt: int,
-                  ledger_id: str) -> Decision:
+                  ledger_id: str, emulate: bool = False) -> Decision:
     """The pair being cancelled (attempt `exits_attempt`) is final: fold what it filled in, then
     protect (REPROTECTING) or flatten (REJECTED: a halt; its intent is `flatten_attempt`) exactly
-    what is left; close when nothing is."""
+    what is left; close when nothing is. `emulate` (outside regular hours): the rest is protected
+    by the engine's emulation instead of a new pair."""
     if lc.state not in (State.REPROTECTING, State.REJECTED):
         return NOTHING
     priced = [(leg, leg.avg_price) for leg in legs if leg.qty > 0 and leg.avg_price is not None]
@@ -118,6 +119,8 @@ def exits_settled(lc: Lifecycle, legs: Sequence[LegFill], *, exits_attempt: int,
             return NOTHING  # the halt's flatten goes ahead for what it already intends
         smaller = flatten_intent(replace(lc, exit_filled_qty=after), flatten_attempt + 1, ledger_id=ledger_id)
         return Decision(Trigger.EXIT_PARTIAL, folded, (smaller,), then=(Then.FLATTEN,))
+    if emulate:
+        return Decision(Trigger.EXITS_RESIZED, {**folded, "exit_filled_qty": after}, then=(Then.PROTECT,))
     assert lc.exit_target is not None and lc.exit_stop is not None
     pair = exit_pair_intent(lc, exits_attempt + 1, lc.filled_qty - after, lc.exit_target, lc.exit_stop,
                             ledger_id=ledger_id)

@@ -14,6 +14,7 @@ from decimal import Decimal, InvalidOperation
 from engine.core.errors import ConfigError
 
 DEFAULT_DATABASE_URL = "sqlite:///smartexec.db"
+STALE_POLICIES = ("alert", "flatten")
 
 
 def _parse_bool(name: str, raw: str) -> bool:
@@ -84,6 +85,20 @@ def _spread(name: str, raw: str) -> Decimal | None:
     return value
 
 
+def _trail(name: str, raw: str) -> Decimal | None:
+    """A trailing stop's distance as a fraction of the best price (0.01 = 1 %), or `off`."""
+    if raw.strip().lower() in ("off", "none", "0"):
+        return None
+    return _fraction(Decimal("0.5"))(name, raw)
+
+
+def _stale_policy(name: str, raw: str) -> str:
+    value = raw.strip().lower()
+    if value not in STALE_POLICIES:
+        raise ConfigError(name, f"expected one of {', '.join(STALE_POLICIES)}, was {raw!r}")
+    return value
+
+
 def _count(name: str, raw: str) -> int:
     """A whole number of times, zero allowed (zero: the feature is off)."""
     value = _parse_decimal(name, raw)
@@ -135,6 +150,21 @@ class Settings:
     # on a market-data read and the limit is signal ± buffer as before (README: Pricing and guards).
     max_spread_pct: Decimal | None = None  # refuse an entry whose quoted spread is wider (of the mid)
     limit_at_quote: bool = False  # cap a buy's limit at the ask (a short's at the bid) when better
+    # Entries in Alpaca's overnight session (20:00-04:00 ET); needs extended_hours too.
+    overnight: bool = False
+    # Emulated protection outside regular hours (engine/core/emulation.py); needs the market-data
+    # stream (one connection per key at Alpaca: a bot streaming on the same keys takes it). A fired stop or target
+    # sends a limit this far through the quote, re-priced every exit_reprice_after seconds.
+    emulate_exits: bool = True
+    emulation_band: Decimal = Decimal("0.005")
+    exit_reprice_after: float = 5.0
+    # No quote for this long while emulating: `alert` (recorded, logged at ERROR) or `flatten`.
+    quote_stale_after: float = 60.0
+    stale_quotes: str = "alert"
+    # Exit options for every signal (a signal may set its own): a trailing stop this far below the
+    # best price since the fill (None: the fixed stop), and the stop moved to the entry after +1 R.
+    trail_pct: Decimal | None = None
+    break_even: bool = False
     # Re-pricing an unfilled entry towards the market (engine/core/repricing.py): at most this many
     # replaces of one entry, each after `reprice_after` seconds unfilled. 0 (the default) is off, so
     # an entry rests at its first limit until it fills or times out, as before.
@@ -182,6 +212,14 @@ ENVIRONMENT: dict[str, tuple[str, Callable[[str, str], object]]] = {
     "max_daily_loss": ("SMART_EXECUTOR_MAX_DAILY_LOSS", _limit),
     "max_spread_pct": ("SMART_EXECUTOR_MAX_SPREAD_PCT", _spread),
     "limit_at_quote": ("SMART_EXECUTOR_LIMIT_AT_QUOTE", _parse_bool),
+    "overnight": ("SMART_EXECUTOR_OVERNIGHT", _parse_bool),
+    "emulate_exits": ("SMART_EXECUTOR_EMULATE_EXITS", _parse_bool),
+    "emulation_band": ("SMART_EXECUTOR_EMULATION_BAND", _fraction(Decimal("0.1"))),
+    "exit_reprice_after": ("SMART_EXECUTOR_EXIT_REPRICE_AFTER", _seconds),
+    "quote_stale_after": ("SMART_EXECUTOR_QUOTE_STALE_AFTER", _seconds),
+    "stale_quotes": ("SMART_EXECUTOR_STALE_QUOTES", _stale_policy),
+    "trail_pct": ("SMART_EXECUTOR_TRAIL_PCT", _trail),
+    "break_even": ("SMART_EXECUTOR_BREAK_EVEN", _parse_bool),
     "reprice_entries": ("SMART_EXECUTOR_REPRICE_ENTRIES", _count),
     "reprice_after": ("SMART_EXECUTOR_REPRICE_AFTER", _seconds),
 }

@@ -33,6 +33,7 @@ WAITING: dict[State, tuple[Leg, ...]] = {
     State.CANCEL_REQUESTED: (Leg.ENTRY,),
     State.EXITS_PLACED: (Leg.TAKE_PROFIT, Leg.STOP),
     State.REJECTED: (Leg.FLATTEN,),
+    State.EMULATED_EXIT: (Leg.EXIT,),
 }
 _DEADLINE_STATES = (State.LIMIT_SUBMITTED, State.PARTIALLY_FILLED)
 MAX_CLOCK_SKEW = Decimal(5)  # seconds a signal's time may lie ahead of the engine's clock
@@ -50,6 +51,10 @@ class Then(str, Enum):
     PAUSE = "pause"  # back off briefly before the next attempt
     FLATTEN = "flatten"  # send the newest flatten intent
     CANCEL_EXITS = "cancel_exits"  # cancel a working exit pair and wait until it is final
+    PROTECT = "protect"  # the broker's exit pair in regular hours, else the engine's emulation
+    WATCH = "watch"  # emulating: subscribe the symbol's quotes and check the newest one now
+    PLACE_EMULATED_EXIT = "place_emulated_exit"  # send the emulated exit and follow it until filled
+    MOVE_BROKER_STOP = "move_broker_stop"  # replace the pair's stop leg at the lifecycle's exit_stop
 
 
 @dataclass(frozen=True)
@@ -82,9 +87,11 @@ class Intake:
 def session_refusal(session: Session, mode: Mode, settings: Settings) -> str | None:
     if session is Session.CLOSED:
         return "market closed"
-    if session is Session.EXTENDED and not settings.extended_hours:
+    if session is not Session.REGULAR and not settings.extended_hours:
         return "outside regular hours and extended hours are disabled (SMART_EXECUTOR_EXTENDED_HOURS)"
-    if session is Session.EXTENDED and mode is Mode.LEGACY:
+    if session is Session.OVERNIGHT and not settings.overnight:
+        return "in the overnight session and overnight entries are disabled (SMART_EXECUTOR_OVERNIGHT)"
+    if session is not Session.REGULAR and mode is Mode.LEGACY:
         return "outside regular hours: the legacy path sends market orders, which Alpaca refuses then"
     return None
 
@@ -112,7 +119,7 @@ def intake(signal: Signal, mode: Mode, session: Session, settings: Settings, now
     """The new signal's first row. `market` is the latest quote the service read for a smart
     entry when SMART_EXECUTOR_MAX_SPREAD_PCT or SMART_EXECUTOR_LIMIT_AT_QUOTE is on (None: there
     is no market-data source, which refuses the entry while either is on)."""
-    extended = session is Session.EXTENDED
+    extended = session in (Session.EXTENDED, Session.OVERNIGHT)
     age, refusal = staleness(signal, now, settings, received_at)
     refusal = refusal or session_refusal(session, mode, settings)
     facts: dict[str, Any] = {"session": session.value}
@@ -129,11 +136,23 @@ def intake(signal: Signal, mode: Mode, session: Session, settings: Settings, now
             return Intake(extended, facts, (), priced.refusal)
         limit = priced.limit
         facts["limit_price"] = limit
+        facts.update(exit_options(signal, settings))
         intents = (OrderIntent(coid, Leg.ENTRY, signal.side, "limit", "day", signal.qty, limit_price=limit,
                                extended_hours=extended),)
     elif refusal is None:
         intents = (OrderIntent(coid, Leg.ENTRY, signal.side, "market", "day", signal.qty),)
     return Intake(extended, facts, intents, refusal)
+
+
+def exit_options(signal: Signal, settings: Settings) -> dict[str, Any]:
+    """The trailing stop and break-even move this lifecycle's exits follow: the signal's own, else
+    the settings' (recorded at intake, so a setting changed later never changes an open trade)."""
+    trail = signal.trail_pct if signal.trail_pct is not None else settings.trail_pct
+    even = signal.break_even if signal.break_even is not None else settings.break_even
+    options: dict[str, Any] = {"break_even": True} if even else {}
+    if trail is not None:
+        options["trail_pct"] = trail
+    return options
 
 
 def refuse_entry(reason: str) -> Decision:
@@ -219,8 +238,11 @@ def cancel_again(lc: Lifecycle, found: Kind | None) -> bool:
 # --- after the fill: guards, then exits or flatten ------------------------------------------------
 
 
-def after_fill(lc: Lifecycle, settings: Settings, *, ledger_id: str, halted: str | None = None) -> Decision:
-    """Judge the fill; `halted` (why trading was halted with --flatten) closes it instead."""
+def after_fill(lc: Lifecycle, settings: Settings, *, ledger_id: str, halted: str | None = None,
+               broker_session: bool = True) -> Decision:
+    """Judge the fill; `halted` (why trading was halted with --flatten) closes it instead.
+    `broker_session` False (outside regular hours, with market data to watch): the passed fill's
+    protection is emulated (engine.core.emulation) instead of an exit pair sent now."""
     if lc.state is not State.FILLED:
         return NOTHING
     if halted is not None:  # e.g. what filled of an entry the halt cancelled
@@ -237,6 +259,9 @@ def after_fill(lc: Lifecycle, settings: Settings, *, ledger_id: str, halted: str
                          max_slippage=settings.max_slippage_pct, min_reward_risk=settings.min_rr_ratio)
     facts: dict[str, Any] = {"slippage": fraction(verdict.slippage), "exit_stop": exits.stop,
                              "exit_target": exits.target, "reward_risk": verdict.reward_risk}
+    if verdict.passed and not broker_session:
+        # Outside regular hours no broker order can hold the protection: the engine emulates it.
+        return Decision(Trigger.GUARDS_PASSED, facts, then=(Then.PROTECT,))
     if verdict.passed:
         intent = exit_pair_intent(lc, 1, lc.filled_qty, exits.target, exits.stop, ledger_id=ledger_id)
         return Decision(Trigger.GUARDS_PASSED, facts, (intent,), then=(Then.PLACE_EXITS,))
@@ -282,13 +307,18 @@ def outcome(lc: Lifecycle, exit_price: Decimal, qty: Decimal | None = None) -> d
 # --- flatten: close exactly what this lifecycle owns ------------------------------------------------
 
 
-def flatten_intent(lc: Lifecycle, attempt: int, *, ledger_id: str) -> OrderIntent:
-    """A flatten of exactly what the lifecycle still holds (never the symbol's whole position)."""
+def flatten_intent(lc: Lifecycle, attempt: int, *, ledger_id: str, market: Decimal | None = None,
+                   extended: bool | None = None) -> OrderIntent:
+    """A flatten of exactly what the lifecycle still holds (never the symbol's whole position).
+
+    Outside regular hours (`extended`, default: the entry's session) it is a limit 1 % through
+    `market` (the last quote's side this position exits into), else through the fill."""
     coid = client_order_id(ledger_id, lc.signal_id, Leg.FLATTEN, attempt)
     side = Side(lc.side).opposite
-    if lc.extended_hours:
+    if lc.extended_hours if extended is None else extended:
         assert lc.filled_avg_price is not None
-        through = to_tick(lc.filled_avg_price * (1 + side.sign * EXTENDED_FLATTEN_THROUGH))
+        base = lc.filled_avg_price if market is None else market
+        through = to_tick(base * (1 + side.sign * EXTENDED_FLATTEN_THROUGH))
         return OrderIntent(coid, Leg.FLATTEN, side, "limit", "day", remaining(lc), limit_price=through,
                            extended_hours=True)
     return OrderIntent(coid, Leg.FLATTEN, side, "market", "day", remaining(lc))
@@ -346,6 +376,9 @@ def send_refused(lc: Lifecycle, intent: OrderIntent, reason: str, flatten_attemp
         return refuse_entry(reason)
     if intent.leg is Leg.TAKE_PROFIT:
         return exits_refused(lc, reason, ledger_id=ledger_id)
+    if intent.leg is Leg.EXIT:  # the follow-up sends the next attempt (e.g. no session takes it now)
+        return Decision(problem=f"emulated exit {intent.client_order_id} of {lc.signal_id} not placed ({reason}); "
+                                "trying again at the next re-price")
     return retry_flatten(lc, flatten_attempt, reason, ledger_id=ledger_id)
 
 
@@ -392,7 +425,9 @@ def catch_up(lc: Lifecycle, settings: Settings, *, ledger_id: str) -> Decision:
     if lc.state is State.FILLED:
         return after_fill(lc, settings, ledger_id=ledger_id)
     if lc.state is State.VALIDATED:
-        return Decision(then=(Then.PLACE_EXITS,))  # an exit already placed answers "duplicate": looked up
+        return Decision(then=(Then.PROTECT,))  # an exit pair already placed answers "duplicate": looked up
+    if lc.state is State.EMULATING:
+        return Decision(then=(Then.WATCH,))  # re-subscribe; the newest quote is checked at once
     if lc.state is State.REJECTED:
         # Exits still working (a halt's flatten cut short) are cancelled first; none: nothing to do.
         return Decision(then=(Then.CANCEL_EXITS, Then.FLATTEN))
@@ -410,6 +445,11 @@ def on_halt(lc: Lifecycle, *, cancel_entries: bool, flatten: bool, why: str, led
     exactly its filled quantity (never the whole symbol)."""
     if lc.state in _DEADLINE_STATES and (cancel_entries or flatten):
         return Decision(Trigger.HALTED, {"reject_reason": why}, then=(Then.CANCEL_ENTRY,))
+    if flatten and lc.state is State.EMULATING:  # nothing at the broker to cancel first
+        return Decision(Trigger.HALTED, {"reject_reason": why}, (flatten_intent(lc, 1, ledger_id=ledger_id),),
+                        then=(Then.FLATTEN,))
+    # EMULATED_EXIT: the exit already working is closing the position; a flatten beside it would
+    # sell shares that order holds. It is let finish.
     if not flatten or lc.state not in (State.FILLED, State.VALIDATED, State.EXITS_PLACED, State.REPROTECTING):
         return NOTHING
     # VALIDATED: the exit pair was intended and may have reached the broker; cancel it either way.

@@ -76,7 +76,9 @@ MAX_PRICE = Decimal("1000000")
 MAX_QTY = Decimal("1000000")
 PRICE_PLACES = {True: 2, False: 4}  # decimals allowed at >= $1 and below: Alpaca's tick
 TRADE_FIELDS = ("symbol", "side", "qty", "price", "stop", "target")
-SIGNAL_FIELDS = ("signal_id", *TRADE_FIELDS, "created_at", "expires_at")
+EXIT_OPTION_FIELDS = ("trail_pct", "break_even")  # per signal; a setting gives the default
+SIGNAL_FIELDS = ("signal_id", *TRADE_FIELDS, "created_at", "expires_at", *EXIT_OPTION_FIELDS)
+MAX_TRAIL = Decimal("0.5")
 
 
 def _number(field: str, raw: Any) -> Decimal:
@@ -159,6 +161,8 @@ class Signal:
     target: Decimal | None = None
     created_at: datetime | None = None  # when the bot made it (None: at intake)
     expires_at: datetime | None = None  # not to be traded after this
+    trail_pct: Decimal | None = None  # a trailing stop this far below the best price (None: the setting)
+    break_even: bool | None = None  # move the stop to the entry after +1 R (None: the setting)
 
     @classmethod
     def parse(cls, data: Any) -> Signal:
@@ -205,8 +209,17 @@ class Signal:
         expires_at = _time("expires_at", data.get("expires_at"))
         if created_at is not None and expires_at is not None and expires_at <= created_at:
             raise InvalidSignal("expires_at", f"must be after created_at {created_at.isoformat()}")
+        trail_pct = None
+        if data.get("trail_pct") is not None:
+            trail_pct = _number("trail_pct", data["trail_pct"])
+            if not 0 < trail_pct < MAX_TRAIL:
+                raise InvalidSignal("trail_pct", f"must be a fraction above 0 and below {MAX_TRAIL} (0.01 = 1 %), "
+                                                 f"was {_shown(data['trail_pct'])}")
+        break_even = data.get("break_even")
+        if break_even is not None and not isinstance(break_even, bool):
+            raise InvalidSignal("break_even", f"must be true or false, was {_shown(break_even)}")
         return cls(signal_id, symbol.upper(), side, qty.to_integral_value(), price, stop, target, created_at,
-                   expires_at)
+                   expires_at, trail_pct, break_even)
 
     @classmethod
     def restore(cls, facts: Mapping[str, Any]) -> Signal:
@@ -220,8 +233,10 @@ class Signal:
 
         qty, price = decimal("qty"), decimal("price")
         assert qty is not None and price is not None
+        flag = facts.get("break_even")
         return cls(str(facts["signal_id"]), str(facts["symbol"]), Side(facts["side"]), qty, price, decimal("stop"),
-                   decimal("target"), time("created_at"), time("expires_at"))
+                   decimal("target"), time("created_at"), time("expires_at"), decimal("trail_pct"),
+                   None if flag is None else str(flag).lower() == "true")
 
     def as_facts(self) -> dict[str, str | None]:
         """The signal as JSON-safe strings: the payload of the lifecycle's first ledger row."""
@@ -239,6 +254,10 @@ class Signal:
             when = getattr(self, name)
             if when is not None:
                 facts[name] = when.isoformat()
+        if self.trail_pct is not None:
+            facts["trail_pct"] = str(self.trail_pct)
+        if self.break_even is not None:
+            facts["break_even"] = "true" if self.break_even else "false"
         return facts
 
     def differences(self, other: Signal) -> list[str]:

@@ -182,6 +182,9 @@ class Lifecycle:
     realized_pnl: Decimal | None = None
     r_multiple: Decimal | None = None
     exit_filled_qty: Decimal = Decimal(0)  # shares exit legs have closed so far (partial exit fills)
+    trail_pct: Decimal | None = None  # the trailing stop's distance from the best price (None: fixed stop)
+    break_even: bool | None = None  # the stop moves to the entry price after +1 R
+    high_water: Decimal | None = None  # the best price seen since the fill (bid of a long, ask of a short)
 
     @property
     def terminal(self) -> bool:
@@ -222,6 +225,9 @@ PROJECTED: dict[str, type] = {
     "realized_pnl": Decimal,
     "r_multiple": Decimal,
     "exit_filled_qty": Decimal,
+    "trail_pct": Decimal,
+    "break_even": bool,
+    "high_water": Decimal,
 }
 _LIFECYCLE_FIELDS = frozenset(f.name for f in fields(Lifecycle))
 assert set(PROJECTED) <= _LIFECYCLE_FIELDS
@@ -234,6 +240,8 @@ def _read(kind: type, raw: Any) -> Any:
         return Decimal(str(raw))
     if kind is datetime:
         return raw if isinstance(raw, datetime) else datetime.fromisoformat(raw)
+    if kind is bool:
+        return raw if isinstance(raw, bool) else str(raw).lower() == "true"
     return str(raw)
 
 

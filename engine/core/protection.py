@@ -17,7 +17,7 @@ from engine.core.lifecycle import Lifecycle, State
 
 # States that hold shares while the next protective step is under way (a fill being judged, a
 # pair intended or being replaced, a flatten in flight). Past STUCK_AFTER they count as a breach.
-IN_FLIGHT = frozenset({State.FILLED, State.VALIDATED, State.REPROTECTING, State.REJECTED})
+IN_FLIGHT = frozenset({State.FILLED, State.VALIDATED, State.REPROTECTING, State.REJECTED, State.EMULATED_EXIT})
 STUCK_AFTER = timedelta(seconds=60)
 
 
@@ -48,7 +48,9 @@ def breach(lc: Lifecycle, take_profit: HeldExit | None, stop: HeldExit | None, *
             return f"{held} {lc.symbol} held in {lc.state.value} for {int(waited.total_seconds())}s with nothing done"
         return None
     if lc.state is not State.EXITS_PLACED:
-        return None  # the entry is still working: its fill timeout bounds the wait
+        # EMULATING: the engine holds the stop (a silent feed is the stale-quote policy's to tell);
+        # else the entry is still working and its fill timeout bounds the wait.
+        return None
     problems = []
     for name, leg in (("take-profit", take_profit), ("stop", stop)):
         if leg is None:

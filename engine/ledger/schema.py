@@ -118,6 +118,9 @@ class LifecycleRow(Base):
     realized_pnl: Mapped[Decimal | None] = mapped_column(Money)
     r_multiple: Mapped[Decimal | None] = mapped_column(Money)
     exit_filled_qty: Mapped[Decimal] = mapped_column(Money, server_default="0")  # closed by exit legs so far
+    trail_pct: Mapped[Decimal | None] = mapped_column(Money)  # a trailing stop's distance (None: fixed stop)
+    break_even: Mapped[bool | None] = mapped_column(Boolean)  # stop to the entry after +1 R (None: off)
+    high_water: Mapped[Decimal | None] = mapped_column(Money)  # best price seen since the fill
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
 

@@ -17,14 +17,14 @@ from functools import partial
 
 from engine.broker.port import Broker, BrokerAmbiguous, BrokerNotFound, BrokerOrder, BrokerRejected
 from engine.broker.ratelimit import Priority
-from engine.core import closing, decisions, risk
+from engine.core import closing, decisions, emulation, risk
 from engine.core.closing import LegFill
 from engine.core.config import Settings
 from engine.core.decisions import Decision, Then
 from engine.core.domain import Leg
 from engine.core.errors import StaleLifecycle
 from engine.core.lifecycle import Lifecycle, Outcome, State
-from engine.core.orders import Kind, OrderIntent, OrderReport
+from engine.core.orders import Kind, OrderIntent, OrderReport, Session
 from engine.core.risk import TradingStateChange
 from engine.ledger import FillRecord, Ledger, Writes
 from engine.service.book import Book
@@ -66,10 +66,22 @@ class Conductor:
         # An order filled more than its events told: its executions are read from the account's
         # activities soon (engine.service.activities.LostExecutions sets this).
         self.executions_missing: Callable[[str, str, Decimal, datetime, datetime], None] = lambda *_: None
+        # Emulated protection (engine.service.emulator sets these when the engine has market data):
+        # without it, protection is always the broker's pair, as before.
+        self.can_emulate = False
+        self.session: Session = Session.REGULAR  # the market's session as last read
+        self.watch: Callable[[Lifecycle], Awaitable[None]] | None = None
+        self.follow: Callable[[int, float], None] = lambda *_: None  # re-price the emulated exit after a delay
+        self.move_stop: Callable[[Lifecycle], Awaitable[Lifecycle]] | None = None
+        self.moved: Callable[[Lifecycle], None] = lambda _: None  # every committed move (the emulator's index)
         # Re-pricing (engine.service.repricer.Repricer sets both): an entry report read over every
         # entry order of the lifecycle, and its re-price check armed with the fill timeout.
         self.entry_report: Callable[[Lifecycle, OrderReport], Awaitable[OrderReport]] = _as_reported
         self.armed: Callable[[Lifecycle], None] = lambda _: None
+
+    def emulates(self) -> bool:
+        """Whether a position's protection is the engine's now (outside regular hours, with quotes)."""
+        return self.can_emulate and not emulation.broker_holds(self.session)
 
     def now(self) -> datetime:
         """The engine's clock (the ledger's times, the timers')."""
@@ -104,6 +116,7 @@ class Conductor:
                                            source=source, writes=writes)
         self.book.put(moved)
         if outcome is Outcome.MOVED:
+            self.moved(moved)
             log.info("lifecycle %s %s %s: %s -> %s (%s, %s)", lc.id, lc.signal_id, lc.symbol, lc.state.value,
                      moved.state.value, decision.trigger.value, source)
             await self.book.notify()
@@ -145,7 +158,8 @@ class Conductor:
             await self.cancel_entry(lc)
         elif then is Then.AFTER_FILL:
             lc = await self.carry_out(lc, decisions.after_fill(lc, self.settings, ledger_id=self.ledger_id,
-                                                                 halted=self._flatten_halt()))
+                                                                 halted=self._flatten_halt(),
+                                                                 broker_session=not self.emulates()))
         elif then is Then.PLACE_ENTRY:
             lc = await self.place(lc, Leg.ENTRY)
         elif then is Then.PLACE_EXITS:
@@ -157,7 +171,40 @@ class Conductor:
             lc = await self.cancel_exits(lc)
         elif then is Then.FLATTEN and lc.state is State.REJECTED:  # not if an exit filled meanwhile
             lc = await self.place(lc, Leg.FLATTEN)
+        elif then is Then.PROTECT:
+            lc = await self.protect(lc)
+        elif then is Then.WATCH and self.watch is not None:
+            await self.watch(lc)
+        elif then is Then.PLACE_EMULATED_EXIT and lc.state is State.EMULATED_EXIT:
+            lc = await self.place(lc, Leg.EXIT)
+            if lc.state is State.EMULATED_EXIT:
+                self.follow(lc.id, self.settings.exit_reprice_after)
+        elif then is Then.MOVE_BROKER_STOP and self.move_stop is not None:
+            lc = await self.move_stop(lc)
         return lc
+
+    async def protect(self, lc: Lifecycle) -> Lifecycle:
+        """VALIDATED: send the newest exit pair unless it is settled; else the broker's pair in
+        regular hours, the engine's emulation outside them."""
+        if lc.state is not State.VALIDATED:
+            return lc
+        coid = self.router.coid(lc.id, Leg.TAKE_PROFIT)
+        row = None if coid is None else await self.workers.persist(self.ledger.order, coid)
+        if row is not None and not row["final"]:
+            # Intended (and perhaps sent before a crash): sent again, a duplicate is looked up; the
+            # session check hands it back to the emulation if the broker cannot work it now.
+            return await self.place(lc, Leg.TAKE_PROFIT)
+        if self.emulates():
+            return await self.carry_out(lc, emulation.arm(lc, self.session, source="engine"))
+        assert lc.exit_target is not None and lc.exit_stop is not None
+        intent = decisions.exit_pair_intent(lc, self.pair_attempt(lc), decisions.remaining(lc), lc.exit_target,
+                                            lc.exit_stop, ledger_id=self.ledger_id)
+        return await self.carry_out(lc, Decision(intents=(intent,), then=(Then.PLACE_EXITS,)))
+
+    def pair_attempt(self, lc: Lifecycle) -> int:
+        """The attempt number of the lifecycle's next exit pair."""
+        coid = self.router.coid(lc.id, Leg.TAKE_PROFIT)
+        return 1 if coid is None else decisions.attempt_of(coid, Leg.TAKE_PROFIT) + 1
 
     # --- order reports: one path for replies, stream events and look-ups -----------------------------
 
@@ -194,6 +241,13 @@ class Conductor:
             decision = decisions.on_entry(lc, entry, self._now(), self.settings)
         elif leg is Leg.FLATTEN:
             decision = decisions.on_flatten(lc, report, self._flatten_attempt(lc), ledger_id=self.ledger_id)
+        elif leg is Leg.EXIT:
+            decision = decisions.NOTHING
+            if update.client_order_id == self.router.coid(lc.id, Leg.EXIT):
+                decision = emulation.on_exit_fill(lc, report.filled_qty, report.filled_avg_price,
+                                                  complete=report.kind is Kind.FILL)
+                if decision.trigger is None and update.final and lc.state is State.EMULATED_EXIT:
+                    self.follow(lc.id, 0.0)  # expired or cancelled unfilled (in part): the next attempt now
         elif not self._current_pair(lc, update.client_order_id):
             decision = decisions.NOTHING  # a pair already settled and replaced: its news is kept, nothing more
         else:
@@ -257,7 +311,8 @@ class Conductor:
             self.router.intend(lc.id, intent)
         report = report_of(order)
         writes = Writes(intents=[intent for intent, _ in legs], updates=[report.update, *(u for _, u in legs)])
-        lc = await self.carry_out(lc, closing.exits_accepted(lc, report), writes=writes)
+        works_now = self.can_emulate or not lc.extended_hours  # without quotes, sent outside hours
+        lc = await self.carry_out(lc, closing.exits_accepted(lc, report, works_now=works_now), writes=writes)
         # Either leg may have traded already: a target through the market, or (found by a look-up
         # after a restart) a stop that fired while no engine ran.
         for found in (order, *order.legs):
@@ -310,7 +365,8 @@ class Conductor:
             self.heard(report)
         writes = Writes(updates=[report.update for report in reports])
         decision = closing.exits_settled(lc, legs, exits_attempt=decisions.attempt_of(coid, Leg.TAKE_PROFIT),
-                                         flatten_attempt=self._flatten_attempt(lc), ledger_id=self.ledger_id)
+                                         flatten_attempt=self._flatten_attempt(lc), ledger_id=self.ledger_id,
+                                         emulate=self.emulates())
         return await self.carry_out(lc, decision, writes=writes)
 
     async def _final_pair(self, lc: Lifecycle, coid: str) -> BrokerOrder | None:

@@ -29,6 +29,14 @@ POINTS = (
     "before_exit_fill_commit",  # an exit leg filled, CLOSED not yet committed
     "after_rejected",  # REJECTED committed, flatten order not yet sent
     "after_flatten_submit",  # flatten accepted by the broker, not yet committed
+    "after_emulation_armed",  # EMULATING committed, quotes not yet subscribed
+    "after_emulated_trigger",  # EMULATED_EXIT committed (a level crossed), exit order not yet sent
+    "after_emulated_exit_submit",  # the emulated exit accepted by the broker, not yet committed
+    "after_exit_repriced",  # the next emulated exit intended, not yet sent
+    "after_handed_over",  # VALIDATED committed at the open (pair intended), not yet sent
+    "after_handed_back",  # REPROTECTING committed at the close, the pair not yet cancelled
+    "after_stop_moved",  # STOP_MOVED committed, the broker's stop leg not yet replaced
+    "after_stop_move_intent",  # the new stop leg's id recorded, the replace not yet sent
     "after_entry_repriced",  # ENTRY_REPRICED committed (replacement intended), replace not yet sent
     "after_entry_replace",  # the broker made the replacement, its answer not yet committed
 )
@@ -66,6 +74,9 @@ BEFORE_COMMIT = {Trigger.FILL: "before_fill_commit", Trigger.PARTIAL_FILL: "befo
 AFTER_COMMIT = {Trigger.TIMEOUT: "after_timeout", Trigger.GUARDS_PASSED: "after_validated",
                 Trigger.GUARDS_FAILED: "after_rejected", Trigger.EXITS_REJECTED: "after_rejected",
                 Trigger.EXIT_PARTIAL: "after_exit_partial", Trigger.EXITS_RESIZED: "after_exits_resized",
+                Trigger.EMULATION_ARMED: "after_emulation_armed", Trigger.EMULATED_TRIGGER: "after_emulated_trigger",
+                Trigger.EXIT_REPRICED: "after_exit_repriced", Trigger.HANDED_OVER: "after_handed_over",
+                Trigger.HANDED_BACK: "after_handed_back", Trigger.STOP_MOVED: "after_stop_moved",
                 Trigger.ENTRY_REPRICED: "after_entry_repriced"}
 AFTER_SUBMIT = {Leg.ENTRY: "after_entry_submit", Leg.TAKE_PROFIT: "after_exits_submit",
-                Leg.FLATTEN: "after_flatten_submit"}
+                Leg.FLATTEN: "after_flatten_submit", Leg.EXIT: "after_emulated_exit_submit"}

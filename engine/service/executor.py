@@ -37,12 +37,13 @@ from engine.service.activities import LostExecutions
 from engine.service.book import Book
 from engine.service.conductor import Conductor
 from engine.service.crash import crash_point
+from engine.service.emulator import SESSION_RECHECK, Emulator
 from engine.service.protection import Protection
 from engine.service.reconciler import LISTING_MARGIN, Reconciler
 from engine.service.repricer import Repricer
 from engine.service.router import Router
 from engine.service.sender import Sender
-from engine.service.timers import DEADLINE, REPRICE, VERIFY, Timers
+from engine.service.timers import DEADLINE, FOLLOW, REPRICE, VERIFY, Timers
 from engine.service.trading import Desk
 from engine.service.translate import report_of
 from engine.service.workers import Workers
@@ -70,6 +71,7 @@ class Executor:
         verify_after: float = 2.0,
         broker_workers: int = 8,
         market_data: MarketData | None = None,
+        session_recheck: float = SESSION_RECHECK,
         clock: Callable[[], datetime] = utcnow,
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -77,7 +79,9 @@ class Executor:
         gives the time recorded in the ledger and that timers run on, `monotonic` measures quiet
         periods and cache ages. `market_data` gives the latest quote a smart entry is priced
         against when SMART_EXECUTOR_MAX_SPREAD_PCT or SMART_EXECUTOR_LIMIT_AT_QUOTE is on (without
-        it such an entry is refused); with both off it is never read."""
+        it such an entry is refused); with both off it is never read for entries. It also feeds
+        the emulated protection outside regular hours (engine/service/emulator.py), which reads the
+        broker's clock at its next open or close and at most `session_recheck` seconds apart."""
         self.settings = settings
         self.ledger = ledger
         self.broker = broker
@@ -89,7 +93,8 @@ class Executor:
         self.book = Book(monotonic)
         self.router = Router()
         self.timers = Timers(clock, self.workers.spawn, {DEADLINE: self._on_deadline, VERIFY: self._on_verify,
-                                                          REPRICE: lambda lc_id: self.repricer.on_timer(lc_id)})
+                                                         FOLLOW: self._on_follow,
+                                                         REPRICE: lambda lc_id: self.repricer.on_timer(lc_id)})
         self.conductor = Conductor(settings, ledger, broker, workers=self.workers, book=self.book,
                                    router=self.router, sender=Sender(broker, self.workers), timers=self.timers,
                                    clock=clock, verify_after=verify_after)
@@ -100,6 +105,10 @@ class Executor:
         self.protection = Protection(self.conductor, self.reconciler, clock=clock,
                                      interval=settings.protection_interval)
         self.lost_executions = LostExecutions(self.conductor, margin=LISTING_MARGIN)
+        # Protection outside regular hours needs quotes: without market data the broker's pair is
+        # the only protection, working from the next regular open.
+        self.emulator = None if market_data is None else Emulator(self.conductor, market_data, clock=clock,
+                                                                       session_recheck=session_recheck)
         self.repricer = Repricer.install(self.conductor, self._read_quote, has_market_data=market_data is not None,
                                          clock=clock)  # reprice
         self._tasks: list[asyncio.Task[Any]] = []
@@ -142,10 +151,21 @@ class Executor:
             self._tasks.append(asyncio.create_task(self.broker.stream(self._on_event, self._on_connect),
                                                    name="stream"))
         await self.desk.prime()
+        if self.emulator is not None:
+            await self.emulator.check_session()  # before the resume: fills it finds are protected for the session
+        else:
+            log.warning("no market data: outside regular hours a position's exit pair works only from the next "
+                        "regular open")
         await self.resume()
         # After the resume, so that a halt recorded while no engine ran acts on what it left open.
         self._tasks.append(asyncio.create_task(self.desk.watch(), name="trading state"))
         self._tasks.append(asyncio.create_task(self.protection.watch(), name="protection check"))
+        if self.emulator is not None:
+            for lc in list(self.book.open.values()):
+                self.emulator.track(lc)
+            self._tasks.append(asyncio.create_task(self.emulator.stream(), name="quotes"))
+            self._tasks.append(asyncio.create_task(self.emulator.watch_sessions(), name="sessions"))
+            self._tasks.append(asyncio.create_task(self.emulator.watch_staleness(), name="stale quotes"))
 
     async def stop(self) -> None:
         # Stop taking news (stream, timers, poller) first, then let what was already received be
@@ -312,3 +332,7 @@ class Executor:
 
     async def _on_verify(self, lifecycle_id: int) -> None:
         await self.reconciler.on_verify(lifecycle_id)
+
+    async def _on_follow(self, lifecycle_id: int) -> None:
+        if self.emulator is not None:
+            await self.emulator.on_follow(lifecycle_id)

@@ -173,6 +173,10 @@ class Reconciler:
                 for leg, order in found:
                     if order is not None and lc.state in WAITING:
                         lc = await self.apply(lc, leg, order)
+                if lc.state is State.EMULATED_EXIT:
+                    if all(order is None for _, order in found):
+                        lc = await self.c.place(lc, Leg.EXIT)  # intended, never reached the broker
+                    self.c.follow(lc.id, self.c.settings.exit_reprice_after)
                 self.c.timers.arm(lc)
             else:
                 await self.c.carry_out(lc, decisions.catch_up(lc, self.c.settings, ledger_id=self.c.ledger_id))

@@ -61,8 +61,9 @@ async def run(settings: Settings, target: BrokerTarget, *, database_url: str | N
     url = database_url or settings.database_url
     db.upgrade(url)
     ledger = Ledger(url)
-    # Market data only when an entry needs the quote: a default run opens no data connection.
-    wanted = quotes.wants_quote(settings) or repricing.enabled(settings)  # reprice: re-pricing reads quotes too
+    # Market data for the entries that need the quote, for the protection the engine holds outside
+    # regular hours, and for re-pricing an unfilled entry; with all off, no data connection is opened.
+    wanted = quotes.wants_quote(settings) or settings.emulate_exits or repricing.enabled(settings)  # reprice
     market_data = target.market_data() if wanted else None
     executor = Executor(settings, ledger, target.broker(), market_data=market_data)
     stop = asyncio.Event()

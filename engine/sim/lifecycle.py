@@ -30,9 +30,12 @@ class Lifecycle(Part):
 
     def can_go_live(self, order: SimOrder) -> bool:
         """Is the order `new` now, or `accepted` until the session opens? An auction order waits at
-        the venue from the first extended session on, like an order routed to the primary exchange."""
+        the venue from the first extended session on, like an order routed to the primary exchange;
+        the overnight session is not one (it runs on an ATS, Blue Ocean, not on the exchanges), so
+        an auction order placed overnight stays `accepted` until 04:00."""
         if order.is_auction:
-            return sessions.session_at(self.timeline.now) is not sessions.Session.CLOSED
+            return sessions.session_at(self.timeline.now) in (sessions.Session.PRE, sessions.Session.REGULAR,
+                                                              sessions.Session.POST)
         return self.tradable(order)
 
     # --- going live -----------------------------------------------------------------------------
@@ -88,7 +91,10 @@ class Lifecycle(Part):
                 if order.status == "done_for_day":
                     order.status = "partially_filled"
                     order.updated_at = now
-        if boundary in (Boundary.PRE_OPEN, Boundary.OPEN):
+        # Every boundary that opens something lets waiting orders go live: the overnight open
+        # (reported as the previous day's POST_CLOSE when both fall at 20:00, after that day's
+        # orders have expired above), the pre-market and the regular open.
+        if boundary is not Boundary.CLOSE:
             for order in list(self.store.orders):
                 if order.status == "accepted" and self.can_go_live(order):
                     self.activate(order)

@@ -75,7 +75,7 @@ class Case:
 
     @property
     def points(self) -> tuple[str, ...]:
-        return tuple(p for p in MATRIX_POINTS if ON_PATH[p] in self.states)
+        return tuple(p for p in MATRIX_POINTS if ON_PATH.get(p) in self.states)
 
     @property
     def trace(self) -> list[str]:

@@ -87,7 +87,7 @@ class Rig:
                                        request_timeout=self.request_timeout) if self.market_data else None
         executor = Executor(self.settings, self.ledger, broker,
                             poll_interval=self.poll_interval if poll_interval is None else poll_interval,
-                            verify_after=self.verify_after, market_data=market_data,
+                            verify_after=self.verify_after, market_data=market_data, session_recheck=2.0,
                             clock=lambda: self.venue.clock.now() + clock_ahead)
         await executor.start()
         try:

@@ -117,22 +117,23 @@ def test_a_fill_racing_the_cancel_is_protected(make_rig: Callable[..., Rig]) -> 
 @sqlite_only
 def test_extended_session_entry_is_an_extended_hours_day_limit(make_rig: Callable[..., Rig]) -> None:
     """07:30 New York, extended hours on: limit 24.00 x 1.001 = 24.02 (the extended buffer),
-    time_in_force day, extended_hours; fills at 24.00; exits 23.70 / 24.60 accepted for the open."""
+    time_in_force day, extended_hours; fills at 24.00; the stop 23.70 and target 24.60 are held
+    by the engine until the open (no broker stop works before it)."""
     rig = make_rig("extended_hours", extended_hours=True)
-    lc = rig.settle(rig.submit(signal_of("extended_hours")), State.EXITS_PLACED)
+    lc = rig.settle(rig.submit(signal_of("extended_hours")), State.EMULATING)
 
-    assert rig.path(lc) == [*SUBMITTED, *PROTECTED]
+    assert rig.path(lc) == [*SUBMITTED, "FILLED", "VALIDATED", "EMULATING"]
     assert lc.extended_hours and lc.limit_price == D("24.02")
     entry = rig.venue.order(rig.coid("scenario-extended_hours", Leg.ENTRY))
     assert entry is not None
     assert (entry.type, entry.limit_price, entry.time_in_force, entry.extended_hours) == \
         ("limit", D("24.02"), "day", True)
     assert (entry.status, entry.filled_qty, entry.filled_avg_price) == ("filled", 50, D("24.00"))
-    rig.assert_protected_by(lc, qty=D(50), stop=D("23.70"), target=D("24.60"))
-    take_profit, _ = rig.oco(rig.coid("scenario-extended_hours", Leg.TAKE_PROFIT))
-    assert take_profit.status == "accepted"  # works from the 09:30 open
-    exits_row = rig.ledger.history(lc.id)[-1]
-    assert exits_row.payload["exits_active_from"] == "next regular session open"
+    assert (lc.exit_stop, lc.exit_target) == (D("23.70"), D("24.60"))
+    assert rig.sent() == [rig.coid("scenario-extended_hours", Leg.ENTRY)]
+    armed = rig.ledger.history(lc.id)[-1]
+    assert (armed.trigger, armed.payload["session"], armed.payload["emulated_stop"]) == (
+        "emulation_armed", "extended", "23.70")
 
 
 @sqlite_only
