@@ -29,6 +29,8 @@ def test_defaults_are_the_product_spec() -> None:
     assert (s.max_gross_exposure, s.max_daily_loss, s.max_open_lifecycles) == (None, None, None)
     # Entries that know the market: off, so the limit is signal +- buffer and no quote is read.
     assert (s.max_spread_pct, s.limit_at_quote) == (None, False)
+    # Re-pricing of an unfilled entry: off (no replace is ever sent).
+    assert (s.reprice_entries, s.reprice_after) == (0, 15.0)
 
 
 def test_every_variable_is_read() -> None:
@@ -62,6 +64,8 @@ def test_every_variable_is_read() -> None:
         "SMART_EXECUTOR_STALE_QUOTES": "flatten",
         "SMART_EXECUTOR_TRAIL_PCT": "0.015",
         "SMART_EXECUTOR_BREAK_EVEN": "true",
+        "SMART_EXECUTOR_REPRICE_ENTRIES": "3",
+        "SMART_EXECUTOR_REPRICE_AFTER": "7.5",
     }
     assert set(env) == {variable for variable, _ in ENVIRONMENT.values()}
     s = Settings.from_env(env)
@@ -77,6 +81,7 @@ def test_every_variable_is_read() -> None:
         D(25000), D(500), D("50000.50"), D(200000))
     assert (s.max_open_lifecycles, s.max_daily_loss) == (None, D(1500))
     assert (s.max_spread_pct, s.limit_at_quote) == (D("0.002"), True)
+    assert (s.reprice_entries, s.reprice_after) == (3, 7.5)
 
 
 @pytest.mark.parametrize(
@@ -88,6 +93,9 @@ def test_every_variable_is_read() -> None:
         ("SMART_EXECUTOR_MIN_RR_RATIO", "0", "greater than zero"),
         ("SMART_EXECUTOR_FILL_TIMEOUT", "-1", "greater than zero"),
         ("USE_SMART_EXECUTOR", "maybe", "true or false"),
+        ("SMART_EXECUTOR_REPRICE_ENTRIES", "-1", "whole number"),
+        ("SMART_EXECUTOR_REPRICE_ENTRIES", "1.5", "whole number"),
+        ("SMART_EXECUTOR_REPRICE_AFTER", "0", "greater than zero"),
         ("SMART_EXECUTOR_LIMIT_BUFFER_REGULAR", "5", "fraction"),
         ("SMART_EXECUTOR_DATABASE_URL", "ledger.db", "SQLAlchemy URL"),
         ("SMART_EXECUTOR_POLL_INTERVAL", "0", "greater than zero"),

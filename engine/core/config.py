@@ -99,6 +99,14 @@ def _stale_policy(name: str, raw: str) -> str:
     return value
 
 
+def _count(name: str, raw: str) -> int:
+    """A whole number of times, zero allowed (zero: the feature is off)."""
+    value = _parse_decimal(name, raw)
+    if value < 0 or value != value.to_integral_value():
+        raise ConfigError(name, f"must be a whole number, zero or more, was {raw!r}")
+    return int(value)
+
+
 def _url(name: str, raw: str) -> str:
     value = raw.strip()
     if "://" not in value:
@@ -157,6 +165,11 @@ class Settings:
     # best price since the fill (None: the fixed stop), and the stop moved to the entry after +1 R.
     trail_pct: Decimal | None = None
     break_even: bool = False
+    # Re-pricing an unfilled entry towards the market (engine/core/repricing.py): at most this many
+    # replaces of one entry, each after `reprice_after` seconds unfilled. 0 (the default) is off, so
+    # an entry rests at its first limit until it fills or times out, as before.
+    reprice_entries: int = 0
+    reprice_after: float = 15.0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -207,4 +220,6 @@ ENVIRONMENT: dict[str, tuple[str, Callable[[str, str], object]]] = {
     "stale_quotes": ("SMART_EXECUTOR_STALE_QUOTES", _stale_policy),
     "trail_pct": ("SMART_EXECUTOR_TRAIL_PCT", _trail),
     "break_even": ("SMART_EXECUTOR_BREAK_EVEN", _parse_bool),
+    "reprice_entries": ("SMART_EXECUTOR_REPRICE_ENTRIES", _count),
+    "reprice_after": ("SMART_EXECUTOR_REPRICE_AFTER", _seconds),
 }

@@ -20,6 +20,9 @@ INTENDED = "intended"  # the status of an order recorded and not yet acknowledge
 # The status of an intent whose client order id the broker holds for an order it did not make:
 # the news of that order is never this row's, not even after a restart.
 ID_TAKEN = "id_taken"
+# The status of a replacement (a re-priced entry) that never became an order: the replace was
+# refused, or never reached the broker while the order it was to replace ended.
+NOT_SENT = "not_sent"
 _INSERT_ORDER = insert(orders)
 _INSERT_FILL = insert(fills)
 

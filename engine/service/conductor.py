@@ -40,6 +40,10 @@ FLATTEN_BACKOFF = 0.5  # seconds between flatten attempts
 EXITS_FINAL_TRIES = 40  # look-ups, 0.25 s apart, for a cancelled exit pair to be final
 
 
+async def _as_reported(_: Lifecycle, report: OrderReport) -> OrderReport:
+    return report
+
+
 class Conductor:
     def __init__(self, settings: Settings, ledger: Ledger, broker: Broker, *, workers: Workers, book: Book,
                  router: Router, sender: Sender, timers: Timers, clock: Callable[[], datetime],
@@ -70,6 +74,10 @@ class Conductor:
         self.follow: Callable[[int, float], None] = lambda *_: None  # re-price the emulated exit after a delay
         self.move_stop: Callable[[Lifecycle], Awaitable[Lifecycle]] | None = None
         self.moved: Callable[[Lifecycle], None] = lambda _: None  # every committed move (the emulator's index)
+        # Re-pricing (engine.service.repricer.Repricer sets both): an entry report read over every
+        # entry order of the lifecycle, and its re-price check armed with the fill timeout.
+        self.entry_report: Callable[[Lifecycle, OrderReport], Awaitable[OrderReport]] = _as_reported
+        self.armed: Callable[[Lifecycle], None] = lambda _: None
 
     def emulates(self) -> bool:
         """Whether a position's protection is the engine's now (outside regular hours, with quotes)."""
@@ -143,6 +151,7 @@ class Conductor:
     async def _act(self, lc: Lifecycle, then: Then) -> Lifecycle:
         if then is Then.ARM:
             self.timers.arm(lc)
+            self.armed(lc)  # reprice
         elif then is Then.VERIFY:
             self.timers.schedule(lc.id, VERIFY, 0.0)
         elif then is Then.CANCEL_ENTRY:
@@ -228,7 +237,8 @@ class Conductor:
         self.heard(report)
         writes = await self._writes(report)
         if leg is Leg.ENTRY:
-            decision = decisions.on_entry(lc, report, self._now(), self.settings)
+            entry = await self.entry_report(lc, report)  # reprice: the fills of every entry order
+            decision = decisions.on_entry(lc, entry, self._now(), self.settings)
         elif leg is Leg.FLATTEN:
             decision = decisions.on_flatten(lc, report, self._flatten_attempt(lc), ledger_id=self.ledger_id)
         elif leg is Leg.EXIT:

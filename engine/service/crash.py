@@ -37,7 +37,12 @@ POINTS = (
     "after_handed_back",  # REPROTECTING committed at the close, the pair not yet cancelled
     "after_stop_moved",  # STOP_MOVED committed, the broker's stop leg not yet replaced
     "after_stop_move_intent",  # the new stop leg's id recorded, the replace not yet sent
+    "after_entry_repriced",  # ENTRY_REPRICED committed (replacement intended), replace not yet sent
+    "after_entry_replace",  # the broker made the replacement, its answer not yet committed
 )
+# Points only on paths that a setting off by default opens (re-pricing): the crash matrix's scenarios
+# never pass them; their crash tests live with the feature (tests/crash/test_crash_reprice.py).
+OPTIONAL_POINTS = ("after_entry_repriced", "after_entry_replace")
 _passes: dict[str, int] = {}
 
 
@@ -71,6 +76,7 @@ AFTER_COMMIT = {Trigger.TIMEOUT: "after_timeout", Trigger.GUARDS_PASSED: "after_
                 Trigger.EXIT_PARTIAL: "after_exit_partial", Trigger.EXITS_RESIZED: "after_exits_resized",
                 Trigger.EMULATION_ARMED: "after_emulation_armed", Trigger.EMULATED_TRIGGER: "after_emulated_trigger",
                 Trigger.EXIT_REPRICED: "after_exit_repriced", Trigger.HANDED_OVER: "after_handed_over",
-                Trigger.HANDED_BACK: "after_handed_back", Trigger.STOP_MOVED: "after_stop_moved"}
+                Trigger.HANDED_BACK: "after_handed_back", Trigger.STOP_MOVED: "after_stop_moved",
+                Trigger.ENTRY_REPRICED: "after_entry_repriced"}
 AFTER_SUBMIT = {Leg.ENTRY: "after_entry_submit", Leg.TAKE_PROFIT: "after_exits_submit",
                 Leg.FLATTEN: "after_flatten_submit", Leg.EXIT: "after_emulated_exit_submit"}

@@ -24,7 +24,7 @@ from typing import Any
 from engine.broker.market_port import MarketData
 from engine.broker.port import Broker, BrokerAmbiguous, BrokerError, OrderEvent
 from engine.broker.ratelimit import Priority, RateLimiter
-from engine.core import decisions, quotes, risk
+from engine.core import decisions, quotes, repricing, risk
 from engine.core.config import Settings
 from engine.core.domain import CLIENT_ORDER_ID_PREFIX, Leg, Mode, Signal, ledger_prefix
 from engine.core.errors import SignalConflict
@@ -40,9 +40,10 @@ from engine.service.crash import crash_point
 from engine.service.emulator import SESSION_RECHECK, Emulator
 from engine.service.protection import Protection
 from engine.service.reconciler import LISTING_MARGIN, Reconciler
+from engine.service.repricer import Repricer
 from engine.service.router import Router
 from engine.service.sender import Sender
-from engine.service.timers import DEADLINE, FOLLOW, VERIFY, Timers
+from engine.service.timers import DEADLINE, FOLLOW, REPRICE, VERIFY, Timers
 from engine.service.trading import Desk
 from engine.service.translate import report_of
 from engine.service.workers import Workers
@@ -92,7 +93,8 @@ class Executor:
         self.book = Book(monotonic)
         self.router = Router()
         self.timers = Timers(clock, self.workers.spawn, {DEADLINE: self._on_deadline, VERIFY: self._on_verify,
-                                                         FOLLOW: self._on_follow})
+                                                         FOLLOW: self._on_follow,
+                                                         REPRICE: lambda lc_id: self.repricer.on_timer(lc_id)})
         self.conductor = Conductor(settings, ledger, broker, workers=self.workers, book=self.book,
                                    router=self.router, sender=Sender(broker, self.workers), timers=self.timers,
                                    clock=clock, verify_after=verify_after)
@@ -107,6 +109,8 @@ class Executor:
         # the only protection, working from the next regular open.
         self.emulator = None if market_data is None else Emulator(self.conductor, market_data, clock=clock,
                                                                        session_recheck=session_recheck)
+        self.repricer = Repricer.install(self.conductor, self._read_quote, has_market_data=market_data is not None,
+                                         clock=clock)  # reprice
         self._tasks: list[asyncio.Task[Any]] = []
         self._session: tuple[float, Session] | None = None
         self._session_lock = asyncio.Lock()  # a burst of signals asks the clock once, not once each
@@ -129,6 +133,16 @@ class Executor:
         if quotes.wants_quote(s) and self.market_data is None:
             log.warning("SMART_EXECUTOR_MAX_SPREAD_PCT or SMART_EXECUTOR_LIMIT_AT_QUOTE is on but the engine has no "
                         "market-data source: every smart entry will be refused")
+        if repricing.enabled(s):  # reprice
+            log.info("entry re-pricing on: at most %d replaces of an entry, each after %ss unfilled",
+                     s.reprice_entries, s.reprice_after)
+            if s.reprice_after >= min(s.fill_timeout, s.fill_timeout_extended):
+                log.warning("SMART_EXECUTOR_REPRICE_AFTER %ss is not shorter than the fill timeout (%ss): the timeout "
+                            "cancels such an entry before it is re-priced", s.reprice_after,
+                            min(s.fill_timeout, s.fill_timeout_extended))
+        if repricing.enabled(s) and self.market_data is None:  # reprice
+            log.warning("SMART_EXECUTOR_REPRICE_ENTRIES is %d but the engine has no market-data source: entries "
+                        "will not be re-priced", s.reprice_entries)
         ledger_id = await self.conductor.load_identity()
         log.info("ledger %s: client order ids %s<signal id>-<leg><attempt>", ledger_id, ledger_prefix(ledger_id))
         self._tasks.append(asyncio.create_task(self.timers.run(), name="timers"))
@@ -174,6 +188,7 @@ class Executor:
     async def resume(self) -> None:
         """Pick up every lifecycle a previous run left unfinished."""
         await self.reconciler.resume()
+        await self.repricer.resume()  # reprice: a replace a crash cut short, and the re-price checks
 
     async def reconcile(self, lifecycles: list[Lifecycle]) -> None:
         """Bring lifecycles up to date with the broker's REST view."""

@@ -11,7 +11,7 @@ from typing import Any
 from engine.core.domain import Leg, Side, client_order_id
 from engine.core.lifecycle import Lifecycle
 from engine.core.orders import OrderIntent
-from engine.ledger.orders import ID_TAKEN, INTENDED
+from engine.ledger.orders import ID_TAKEN, INTENDED, NOT_SENT
 
 Route = tuple[int, Leg]
 
@@ -47,7 +47,10 @@ class Router:
         if not any(row["leg"] == Leg.ENTRY.value for row in rows):
             self.route(lc.id, Leg.ENTRY, client_order_id(ledger_id, lc.signal_id, Leg.ENTRY))
         for row in rows:
+            working = self._coids.get((lc.id, Leg(row["leg"])))
             self.intend(lc.id, intent_of(row))
+            if row["status"] == NOT_SENT and working is not None:  # reprice: a replacement never made
+                self._coids[(lc.id, Leg(row["leg"]))] = working  # leaves the order it was to replace working
             self.saw(row["client_order_id"], row["status"], row["filled_qty"])
             if row["status"] == ID_TAKEN:
                 self.disown(row["client_order_id"])

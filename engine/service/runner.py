@@ -8,7 +8,7 @@ import signal as signals
 from typing import Any
 
 from engine.broker.alpaca_target import BrokerTarget, broker_target
-from engine.core import quotes
+from engine.core import quotes, repricing
 from engine.core.config import Settings
 from engine.core.domain import parse_intake
 from engine.core.errors import EngineError
@@ -61,9 +61,9 @@ async def run(settings: Settings, target: BrokerTarget, *, database_url: str | N
     url = database_url or settings.database_url
     db.upgrade(url)
     ledger = Ledger(url)
-    # Market data for the entries that need the quote and for the protection the engine holds
-    # outside regular hours; with both off, no data connection is opened.
-    wanted = quotes.wants_quote(settings) or settings.emulate_exits
+    # Market data for the entries that need the quote, for the protection the engine holds outside
+    # regular hours, and for re-pricing an unfilled entry; with all off, no data connection is opened.
+    wanted = quotes.wants_quote(settings) or settings.emulate_exits or repricing.enabled(settings)  # reprice
     market_data = target.market_data() if wanted else None
     executor = Executor(settings, ledger, target.broker(), market_data=market_data)
     stop = asyncio.Event()

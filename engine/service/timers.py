@@ -14,6 +14,7 @@ from engine.core.lifecycle import Lifecycle
 DEADLINE = "deadline"  # cancel the entry
 VERIFY = "verify"  # look the entry up after a cancel
 FOLLOW = "follow"  # re-price an emulated exit that has not filled
+REPRICE = "reprice"  # re-price a resting entry (engine/service/repricer.py)
 
 
 @dataclass(frozen=True, order=True)

@@ -16,10 +16,12 @@ from sqlalchemy.engine import RowMapping
 
 from engine.core.domain import Leg, client_order_id
 from engine.core.lifecycle import State
-from engine.service.crash import POINTS
+from engine.service.crash import OPTIONAL_POINTS, POINTS
 from engine.sim import load_scenario
 
 S = State
+# The points the matrix's scenarios pass (the optional ones, re-pricing's, have their own suite).
+MATRIX_POINTS = tuple(p for p in POINTS if p not in OPTIONAL_POINTS)
 # A point lies on a scenario's path when its crash-free run enters this state.
 ON_PATH = {
     "after_intent": S.PENDING,
@@ -73,7 +75,7 @@ class Case:
 
     @property
     def points(self) -> tuple[str, ...]:
-        return tuple(p for p in POINTS if ON_PATH[p] in self.states)
+        return tuple(p for p in MATRIX_POINTS if ON_PATH.get(p) in self.states)
 
     @property
     def trace(self) -> list[str]:

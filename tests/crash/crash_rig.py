@@ -202,8 +202,10 @@ class Cell:
         self.venue.stop()
         self.reads.close()
 
-    def engine(self, *, fill_timeout: float, crash_at: str | None = None, trace: Path | None = None) -> Process:
-        env = {**product_environment(), "SMART_EXECUTOR_FILL_TIMEOUT": str(fill_timeout)}
+    def engine(self, *, fill_timeout: float, crash_at: str | None = None, trace: Path | None = None,
+               settings: Mapping[str, str] | None = None) -> Process:
+        """`settings`: more environment variables (e.g. a feature that is off by default)."""
+        env = {**product_environment(), "SMART_EXECUTOR_FILL_TIMEOUT": str(fill_timeout), **(settings or {})}
         if crash_at:
             env[VARIABLE] = crash_at
         if trace:
