@@ -250,7 +250,8 @@ def report(n: int, s: int, rounds: list[Round]) -> None:
     # The verdict on the samples of all rounds pooled: at the CI size a round's p99 is its slowest sample.
     engine = [x for r in rounds for x in r.engine]
     floor = [x for r in rounds for x in r.floor]
-    print(f"pooled ({len(engine)} samples)  : floor p50 {percentile(floor, 0.50) * 1e3:.2f} p99 "
+    label = f"pooled ({len(engine)} samples)"
+    print(f"{label:<21}: floor p50 {percentile(floor, 0.50) * 1e3:.2f} p99 "
           f"{percentile(floor, 0.99) * 1e3:.2f}; engine p50 {percentile(engine, 0.50) * 1e3:.2f} p99 "
           f"{percentile(engine, 0.99) * 1e3:.2f} ms")
     excess = (percentile(engine, 0.99) - percentile(floor, 0.99)) * 1e3
