@@ -58,6 +58,7 @@ def test_every_variable_is_read() -> None:
         "SMART_EXECUTOR_LIMIT_AT_QUOTE": "on",
         "SMART_EXECUTOR_OVERNIGHT": "true",
         "SMART_EXECUTOR_EMULATE_EXITS": "false",
+        "SMART_EXECUTOR_DATA_FEED": "sip",
         "SMART_EXECUTOR_EMULATION_BAND": "0.004",
         "SMART_EXECUTOR_EXIT_REPRICE_AFTER": "3",
         "SMART_EXECUTOR_QUOTE_STALE_AFTER": "20",
@@ -76,7 +77,7 @@ def test_every_variable_is_read() -> None:
     assert (s.signal_max_age, s.protection_interval) == (120.0, 5.0)
     assert (s.overnight, s.emulation_band, s.exit_reprice_after, s.quote_stale_after, s.stale_quotes) == (
         True, D("0.004"), 3.0, 20.0, "flatten")
-    assert (s.trail_pct, s.break_even, s.emulate_exits) == (D("0.015"), True, False)
+    assert (s.trail_pct, s.break_even, s.emulate_exits, s.data_feed) == (D("0.015"), True, False, "sip")
     assert (s.max_order_notional, s.max_position_shares, s.max_position_notional, s.max_gross_exposure) == (
         D(25000), D(500), D("50000.50"), D(200000))
     assert (s.max_open_lifecycles, s.max_daily_loss) == (None, D(1500))

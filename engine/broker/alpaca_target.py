@@ -36,13 +36,14 @@ class BrokerTarget:
         return AlpacaBroker(self.api_key, self.secret_key, paper=self.paper, rest_url=self.rest_url,
                             stream_url=self.stream_url)
 
-    def market_data(self) -> AlpacaMarketData:
-        """Alpaca's market data with the same keys: the local venue serves it on its one port
-        (`rest_url`, quotes stream at /v2/iex), Alpaca on its data hosts (the adapter's defaults)."""
+    def market_data(self, feed: str = "iex") -> AlpacaMarketData:
+        """Alpaca's market data with the same keys, on `feed` (iex: free, 30 symbols per stream;
+        sip: paid, no symbol limit): the local venue serves it on its one port (`rest_url`, quotes
+        stream at /v2/<feed>), Alpaca on its data hosts (the adapter's defaults)."""
         if self.rest_url is None:
-            return AlpacaMarketData(self.api_key, self.secret_key)
-        stream = "ws" + self.rest_url[len("http"):] + "/v2/iex"
-        return AlpacaMarketData(self.api_key, self.secret_key, data_url=self.rest_url, stream_url=stream)
+            return AlpacaMarketData(self.api_key, self.secret_key, feed=feed)
+        stream = "ws" + self.rest_url[len("http"):] + f"/v2/{feed}"
+        return AlpacaMarketData(self.api_key, self.secret_key, feed=feed, data_url=self.rest_url, stream_url=stream)
 
 
 def broker_target(venue: str | None, live: bool, env: Mapping[str, str] | None = None) -> BrokerTarget:

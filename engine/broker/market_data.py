@@ -28,6 +28,7 @@ from engine.broker.redaction import redact, register_secret
 
 log = logging.getLogger("smartexec.alpaca.market_data")
 STREAM_FEEDS = ("iex", "sip")  # the feeds alpaca-py's StockDataStream takes
+IEX_SYMBOL_LIMIT = 30  # symbols per quote stream on Alpaca's free (iex) plan
 # Stream errors after which retrying cannot help (Alpaca's codes 402, 409).
 FATAL_STREAM_ERRORS = ("auth failed", "insufficient subscription")
 
@@ -155,6 +156,12 @@ class AlpacaMarketData:
     def subscribed(self) -> frozenset[str]:
         with self._lock:
             return frozenset(self._wanted)
+
+    @property
+    def symbol_limit(self) -> int | None:
+        # Alpaca refuses a subscription beyond it with error 405 (symbol limit exceeded), which
+        # alpaca-py only logs: the caller must not ask for more.
+        return IEX_SYMBOL_LIMIT if self._feed is DataFeed.IEX else None
 
     def subscribe(self, symbols: Iterable[str]) -> None:
         with self._lock:

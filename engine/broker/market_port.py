@@ -45,3 +45,8 @@ class MarketData(Protocol):
     def subscribed(self) -> frozenset[str]:
         """The symbols asked for now."""
         ...
+
+    @property
+    def symbol_limit(self) -> int | None:
+        """How many symbols the quote stream carries at most (Alpaca's iex plan: 30; None: no limit)."""
+        ...

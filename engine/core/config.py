@@ -15,6 +15,7 @@ from engine.core.errors import ConfigError
 
 DEFAULT_DATABASE_URL = "sqlite:///smartexec.db"
 STALE_POLICIES = ("alert", "flatten")
+DATA_FEEDS = ("iex", "sip")
 
 
 def _parse_bool(name: str, raw: str) -> bool:
@@ -92,6 +93,13 @@ def _trail(name: str, raw: str) -> Decimal | None:
     return _fraction(Decimal("0.5"))(name, raw)
 
 
+def _feed(name: str, raw: str) -> str:
+    value = raw.strip().lower()
+    if value not in DATA_FEEDS:
+        raise ConfigError(name, f"expected one of {', '.join(DATA_FEEDS)}, was {raw!r}")
+    return value
+
+
 def _stale_policy(name: str, raw: str) -> str:
     value = raw.strip().lower()
     if value not in STALE_POLICIES:
@@ -156,6 +164,7 @@ class Settings:
     # stream (one connection per key at Alpaca: a bot streaming on the same keys takes it). A fired stop or target
     # sends a limit this far through the quote, re-priced every exit_reprice_after seconds.
     emulate_exits: bool = True
+    data_feed: str = "iex"  # iex streams at most 30 symbols (the free plan); sip has no limit
     emulation_band: Decimal = Decimal("0.005")
     exit_reprice_after: float = 5.0
     # No quote for this long while emulating: `alert` (recorded, logged at ERROR) or `flatten`.
@@ -214,6 +223,7 @@ ENVIRONMENT: dict[str, tuple[str, Callable[[str, str], object]]] = {
     "limit_at_quote": ("SMART_EXECUTOR_LIMIT_AT_QUOTE", _parse_bool),
     "overnight": ("SMART_EXECUTOR_OVERNIGHT", _parse_bool),
     "emulate_exits": ("SMART_EXECUTOR_EMULATE_EXITS", _parse_bool),
+    "data_feed": ("SMART_EXECUTOR_DATA_FEED", _feed),
     "emulation_band": ("SMART_EXECUTOR_EMULATION_BAND", _fraction(Decimal("0.1"))),
     "exit_reprice_after": ("SMART_EXECUTOR_EXIT_REPRICE_AFTER", _seconds),
     "quote_stale_after": ("SMART_EXECUTOR_QUOTE_STALE_AFTER", _seconds),

@@ -74,9 +74,8 @@ def exit_intent(lc: Lifecycle, attempt: int, limit: Decimal, *, ledger_id: str) 
                        Side(lc.side).opposite, "limit", "day", remaining(lc), limit_price=limit, extended_hours=True)
 
 
-def crossed(lc: Lifecycle, price: Decimal) -> str | None:
-    """Which emulated level `price` has reached: "stop", "target" or None."""
-    sign = Side(lc.side).sign
+def crossed(lc: Lifecycle, price: Decimal, sign: int) -> str | None:
+    """Which emulated level `price` has reached (`sign` is the entry side's): "stop", "target" or None."""
     if lc.exit_stop is not None and (price - lc.exit_stop) * sign <= 0:
         return "stop"
     if lc.exit_target is not None and (price - lc.exit_target) * sign >= 0:
@@ -88,16 +87,19 @@ def on_quote(lc: Lifecycle, quote: Quote, settings: Settings, *, ledger_id: str)
     """An EMULATING lifecycle's reaction to one quote: fire, move the stop, or nothing."""
     if lc.state is not State.EMULATING or remaining(lc) <= 0:
         return NOTHING
-    price = watched_price(lc, quote)
+    side = Side(lc.side)  # once per quote: this runs for every quote of every watched symbol
+    price = quote.bid if side is Side.BUY else quote.ask
     if price <= 0:
         return NOTHING  # a one-sided quote tells nothing about this side
-    level = crossed(lc, price)
+    level = crossed(lc, price, side.sign)
     if level is not None:
-        limit = exit_limit(Side(lc.side), price, settings.emulation_band)
+        limit = exit_limit(side, price, settings.emulation_band)
         facts = {**quote_facts(quote), "emulated_leg": level, "trigger_price": shown(price), "exit_limit": limit,
                  "band": settings.emulation_band}
         return Decision(Trigger.EMULATED_TRIGGER, facts, (exit_intent(lc, 1, limit, ledger_id=ledger_id),),
                         then=(Then.PLACE_EMULATED_EXIT,))
+    if not lc.break_even and lc.trail_pct is None:
+        return NOTHING
     return stop_move(lc, price, quote)
 
 

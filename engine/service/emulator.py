@@ -53,6 +53,7 @@ class Emulator:
         self.last: dict[str, Quote] = {}  # the newest quote per symbol
         self._alerted: set[int] = set()  # lifecycles already told of the current silence
         self._by_symbol: defaultdict[str, set[int]] = defaultdict(set)
+        self.polled: set[str] = set()  # watched symbols the stream has no room for: read by REST
         conductor.can_emulate = True
         conductor.watch = self.watch
         conductor.move_stop = self.move_stop
@@ -67,14 +68,34 @@ class Emulator:
         return lc.state is State.EXITS_PLACED and bool(lc.break_even or lc.trail_pct is not None)
 
     def track(self, lc: Lifecycle) -> None:
-        """Index a lifecycle under its symbol (and subscribe) while it needs quotes."""
+        """Index a lifecycle under its symbol while it needs quotes: the first subscribes the
+        symbol (streamed while the feed has room, else read by REST), the last unsubscribes it."""
         ids = self._by_symbol[lc.symbol]
         if self._wants_quotes(lc):
             if not ids:
-                self.md.subscribe([lc.symbol])
+                self._watch_symbol(lc.symbol)
             ids.add(lc.id)
-        else:
+        elif lc.id in ids:
             ids.discard(lc.id)
+            if not ids:
+                self._unwatch_symbol(lc.symbol)
+
+    def _watch_symbol(self, symbol: str) -> None:
+        limit = self.md.symbol_limit
+        if limit is not None and len(self.md.subscribed()) >= limit:
+            self.polled.add(symbol)
+            log.error("%s is not streamed: the quote feed carries %d symbols (SMART_EXECUTOR_DATA_FEED=sip has no "
+                      "limit); its emulated stop is checked on REST quotes every %gs", symbol, limit, STALE_CHECK)
+            return
+        self.md.subscribe([symbol])
+
+    def _unwatch_symbol(self, symbol: str) -> None:
+        if symbol in self.polled:
+            self.polled.discard(symbol)
+            return
+        self.md.unsubscribe([symbol])
+        if self.polled:  # the freed slot goes to a symbol read by REST until now
+            self._watch_symbol(self.polled.pop())
 
     async def watch(self, lc: Lifecycle) -> None:
         """EMULATING (armed, or resumed): subscribe, then check the newest quote at once, so a level
@@ -287,6 +308,8 @@ class Emulator:
                 log.exception("the stale-quote check failed; trying again")
 
     async def check_staleness(self) -> None:
+        for symbol in list(self.polled):
+            await self._catch_up(symbol)
         limit = timedelta(seconds=self.c.settings.quote_stale_after)
         now = self._now()
         # A quote's own time, not its arrival: a feed that delivers old quotes is a stale feed.

@@ -64,7 +64,7 @@ async def run(settings: Settings, target: BrokerTarget, *, database_url: str | N
     # Market data for the entries that need the quote, for the protection the engine holds outside
     # regular hours, and for re-pricing an unfilled entry; with all off, no data connection is opened.
     wanted = quotes.wants_quote(settings) or settings.emulate_exits or repricing.enabled(settings)  # reprice
-    market_data = target.market_data() if wanted else None
+    market_data = target.market_data(settings.data_feed) if wanted else None
     executor = Executor(settings, ledger, target.broker(), market_data=market_data)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -44,9 +44,11 @@ class _Connection:
 
 
 class FakeMarketData:
-    def __init__(self, now: Callable[[], datetime] | None = None) -> None:
-        """`now`: the time stamped on quotes set without `at` (default: the wall clock, UTC)."""
+    def __init__(self, now: Callable[[], datetime] | None = None, *, symbol_limit: int | None = None) -> None:
+        """`now`: the time stamped on quotes set without `at` (default: the wall clock, UTC);
+        `symbol_limit`: what the stream carries at most (as `symbol_limit` reports; not enforced)."""
         self._now = now or (lambda: datetime.now(UTC))
+        self._symbol_limit = symbol_limit
         self._lock = threading.RLock()
         self._quotes: dict[str, Quote] = {}
         self._wanted: set[str] = set()
@@ -117,6 +119,10 @@ class FakeMarketData:
     def subscribed(self) -> frozenset[str]:
         with self._lock:
             return frozenset(self._wanted)
+
+    @property
+    def symbol_limit(self) -> int | None:
+        return self._symbol_limit
 
     def subscribe(self, symbols: Iterable[str]) -> None:
         with self._lock:
