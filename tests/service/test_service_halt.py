@@ -19,9 +19,10 @@ from engine.sim.testing import wait_until
 
 
 @contextmanager
-def engine(venue: Venue, url: str) -> Iterator[Output]:
-    run = subprocess.Popen([*SMARTEXEC, "run", "--venue", venue.rest_url, "--database-url", url], env=environment(),
-                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+def engine(venue: Venue, url: str, **settings: str) -> Iterator[Output]:
+    run = subprocess.Popen([*SMARTEXEC, "run", "--venue", venue.rest_url, "--database-url", url],
+                           env={**environment(), **settings}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                           text=True)
     output = Output(run)
     try:
         wait_until(lambda: "waiting for signals" in output.text or run.poll() is not None, timeout=60,
@@ -37,9 +38,9 @@ def engine(venue: Venue, url: str) -> Iterator[Output]:
         output.finish()
 
 
-def smartexec(url: str, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([*SMARTEXEC, *args, "--database-url", url], env=environment(), capture_output=True,
-                          text=True, timeout=60, check=False)
+def smartexec(url: str, *args: str, **settings: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*SMARTEXEC, *args, "--database-url", url], env={**environment(), **settings},
+                          capture_output=True, text=True, timeout=60, check=False)
 
 
 def submit(url: str, signal_id: str, symbol: str, qty: object, price: object, stop: object,
@@ -121,3 +122,32 @@ def test_halt_flatten_closes_exactly_the_position_the_lifecycle_owns(tmp_path: P
         "market", "sell", sig.qty, "filled")
     assert orders[f"{ours}-{sig.signal_id}-fl1"]["status"] == "filled"
     assert lc.realized_pnl is not None and lc.exit_price is not None
+
+
+def test_halt_flatten_closes_a_position_the_engine_protects_after_hours(tmp_path: Path) -> None:
+    """17:00: the engine holds the stop (EMULATING, nothing at the broker); --flatten sells the 20
+    shares with an extended-hours limit through the last bid, and no emulated exit is ever sent."""
+    url = sqlite_url(tmp_path)
+    sig = signal_of("after_hours_stop")
+    extended = {"SMART_EXECUTOR_EXTENDED_HOURS": "true"}
+    with scenario_venue("after_hours_stop") as venue, engine(venue, url, **extended):
+        ledger = Ledger(url)
+        try:
+            assert submit(url, sig.signal_id, sig.symbol, sig.qty, sig.price, sig.stop).returncode == 0
+            wait_until(lambda: state_of(ledger, sig.signal_id) is State.EMULATING, timeout=20, what="the emulation")
+            halted = smartexec(url, "halt", "--reason", "flatten all", "--flatten", **extended)
+            assert halted.returncode == 0, halted.stderr
+            wait_until(lambda: state_of(ledger, sig.signal_id) is State.FLATTENED, timeout=15, what="the flatten")
+            lc = ledger.find_by_signal(sig.signal_id)
+            assert lc is not None
+            history = ledger.history(lc.id)
+            ours = f"sx-{ledger.identity()}"
+        finally:
+            ledger.close()
+    assert [row.to_state for row in history] == ["PENDING", "LIMIT_SUBMITTED", "FILLED", "VALIDATED", "EMULATING",
+                                                  "REJECTED", "FLATTENED"]
+    assert venue.position(sig.symbol) is None
+    flatten = venue.order(f"{ours}-{sig.signal_id}-fl1")
+    assert flatten is not None and (flatten.type, flatten.extended_hours, flatten.qty, flatten.status) == (
+        "limit", True, sig.qty, "filled")
+    assert venue.order(f"{ours}-{sig.signal_id}-ex1") is None
