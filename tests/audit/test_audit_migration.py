@@ -7,9 +7,9 @@ from datetime import datetime, timezone
 from decimal import Decimal as D
 
 import sqlalchemy as sa
+from harness import verified
 from sqlalchemy import create_engine, inspect, select
 
-from engine import audit
 from engine.core.lifecycle import Lifecycle, State
 from engine.ledger import Ledger
 from engine.ledger import database as db
@@ -50,14 +50,6 @@ def write_pre_chain_ledger(url: str) -> None:
     finally:
         engine.dispose()
 
-
-def verified(url: str) -> audit.Verification:
-    engine = audit.read_engine(url)
-    try:
-        with engine.connect() as conn:
-            return audit.verify(conn)
-    finally:
-        engine.dispose()
 
 
 def test_existing_rows_are_chained_in_id_order_and_the_engine_continues_the_chain(database_url: str) -> None:

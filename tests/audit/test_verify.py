@@ -16,11 +16,11 @@ from decimal import Decimal as D
 from typing import Any
 
 import pytest
+from harness import verified
 from sample_ledger import DAY2, Sample
 from sqlalchemy import Connection, delete, insert, select, update
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
-from engine import audit
 from engine.core.domain import Leg, Mode, Signal, client_order_id
 from engine.ledger import Ledger, OrderIntent, Writes
 from engine.ledger.chain import row_hash
@@ -40,15 +40,6 @@ def verify_cli(url: str, *extra: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "engine.cli", "ledger", "verify", "--database-url", url, *extra],
                           capture_output=True, text=True, check=False, timeout=120)
 
-
-def verified(url: str) -> audit.Verification:
-    """The same check in-process, where a test needs no command line."""
-    engine = audit.read_engine(url)
-    try:
-        with engine.connect() as conn:
-            return audit.verify(conn)
-    finally:
-        engine.dispose()
 
 
 def first_bad_row(result: subprocess.CompletedProcess[str]) -> str:

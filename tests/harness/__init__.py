@@ -18,7 +18,7 @@ failed check in a helper shows its values.
 """
 
 from .commands import SMARTEXEC, product_environment
-from .ledgers import BACKENDS, PG_URL, database, migrated_ledger, sqlite_only, sqlite_url
+from .ledgers import BACKENDS, PG_URL, database, migrated_ledger, sqlite_only, sqlite_url, verified
 from .rig import HAPPY_PATH, PRODUCT, QUIET, SETTINGS, Rig, errors, rejections
 from .venues import (
     API_KEY,
@@ -39,8 +39,38 @@ from .venues import (
 from .waiting import WAIT, poll, run, until
 
 __all__ = [
-    "API_KEY", "API_SECRET", "BACKENDS", "FILL_PRICE", "FILL_QUOTE", "HAPPY_PATH", "PG_URL", "PRICE", "PRODUCT",
-    "QUIET", "RESTING_QUOTE", "SETTINGS", "SMARTEXEC", "STOP", "SYMBOL", "TARGET_QUOTE", "WAIT", "Rig",
-    "a_signal", "database", "errors", "migrated_ledger", "poll", "product_environment", "quote",
-    "rejections", "resting_venue", "run", "scenario_venue", "signal_of", "sqlite_only", "sqlite_url", "until",
+    "API_KEY",
+    "API_SECRET",
+    "BACKENDS",
+    "FILL_PRICE",
+    "FILL_QUOTE",
+    "HAPPY_PATH",
+    "PG_URL",
+    "PRICE",
+    "PRODUCT",
+    "QUIET",
+    "RESTING_QUOTE",
+    "SETTINGS",
+    "SMARTEXEC",
+    "STOP",
+    "SYMBOL",
+    "TARGET_QUOTE",
+    "WAIT",
+    "Rig",
+    "a_signal",
+    "database",
+    "errors",
+    "migrated_ledger",
+    "poll",
+    "product_environment",
+    "quote",
+    "rejections",
+    "resting_venue",
+    "run",
+    "scenario_venue",
+    "signal_of",
+    "sqlite_only",
+    "sqlite_url",
+    "until",
+    "verified",
 ]

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from engine import audit
 from engine.ledger import Ledger
 from engine.ledger import database as db
 
@@ -43,3 +44,13 @@ def migrated_ledger(url: str) -> Iterator[Ledger]:
         yield ledger
     finally:
         ledger.close()
+
+
+def verified(url: str) -> audit.Verification:
+    """`ledger verify` in-process (its own read-only engine), for a test that needs no command line."""
+    engine = audit.read_engine(url)
+    try:
+        with engine.connect() as conn:
+            return audit.verify(conn)
+    finally:
+        engine.dispose()

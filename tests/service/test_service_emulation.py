@@ -13,24 +13,13 @@ from collections.abc import Callable
 from decimal import Decimal as D
 
 import pytest
-from harness import Rig, signal_of, sqlite_only
+from harness import Rig, signal_of, sqlite_only, verified
 
-from engine import audit
 from engine.core.domain import Leg
 from engine.core.lifecycle import State
 from engine.service.timers import FOLLOW
 from engine.sim.sessions import ET
 from engine.sim.testing import wait_until
-
-
-def verified(url: str) -> audit.Verification:
-    engine = audit.read_engine(url)
-    try:
-        with engine.connect() as conn:
-            return audit.verify(conn)
-    finally:
-        engine.dispose()
-
 
 ENTERED = ["PENDING", "LIMIT_SUBMITTED", "FILLED", "VALIDATED"]
 EMULATED_STOP = [*ENTERED, "EMULATING", "EMULATED_EXIT", "CLOSED"]
