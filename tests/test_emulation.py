@@ -18,7 +18,7 @@ from engine.core.config import Settings
 from engine.core.decisions import NOTHING, Then
 from engine.core.domain import Leg, Mode, Signal
 from engine.core.emulation import ExitFill
-from engine.core.lifecycle import Lifecycle, State, Trigger
+from engine.core.lifecycle import Lifecycle, State, Trigger, step
 from engine.core.orders import Session
 from engine.core.quotes import Quote
 
@@ -182,3 +182,54 @@ def test_outside_regular_hours_a_passed_fill_is_protected_by_the_engine() -> Non
     armed = emulation.arm(held(State.VALIDATED), Session.OVERNIGHT, source="engine")
     assert (armed.trigger, armed.then, armed.facts["session"], armed.facts["emulated_stop"]) == (
         Trigger.EMULATION_ARMED, (Then.WATCH,), "overnight", D("147.00"))
+
+
+# --- a property over event orders: quotes, session changes and exit fills in any order -----------
+
+EVENTS = st.lists(st.one_of(
+    st.tuples(st.just("quote"), st.decimals(min_value=D("140"), max_value=D("160"), places=2)),
+    st.tuples(st.just("session"), st.sampled_from([Session.REGULAR, Session.EXTENDED, Session.OVERNIGHT])),
+    st.tuples(st.just("exit_fill"), st.integers(min_value=1, max_value=40)),
+), max_size=30)
+
+
+@given(events=EVENTS)
+def test_the_engine_and_the_broker_never_both_hold_an_exit(events: list[tuple[str, object]]) -> None:
+    """Driven as the service drives it (a decision's commit, then its action), whatever the order
+    of quotes, session changes and exit fills: at every step exactly one holder of the protection
+    — the broker's pair or the engine's emulation, or its single working exit — never two exits
+    at once, and the shares closed never exceed the shares held."""
+    lc = held(State.EMULATING, break_even=True)
+    pair = exit_order = False  # what works at the broker
+    for kind, value in events:
+        if kind == "quote":
+            q = quote(str(value), str(D(str(value)) + D("0.05")))
+            decision = emulation.on_quote(lc, q, SETTINGS, ledger_id=LEDGER) if lc.state is State.EMULATING \
+                else emulation.on_broker_quote(lc, q)
+        elif kind == "session":
+            decision = emulation.session_move(lc, value, pair_attempt=2, ledger_id=LEDGER)  # type: ignore[arg-type]
+        elif exit_order:
+            decision = emulation.on_exit_fill(lc, D(int(value)), D("146.00"), complete=False)  # type: ignore[call-overload]
+        else:
+            continue
+        if decision.trigger is None:
+            continue
+        lc, _ = step(lc, decision.trigger, decision.facts, NOW)
+        if Then.PLACE_EXITS in decision.then:  # handed over: the pair is sent and accepted
+            assert not exit_order
+            pair = True
+            lc, _ = step(lc, Trigger.EXITS_PLACED, {}, NOW)
+        if Then.CANCEL_EXITS in decision.then:  # handed back: the pair is cancelled, settled, emulated
+            pair = False
+            settled = closing.exits_settled(lc, [], exits_attempt=1, flatten_attempt=1, ledger_id=LEDGER,
+                                            emulate=True)
+            lc, _ = step(lc, settled.trigger or "", settled.facts, NOW)
+            lc, _ = step(lc, Trigger.EMULATION_ARMED, emulation.arm(lc, Session.EXTENDED, source="t").facts, NOW)
+        if Then.PLACE_EMULATED_EXIT in decision.then:
+            assert not pair and not exit_order
+            exit_order = True
+        if lc.state is State.CLOSED:
+            exit_order = False
+        holders = pair + (lc.state is State.EMULATING) + exit_order
+        assert holders == (0 if lc.state is State.CLOSED else 1), (lc.state, pair, exit_order)
+        assert lc.exit_filled_qty <= lc.filled_qty
