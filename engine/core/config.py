@@ -157,6 +157,9 @@ class Settings:
     # best price since the fill (None: the fixed stop), and the stop moved to the entry after +1 R.
     trail_pct: Decimal | None = None
     break_even: bool = False
+    # Seconds between reads of the broker's clock when no open or close is nearer (the emulation's
+    # hand-over and hand-back). A test/ops knob: the clock's own next open/close already wakes it.
+    session_recheck: float = 30.0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -207,4 +210,5 @@ ENVIRONMENT: dict[str, tuple[str, Callable[[str, str], object]]] = {
     "stale_quotes": ("SMART_EXECUTOR_STALE_QUOTES", _stale_policy),
     "trail_pct": ("SMART_EXECUTOR_TRAIL_PCT", _trail),
     "break_even": ("SMART_EXECUTOR_BREAK_EVEN", _parse_bool),
+    "session_recheck": ("SMART_EXECUTOR_SESSION_RECHECK", _seconds),
 }

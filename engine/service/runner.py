@@ -65,7 +65,8 @@ async def run(settings: Settings, target: BrokerTarget, *, database_url: str | N
     # outside regular hours; with both off, no data connection is opened.
     wanted = quotes.wants_quote(settings) or settings.emulate_exits
     market_data = target.market_data() if wanted else None
-    executor = Executor(settings, ledger, target.broker(), market_data=market_data)
+    executor = Executor(settings, ledger, target.broker(), market_data=market_data,
+                        session_recheck=settings.session_recheck)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signals.SIGINT, signals.SIGTERM):
