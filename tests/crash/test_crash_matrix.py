@@ -62,6 +62,19 @@ CASES = (
          {EN: MADE, EX: MADE}, env=EXTENDED, advance={S.EMULATING: 25.0},
          path=("after_intent", "after_entry_submit", "before_fill_commit", "after_validated", "after_emulation_armed",
                "after_emulated_trigger", "after_emulated_exit_submit", "before_exit_fill_commit")),
+    # The emulated exit re-priced: the bid at 58.10 shows 8 shares, so the 20-share exit sells 8
+    # and rests; after 1 s (SMART_EXECUTOR_EXIT_REPRICE_AFTER) it is cancelled and the next (ex2)
+    # is sent for the other 12, which sell on the next quote, 58.05. Killed after exit_repriced,
+    # the restart must send ex2 for the 12 (not leave them unprotected and unsold, not sell 20).
+    Case("after_hours_stop", (*SENT, S.FILLED, S.VALIDATED, S.EMULATING, S.EMULATED_EXIT, S.EMULATED_EXIT, S.CLOSED),
+         Decimal(0), {EN: MADE, EX: MADE, (EX, 2): MADE}, label="emulated_exit_repriced",
+         env={**EXTENDED, "SMART_EXECUTOR_EXIT_REPRICE_AFTER": "1"},
+         moves={(S.EMULATING, 1): ("quote", {**at("58.10", "58.16"), "bid_size": 8}),
+                (S.EMULATED_EXIT, 2): ("quote", at("58.05", "58.11"))},
+         path=("after_intent", "after_entry_submit", "before_fill_commit", "after_validated", "after_emulation_armed",
+               "after_emulated_trigger", "after_emulated_exit_submit", "after_exit_repriced",
+               "after_emulated_exit_submit", "before_exit_fill_commit"),
+         crash=("after_exit_repriced",)),
     # 07:30, 50 PLTR at 24.00 (stop 23.70, target 24.60) emulated; at 09:30 handed over to the
     # broker's pair; at 16:00 the pair is cancelled and the engine holds the levels again. Killed
     # after handed_over the restart must send the pair (no window with neither the emulation nor
