@@ -10,6 +10,12 @@ The matrix is scenario x the points on that scenario's path. Which points a scen
 follows from the states its crash-free run enters (ON_PATH); each scenario's crash-free reference
 run records the points it actually passes (SMART_EXECUTOR_CRASH_TRACE) and must agree, so no
 point on a path can be left out of the matrix unnoticed.
+
+The emulation's points (TRACED in crash_cases.py) are not told by states: an emulating Case names
+its crash-free trace (`path`), which its reference run must match, and crashes at the points it is
+there for (`crash`); the after-hours stop crashes at every point of its path. Those Cases move the
+venue on entering a state (`moves`): a quote, or the clock on to 09:30 (the hand-over) or 16:00 (the
+hand-back), which the engine reads within 0.5 s (SMART_EXECUTOR_SESSION_RECHECK).
 """
 
 from __future__ import annotations
