@@ -13,7 +13,7 @@ point on a path can be left out of the matrix unnoticed.
 
 The emulation's points (TRACED in crash_cases.py) are not told by states: an emulating Case names
 its crash-free trace (`path`), which its reference run must match, and crashes at the points it is
-there for (`crash`); the after-hours stop crashes at every point of its path. Those Cases move the
+there for (`crash`). Those Cases move the
 venue on entering a state (`moves`): a quote, or the clock on to 09:30 (the hand-over) or 16:00 (the
 hand-back), which the engine reads within 0.5 s (SMART_EXECUTOR_SESSION_RECHECK).
 """
@@ -61,13 +61,17 @@ CASES = (
          {EN: MADE, TP: MADE, TP2: MADE}, advance={S.EXITS_PLACED: 6.0}, again=("after_exits_submit",)),
     # --- protection the engine holds outside regular hours (engine/service/emulator.py) ---------------
     # 17:00, 20 DKNG at 60.00, stop 58.20 held by the engine; the bid is 58.10 at t = 25 s and the
-    # engine sells 20 with a limit at 57.80, which fills at the bid. Every point on the path is
-    # crashed at: killed after emulated_trigger the restart must send the exit (not leave it
-    # unsent, not send it twice); after its submit, find it at the venue (one POST) and fold its fill.
+    # engine sells 20 with a limit at 57.80, which fills at the bid. Crashed from the guards on (the
+    # entry's points are the regular path's): killed after guards_passed the restart must arm the
+    # emulation, not send a pair no venue works now; after emulated_trigger send the exit (not
+    # leave it unsent, not send it twice); after its submit, find it at the venue (one POST) and
+    # fold its fill; with the fill reported but not committed, record it once.
     Case("after_hours_stop", (*SENT, S.FILLED, S.VALIDATED, S.EMULATING, S.EMULATED_EXIT, S.CLOSED), Decimal(0),
          {EN: MADE, EX: MADE}, env=EXTENDED, advance={S.EMULATING: 25.0},
          path=("after_intent", "after_entry_submit", "before_fill_commit", "after_validated", "after_emulation_armed",
-               "after_emulated_trigger", "after_emulated_exit_submit", "before_exit_fill_commit")),
+               "after_emulated_trigger", "after_emulated_exit_submit", "before_exit_fill_commit"),
+         crash=("after_validated", "after_emulation_armed", "after_emulated_trigger", "after_emulated_exit_submit",
+                "before_exit_fill_commit")),
     # The emulated exit re-priced: the bid at 58.10 shows 8 shares, so the 20-share exit sells 8
     # and rests; after 1 s (SMART_EXECUTOR_EXIT_REPRICE_AFTER) it is cancelled and the next (ex2)
     # is sent for the other 12, which sell on the next quote, 58.05. Killed after exit_repriced,
@@ -82,16 +86,19 @@ CASES = (
                "after_emulated_exit_submit", "before_exit_fill_commit"),
          crash=("after_exit_repriced",)),
     # 07:30, 50 PLTR at 24.00 (stop 23.70, target 24.60) emulated; at 09:30 handed over to the
-    # broker's pair; at 16:00 the pair is cancelled and the engine holds the levels again. Killed
-    # after handed_over the restart must send the pair (no window with neither the emulation nor
-    # the pair); after handed_back it must cancel the pair and arm the emulation, not leave the
-    # position with neither, nor with both.
+    # broker's pair; at 16:00 the pair is cancelled and the engine holds the levels again, which
+    # the bid then falls through (23.60: the engine sells 50 at the bid). Killed after handed_over
+    # the restart must send the pair (no window with neither the emulation nor the pair); after
+    # handed_back it must cancel the pair and arm the emulation, not leave the position with
+    # neither (the stop fired proves the emulation armed), nor with both.
     Case("extended_hours", (*SENT, S.FILLED, S.VALIDATED, S.EMULATING, S.VALIDATED, S.EXITS_PLACED, S.REPROTECTING,
-                            S.VALIDATED, S.EMULATING), Decimal(50), {EN: MADE, TP: MADE}, env=EXTENDED,
-         moves={(S.EMULATING, 1): OPEN, (S.EXITS_PLACED, 1): CLOSE}, label="hand_over_and_back",
+                            S.VALIDATED, S.EMULATING, S.EMULATED_EXIT, S.CLOSED), Decimal(0),
+         {EN: MADE, TP: MADE, EX: MADE}, env=EXTENDED, label="hand_over_and_back",
+         moves={(S.EMULATING, 1): OPEN, (S.EXITS_PLACED, 1): CLOSE, (S.EMULATING, 2): ("quote", at("23.60", "23.66"))},
          path=("after_intent", "after_entry_submit", "before_fill_commit", "after_validated", "after_emulation_armed",
                "after_handed_over", "after_exits_submit", "after_handed_back", "after_exits_resized",
-               "after_emulation_armed"),
+               "after_emulation_armed", "after_emulated_trigger", "after_emulated_exit_submit",
+               "before_exit_fill_commit"),
          crash=("after_emulation_armed", "after_handed_over", "after_exits_submit", "after_handed_back",
                 "after_exits_resized")),
     # Break-even at the broker: handed over at 09:30, the bid at 24.30 (1 R) moves the pair's stop
