@@ -67,6 +67,7 @@ def test_every_variable_is_read() -> None:
         "SMART_EXECUTOR_BREAK_EVEN": "true",
         "SMART_EXECUTOR_REPRICE_ENTRIES": "3",
         "SMART_EXECUTOR_REPRICE_AFTER": "7.5",
+        "SMART_EXECUTOR_SESSION_RECHECK": "0.5",
     }
     assert set(env) == {variable for variable, _ in ENVIRONMENT.values()}
     s = Settings.from_env(env)
@@ -77,7 +78,8 @@ def test_every_variable_is_read() -> None:
     assert (s.signal_max_age, s.protection_interval) == (120.0, 5.0)
     assert (s.overnight, s.emulation_band, s.exit_reprice_after, s.quote_stale_after, s.stale_quotes) == (
         True, D("0.004"), 3.0, 20.0, "flatten")
-    assert (s.trail_pct, s.break_even, s.emulate_exits, s.data_feed) == (D("0.015"), True, False, "sip")
+    assert (s.trail_pct, s.break_even, s.emulate_exits, s.data_feed, s.session_recheck) == (
+        D("0.015"), True, False, "sip", 0.5)
     assert (s.max_order_notional, s.max_position_shares, s.max_position_notional, s.max_gross_exposure) == (
         D(25000), D(500), D("50000.50"), D(200000))
     assert (s.max_open_lifecycles, s.max_daily_loss) == (None, D(1500))
@@ -101,6 +103,7 @@ def test_every_variable_is_read() -> None:
         ("SMART_EXECUTOR_DATABASE_URL", "ledger.db", "SQLAlchemy URL"),
         ("SMART_EXECUTOR_POLL_INTERVAL", "0", "greater than zero"),
         ("SMART_EXECUTOR_POLL_INTERVAL", "soon", "expected a number"),
+        ("SMART_EXECUTOR_SESSION_RECHECK", "0", "greater than zero"),
         ("SMART_EXECUTOR_MAX_ORDER_NOTIONAL", "0", "greater than zero"),
         ("SMART_EXECUTOR_MAX_DAILY_LOSS", "-100", "greater than zero"),
         ("SMART_EXECUTOR_MAX_OPEN_LIFECYCLES", "2.5", "whole number"),

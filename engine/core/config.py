@@ -179,6 +179,9 @@ class Settings:
     # an entry rests at its first limit until it fills or times out, as before.
     reprice_entries: int = 0
     reprice_after: float = 15.0
+    # Seconds between reads of the broker's clock when no open or close is nearer (the emulation's
+    # hand-over and hand-back). A test/ops knob: the clock's own next open/close already wakes it.
+    session_recheck: float = 30.0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -232,4 +235,5 @@ ENVIRONMENT: dict[str, tuple[str, Callable[[str, str], object]]] = {
     "break_even": ("SMART_EXECUTOR_BREAK_EVEN", _parse_bool),
     "reprice_entries": ("SMART_EXECUTOR_REPRICE_ENTRIES", _count),
     "reprice_after": ("SMART_EXECUTOR_REPRICE_AFTER", _seconds),
+    "session_recheck": ("SMART_EXECUTOR_SESSION_RECHECK", _seconds),
 }

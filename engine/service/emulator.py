@@ -246,7 +246,8 @@ class Emulator:
             return lc
         intent = OrderIntent(client_order_id(self.c.ledger_id, lc.signal_id, Leg.STOP, lc.version), Leg.STOP,
                              stop.side, stop.order_type, "gtc", stop.qty - stop.filled_qty, stop_price=lc.exit_stop)
-        lc = await self.c.carry_out(lc, Decision(intents=(intent,)))  # recorded (and routed) before the call
+        if self.c.router.coid(lc.id, Leg.STOP) != intent.client_order_id:  # recorded by a run that crashed
+            lc = await self.c.carry_out(lc, Decision(intents=(intent,)))  # recorded (and routed) before the call
         crash_point("after_stop_move_intent")
         try:
             new = await self.c.workers.call(Priority.PROTECT, self.c.broker.replace,

@@ -72,6 +72,21 @@ class Reconciler:
                 # Its verification died with the last process, and a crash right after the commit
                 # leaves the cancel unsent: verifying finds the entry still working and cancels it.
                 self.c.timers.schedule(lc.id, VERIFY, 0.0)
+            moves = lc.break_even or lc.trail_pct is not None
+            if moves and lc.state is State.EXITS_PLACED and self.c.move_stop is not None:
+                self.c.workers.spawn(self._resume_stop(lc.id))
+
+    async def _resume_stop(self, lifecycle_id: int) -> None:
+        """A broker-held pair whose stop moves (break-even, trailing): watched for quotes again, and
+        a move the last run recorded (STOP_MOVED, or the new leg's id) but never sent is sent now;
+        the broker's stop already at the lifecycle's level is left alone."""
+        async with self.c.book.lock(lifecycle_id):
+            lc = self.c.book.open.get(lifecycle_id)
+            if lc is None or lc.state is not State.EXITS_PLACED or self.c.move_stop is None:
+                return
+            self.c.moved(lc)
+            lc = await self.c.move_stop(lc)
+            self.c.moved(lc)
 
     # --- catching up -------------------------------------------------------------------------------
 

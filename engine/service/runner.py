@@ -65,7 +65,8 @@ async def run(settings: Settings, target: BrokerTarget, *, database_url: str | N
     # regular hours, and for re-pricing an unfilled entry; with all off, no data connection is opened.
     wanted = quotes.wants_quote(settings) or settings.emulate_exits or repricing.enabled(settings)  # reprice
     market_data = target.market_data(settings.data_feed) if wanted else None
-    executor = Executor(settings, ledger, target.broker(), market_data=market_data)
+    executor = Executor(settings, ledger, target.broker(), market_data=market_data,
+                        session_recheck=settings.session_recheck)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signals.SIGINT, signals.SIGTERM):

@@ -8,6 +8,7 @@ FAMILIES = {
     "crash matrix": "test_crash_matrix.py::test_crash_and_restart[",
     "crash matrix, market moves while down": "test_crash_market_moves.py::test_crash_then_the_market_moves[",
     "random kills": "test_crash_random_kills.py::test_random_kill_while_the_market_moves[",
+    "random kills, emulated stop": "test_crash_random_kills.py::test_random_kill_while_an_emulated_stop_fires[",
 }
 
 

@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
 
-from crash_rig import Cell
+from crash_rig import Cell, Move
 from sqlalchemy.engine import RowMapping
 
 from engine.core.domain import Leg, client_order_id
@@ -36,13 +36,26 @@ ON_PATH = {
     "before_exit_fill_commit": S.CLOSED,
     "after_rejected": S.REJECTED,
     "after_flatten_submit": S.FLATTENED,
+    # The emulation's points: the state each lies in. Their triggers are self-loops (exit_repriced,
+    # stop_moved) or re-enter states of the broker's path (handed_over: VALIDATED, handed_back:
+    # REPROTECTING), so which of them a path passes is not told by its states: a Case that emulates
+    # names its points (`path`), and its crash-free reference run's trace must agree.
+    "after_emulation_armed": S.EMULATING,
+    "after_emulated_trigger": S.EMULATED_EXIT,
+    "after_emulated_exit_submit": S.EMULATED_EXIT,
+    "after_exit_repriced": S.EMULATED_EXIT,
+    "after_handed_over": S.VALIDATED,
+    "after_handed_back": S.REPROTECTING,
+    "after_stop_moved": S.EMULATING,
+    "after_stop_move_intent": S.EXITS_PLACED,
 }
+TRACED = frozenset(list(ON_PATH)[list(ON_PATH).index("after_emulation_armed"):])  # named by a Case's `path` only
 # Fill timeouts (seconds). A scenario whose entry rests waits for it, so the first run's is short;
 # the restart's must outlast the restart itself (about 1 s here), or an entry intent left unsent at
 # `after_intent` would be (rightly) refused as stale, which test_resume_intent.py covers.
 QUICK, RESTART, NEVER = 1.0, 6.0, 60.0
 
-EN, TP, SL, FL = Leg.ENTRY, Leg.TAKE_PROFIT, Leg.STOP, Leg.FLATTEN
+EN, TP, SL, FL, EX = Leg.ENTRY, Leg.TAKE_PROFIT, Leg.STOP, Leg.FLATTEN, Leg.EXIT
 TP2 = (TP, 2)  # the second exit pair: re-protection after a partial exit fill
 MADE, REFUSED = (200,), (403,)  # exits_rejected's venue refuses the first OCO with a 403
 OrderKey = Leg | tuple[Leg, int]  # a leg (its first attempt), or a leg and its attempt
@@ -68,6 +81,19 @@ class Case:
     advance: dict[State, float] = field(default_factory=dict)  # move the venue's clock on entering these states
     rests: bool = False  # the entry rests on arrival (else it fills, at least partly, at once)
     again: tuple[str, ...] = ()  # points the crash-free run passes a second time (a second exit pair)
+    env: dict[str, str] = field(default_factory=dict)  # the engine's settings beyond the product defaults
+    moves: dict[tuple[State, int], Move] = field(default_factory=dict)  # on the n-th entry into a state
+    path: tuple[str, ...] = ()  # an emulating Case: its crash-free trace, every point in order (see TRACED)
+    label: str = ""  # a second Case of one scenario: its name (else the scenario's)
+    crash: tuple[str, ...] = ()  # the points its matrix row crashes at, when not all of `points`
+
+    @property
+    def name(self) -> str:
+        return self.label or self.scenario
+
+    @property
+    def cells(self) -> tuple[str, ...]:
+        return self.crash or self.points
 
     @property
     def final(self) -> State:
@@ -75,12 +101,17 @@ class Case:
 
     @property
     def points(self) -> tuple[str, ...]:
-        return tuple(p for p in MATRIX_POINTS if ON_PATH.get(p) in self.states)
+        if self.path:
+            return tuple(dict.fromkeys(self.path))
+        return tuple(p for p in MATRIX_POINTS if ON_PATH.get(p) in self.states and p not in TRACED)
 
     @property
     def trace(self) -> list[str]:
         """The crash-free run's trace: each point on the path once, in order, and the second
-        pair's `again` points after the first re-protection has resized it."""
+        pair's `again` points after the first re-protection has resized it (an emulating Case:
+        its `path`)."""
+        if self.path:
+            return list(self.path)
         points = list(self.points)
         if self.again:
             at = points.index("after_exits_resized") + 1

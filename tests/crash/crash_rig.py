@@ -46,6 +46,7 @@ from engine.sim.sessions import ET, next_trading_day
 ROOT = Path(__file__).resolve().parents[2]
 WAIT = 60.0  # generous: a 2-core machine shared with other test runs
 CRASHED = 137
+Move = tuple[str, dict[str, Any]]  # an /admin route and its body, or ("until", {"hh", "mm"}): see Cell.move
 
 
 def free_port() -> int:
@@ -55,10 +56,12 @@ def free_port() -> int:
 
 
 def dated_scenario(name: str, folder: Path) -> Path:
-    """A copy of a shipped scenario set in the next weekday's session (see the module docstring)."""
+    """A copy of a shipped scenario set on the next weekday (see the module docstring), at the
+    scenario's own time of day: a pre-market or after-hours scenario stays outside regular hours."""
     day = next_trading_day(datetime.now(ET).date())
     text = (SCENARIO_DIR / f"{name}.toml").read_text()
-    text, count = re.subn(r"^starts_at = \S+", f"starts_at = {day.isoformat()}T10:15:00", text, flags=re.MULTILINE)
+    text, count = re.subn(r"^starts_at = \d{4}-\d\d-\d\dT", f"starts_at = {day.isoformat()}T", text,
+                          flags=re.MULTILINE)
     assert count == 1, f"scenario {name} has no starts_at line"
     path = folder / f"{name}.toml"
     path.write_text(text)
@@ -192,6 +195,7 @@ class Cell:
             identity.close()
         self._engines: list[Process] = []
         self._advanced: set[tuple[State, int]] = set()
+        self._moved: set[tuple[State, int]] = set()
 
     def __enter__(self) -> Self:
         return self
@@ -203,9 +207,9 @@ class Cell:
         self.reads.close()
 
     def engine(self, *, fill_timeout: float, crash_at: str | None = None, trace: Path | None = None,
-               settings: Mapping[str, str] | None = None) -> Process:
-        """`settings`: more environment variables (e.g. a feature that is off by default)."""
-        env = {**product_environment(), "SMART_EXECUTOR_FILL_TIMEOUT": str(fill_timeout), **(settings or {})}
+               env: Mapping[str, str] | None = None) -> Process:
+        """`smartexec run` on the product defaults, but for the fill timeout and `env` (settings)."""
+        env = {**product_environment(), "SMART_EXECUTOR_FILL_TIMEOUT": str(fill_timeout), **(env or {})}
         if crash_at:
             env[VARIABLE] = crash_at
         if trace:
@@ -224,34 +228,59 @@ class Cell:
         finally:
             ledger.close()
 
-    def drive(self, signal_id: str, advance: Mapping[State, float]) -> None:
+    def drive(self, signal_id: str, advance: Mapping[State, float],
+              moves: Mapping[tuple[State, int], Move] | None = None) -> None:
         """Move the venue's clock `advance[state]` seconds, once each time the lifecycle enters
-        `state` (a path that protects twice, EXITS_PLACED ... EXITS_PLACED, is moved twice)."""
+        `state` (a path that protects twice, EXITS_PLACED ... EXITS_PLACED, is moved twice); and
+        apply `moves[(state, n)]` once, when the lifecycle has entered `state` n times."""
         row = self.reads.lifecycle(signal_id)
-        if row is None or State(row["state"]) not in advance:
+        if row is None:
             return
         state = State(row["state"])
-        if (state, row["version"]) not in self._advanced:
+        if state in advance and (state, row["version"]) not in self._advanced:
             self._advanced.add((state, row["version"]))
             self.venue.post("clock/advance", {"seconds": advance[state]})
+        if not moves:
+            return
+        entered = sum(1 for t in self.reads.history(row["id"]) if t["to_state"] == state.value)
+        key = (state, entered)
+        if key in moves and key not in self._moved:
+            self._moved.add(key)
+            self.move(moves[key], row["symbol"])
 
-    def until_exit(self, engine: Process, signal_id: str, advance: Mapping[State, float]) -> int:
+    def move(self, move: Move, symbol: str) -> None:
+        """("quote", {bid, ask, ...}) for `symbol`; ("until", {"hh", "mm"}): the venue's clock moved
+        on to hh:mm New York time of its day (not back, if it is already later)."""
+        route, body = move
+        if route == "until":
+            now = datetime.fromisoformat(self.venue.get("clock")["now"]).astimezone(ET)
+            seconds = (now.replace(hour=body["hh"], minute=body["mm"], second=0, microsecond=0) - now).total_seconds()
+            if seconds > 0:  # a millisecond past it: float seconds must not land a microsecond short
+                self.venue.post("clock/advance", {"seconds": seconds + 0.001})
+            return
+        self.venue.post(route, {**body, "symbol": symbol} if route == "quote" else body)
+
+    def until_exit(self, engine: Process, signal_id: str, advance: Mapping[State, float],
+                   moves: Mapping[tuple[State, int], Move] | None = None) -> int:
         def gone() -> bool:
-            self.drive(signal_id, advance)
+            self.drive(signal_id, advance, moves)
             return engine.exited() is not None
 
         poll(gone, lambda: f"the engine to exit; its log:\n{engine.log()[-3000:]}", WAIT)
         return engine.proc.wait()
 
-    def until_settled(self, engine: Process, signal_id: str, state: State,
-                      advance: Mapping[State, float]) -> RowMapping:
-        """Wait for the lifecycle to reach `state` and for its inbox entry to be handled: a signal
-        whose hand-over the crash interrupted is delivered again, and must change nothing."""
+    def until_settled(self, engine: Process, signal_id: str, state: State, advance: Mapping[State, float],
+                      moves: Mapping[tuple[State, int], Move] | None = None, transitions: int = 0) -> RowMapping:
+        """Wait for the lifecycle to reach `state` after at least `transitions` transitions (a path
+        that passes its final state earlier, as a hand-back does EMULATING) and for its inbox entry
+        to be handled: a signal whose hand-over the crash interrupted is delivered again, and must
+        change nothing."""
         def reached() -> RowMapping | None:
             assert engine.exited() is None, f"the engine exited:\n{engine.log()[-3000:]}"
-            self.drive(signal_id, advance)
+            self.drive(signal_id, advance, moves)
             row = self.reads.lifecycle(signal_id)
-            done = row is not None and row["state"] == state.value and self.reads.inbox_handled(signal_id)
+            done = row is not None and row["state"] == state.value and self.reads.inbox_handled(signal_id) \
+                and len(self.reads.history(row["id"])) >= transitions
             return row if done else None
 
         return poll(reached, lambda: f"{signal_id} to reach {state.value}; the engine's log:\n{engine.log()[-3000:]}",

@@ -44,7 +44,7 @@ def working_entries(played: Cell) -> list[str]:
 
 
 def crash(played: Cell, point: str) -> None:
-    first = played.engine(fill_timeout=TIMEOUT, crash_at=point, settings=REPRICE)
+    first = played.engine(fill_timeout=TIMEOUT, crash_at=point, env=REPRICE)
     played.post_signal({"signal_id": SIGNAL, "symbol": "INTC", "side": "buy", "qty": "100", "price": "31.00",
                         "stop": "30.60", "mode": "smart"})
     poll(lambda: first.exited() is not None, lambda: f"the engine to crash:\n{first.log()[-3000:]}", WAIT)
@@ -70,7 +70,7 @@ def test_a_crash_in_the_replace_resumes_with_exactly_one_working_entry(point: st
     with Cell("slow_market", tmp_path) as played:
         crash(played, point)
         en1, en2 = (client_order_id(played.ledger_id, SIGNAL, EN, n) for n in (1, 2))
-        second = played.engine(fill_timeout=TIMEOUT, settings=REPRICE)
+        second = played.engine(fill_timeout=TIMEOUT, env=REPRICE)
         # Restarted: the replacement is made (resent after after_entry_repriced, found after
         # after_entry_replace), the ledger knows it and how the first order ended, and it is the
         # one entry order working.
@@ -106,7 +106,7 @@ def test_the_old_order_filling_while_down_is_the_fill_and_the_replacement_is_nev
         en1, en2 = (client_order_id(played.ledger_id, SIGNAL, EN, n) for n in (1, 2))
         played.venue.post("quote", quote("31.00", "31.01"))  # the first order (31.02) fills at 31.01
         poll(lambda: played.venue.fills().get(en1, (0,))[0] == 100, "the first order's fill", WAIT)
-        second = played.engine(fill_timeout=TIMEOUT, settings=REPRICE)
+        second = played.engine(fill_timeout=TIMEOUT, env=REPRICE)
         settle(played, second, S.EXITS_PLACED)
         assert second.stop() == 0
         check_invariants(played, SIGNAL, (*REPRICED, *PROTECTED), coids(played.ledger_id, SIGNAL, POSTS), D(100),
