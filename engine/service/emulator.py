@@ -40,7 +40,6 @@ log = logging.getLogger("smartexec")
 SESSION_RECHECK = 30.0  # seconds between reads of the broker's clock when no boundary is nearer
 STALE_CHECK = 1.0  # seconds between looks for symbols gone quiet
 STREAM_RETRY = 2.0  # seconds before the quote stream is started again after it ended
-WATCHED = (State.EMULATING, State.EMULATED_EXIT, State.EXITS_PLACED)
 
 
 class Emulator:
