@@ -117,8 +117,7 @@ def stop_move(lc: Lifecycle, price: Decimal, quote: Quote) -> Decision:
         if risk > 0 and (price - lc.filled_avg_price) * side.sign >= risk:
             stop, why = to_tick(lc.filled_avg_price), "break_even"
     if lc.trail_pct is not None:
-        # A long's stop below the best price (rounded down), a short's above it (rounded up).
-        trailed = to_tick(best * (ONE - side.sign * lc.trail_pct), ROUND_FLOOR if side is Side.BUY else ROUND_CEILING)
+        trailed = exit_limit(side, best, lc.trail_pct)  # through the best price as an exit would be
         step = max(abs(best - trailed) * TRAIL_STEP, Decimal("0.01"))
         if (trailed - stop) * side.sign >= step:
             stop, why = trailed, "trailing"
@@ -205,7 +204,7 @@ def session_move(lc: Lifecycle, session: Session, *, pair_attempt: int, ledger_i
 
 def stale(lc: Lifecycle, last: Quote | None, now: datetime, settings: Settings, *, ledger_id: str) -> Decision:
     """No fresh quote for `settings.quote_stale_after` seconds while emulating: the documented
-    policy — `alert` records it (once per silence, the service keeps count) and logs at ERROR;
+    policy — `alert` records it (once per silence, the service keeps count) and logs at CRITICAL;
     `flatten` closes the position rather than hold it blind."""
     if lc.state is not State.EMULATING:
         return NOTHING

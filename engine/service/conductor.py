@@ -354,7 +354,7 @@ class Conductor:
         coid = self.router.coid(lc.id, Leg.TAKE_PROFIT)
         if coid is None:
             return lc
-        order = await self._final_pair(lc, coid)
+        order = await self.final_order(lc, coid)
         if order is None:
             if lc.state is State.REPROTECTING:  # tried again by the next poll or protection check
                 log.warning("the exits of %s are not final yet; settling them later", lc.signal_id)
@@ -369,8 +369,9 @@ class Conductor:
                                          emulate=self.emulates())
         return await self.carry_out(lc, decision, writes=writes)
 
-    async def _final_pair(self, lc: Lifecycle, coid: str) -> BrokerOrder | None:
-        """The exit pair once both legs are final (cancelled first if needed); None: unknown yet."""
+    async def final_order(self, lc: Lifecycle, coid: str) -> BrokerOrder | None:
+        """The order under `coid` once it (an exit pair: each of its legs) is final, cancelled first
+        if needed; None: it never reached the broker, or it is not final yet."""
         row = await self.workers.persist(self.ledger.order, coid)
         if row is None:
             return None
@@ -379,7 +380,7 @@ class Conductor:
             try:
                 order = await self.workers.call(Priority.PROTECT, self.broker.get_order, client_order_id=coid)
             except BrokerAmbiguous as exc:
-                log.warning("look-up of the exits of %s failed (%s)", lc.signal_id, exc)
+                log.warning("look-up of %s of %s failed (%s)", coid, lc.signal_id, exc)
                 order = None
             if order is None and row["broker_order_id"] is None:
                 return None  # never reached the broker: nothing to cancel, nothing filled
@@ -389,7 +390,7 @@ class Conductor:
                 try:
                     await self.workers.call(Priority.PROTECT, self.broker.cancel, broker_order_id=order.broker_order_id)
                 except (BrokerRejected, BrokerNotFound, BrokerAmbiguous) as exc:
-                    log.info("cancel of the exits of %s refused (%s); looking them up", lc.signal_id, exc)
+                    log.info("cancel of %s of %s refused (%s); looking it up", coid, lc.signal_id, exc)
                 cancelled = True
             await asyncio.sleep(0.25)
         return None

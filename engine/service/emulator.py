@@ -22,7 +22,7 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 
 from engine.broker.market_port import MarketData, Quote
-from engine.broker.port import BrokerAmbiguous, BrokerError, BrokerNotFound, BrokerOrder, BrokerRejected
+from engine.broker.port import BrokerAmbiguous, BrokerError, BrokerNotFound, BrokerRejected
 from engine.broker.ratelimit import Priority
 from engine.core import decisions, emulation
 from engine.core.decisions import NOTHING, Decision
@@ -183,7 +183,7 @@ class Emulator:
             coid = self.c.router.coid(lc.id, Leg.EXIT)
             if coid is None:
                 return
-            order = await self._final(lc, coid)
+            order = await self.c.final_order(lc, coid)
             writes = None
             if order is not None:
                 report = report_of(order)
@@ -202,29 +202,6 @@ class Emulator:
     async def _refused(self, coid: str) -> bool:
         row = await self.c.workers.persist(self.c.ledger.order, coid)
         return row is not None and row["status"] == rejected(coid).status
-
-    async def _final(self, lc: Lifecycle, coid: str) -> BrokerOrder | None:
-        """The emulated exit once final (cancelled first if needed); None: not known yet."""
-        cancelled = False
-        for _ in range(20):
-            try:
-                order = await self.c.workers.call(Priority.PROTECT, self.c.broker.get_order, client_order_id=coid)
-            except BrokerAmbiguous as exc:
-                log.warning("look-up of the emulated exit of %s failed (%s)", lc.signal_id, exc)
-                order = None
-            if order is None:
-                return None
-            if order.final:
-                return order
-            if not cancelled:
-                try:
-                    await self.c.workers.call(Priority.PROTECT, self.c.broker.cancel,
-                                              broker_order_id=order.broker_order_id)
-                except (BrokerRejected, BrokerNotFound, BrokerAmbiguous) as exc:
-                    log.info("cancel of the emulated exit of %s refused (%s)", lc.signal_id, exc)
-                cancelled = True
-            await asyncio.sleep(0.1)
-        return None
 
     # --- the broker's stop leg, moved -------------------------------------------------------------
 
