@@ -51,8 +51,8 @@ from typing import Any
 from alpaca.trading.client import TradingClient
 from alpaca.trading.enums import QueryOrderStatus
 from alpaca.trading.requests import GetOrdersRequest
-from raw_ledger import RawLedger, StateCounts, identity_of, migrated, order_row
-from sqlalchemy import Engine, create_engine, event, func, select
+from raw_ledger import RawLedger, StateCounts, identity_of, migrated, order_row, relax_durability
+from sqlalchemy import create_engine, func, select
 from venue_probe import KEY, SECRET, ProbedVenue
 
 from engine.broker.alpaca import AlpacaBroker
@@ -101,19 +101,6 @@ class Result:
 def role(i: int) -> str:
     """Spread over the ids: 2 in 20 fill, 1 in 20 is canceled."""
     return {1: "fill", 11: "fill", 7: "cancel"}.get(i % 20, "rest")
-
-
-def relax_durability(engine: Engine) -> None:
-    """For the build only: commits that need not survive a power cut are much cheaper."""
-    sqlite = engine.dialect.name == "sqlite"
-
-    @event.listens_for(engine, "connect")
-    def relax(dbapi_conn: Any, _record: Any) -> None:
-        cursor = dbapi_conn.cursor()
-        cursor.execute("PRAGMA synchronous=OFF" if sqlite else "SET synchronous_commit TO off")
-        cursor.close()
-        if not sqlite:
-            dbapi_conn.commit()
 
 
 def build(venue: ProbedVenue, url: str, n: int) -> Plan:

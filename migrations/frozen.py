@@ -127,3 +127,59 @@ def append_only_unguard(table: str, dialect: str) -> list[str]:
         return [f"DROP TRIGGER IF EXISTS {table}_append_only ON {table}",
                 f"DROP FUNCTION IF EXISTS {table}_append_only()"]
     return [f"DROP TRIGGER IF EXISTS {table}_no_{verb}" for verb in ("update", "delete")]
+
+
+# --- the records chain and the canonical JSON text (as of revision 0011) ----------------------------
+
+RECORD_FIELDS = ("id", "table_name", "row_id", "op", "at", "payload")
+RECORDS_CHAIN = 2  # its chain_head row
+
+
+def record_hash(prev_hash: str, row: Mapping[str, Any]) -> str:
+    record = {name: row[name] for name in RECORD_FIELDS}
+    record["at"] = utc_text(row["at"])
+    record["payload"] = _stable_numbers(row["payload"])
+    text = json.dumps(record, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False)
+    return hashlib.sha256(prev_hash.encode("ascii") + text.encode("ascii")).hexdigest()
+
+
+def canonical_text(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False)
+
+
+class DuplicateKey(ValueError):
+    pass
+
+
+def _refuse_repeats(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    found: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in found:
+            raise DuplicateKey(key)
+        found[key] = value
+    return found
+
+
+def strict_loads(text: str) -> Any:
+    return json.loads(text, object_pairs_hook=_refuse_repeats)
+
+
+def floats_as_text(value: Any) -> Any:
+    """`value` with every float written as the codec of revision 0011 writes one: an integral one
+    as an integer, any other as the string of its shortest decimal."""
+    if isinstance(value, float):
+        return int(value) if math.isfinite(value) and value.is_integer() and abs(value) < 2**53 else repr(value)
+    if isinstance(value, dict):
+        return {k: floats_as_text(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [floats_as_text(v) for v in value]
+    return value
+
+
+def image_value(value: Any) -> Any:
+    """A column value as a record's payload carries it (SQLite hands back naive UTC times)."""
+    if isinstance(value, datetime):
+        return (value if value.tzinfo else value.replace(tzinfo=timezone.utc)).astimezone(timezone.utc).isoformat()
+    if isinstance(value, Decimal):
+        return str(value)
+    return value

@@ -68,6 +68,11 @@ def test_every_variable_is_read() -> None:
         "SMART_EXECUTOR_REPRICE_ENTRIES": "3",
         "SMART_EXECUTOR_REPRICE_AFTER": "7.5",
         "SMART_EXECUTOR_SESSION_RECHECK": "0.5",
+        "SMART_EXECUTOR_ANCHOR_LOG": "/var/lib/smartexec/anchors.jsonl",
+        "SMART_EXECUTOR_ANCHOR_EVERY": "0",
+        "SMART_EXECUTOR_ANCHOR_KEY": "an-anchor-key-of-some-length",
+        "SMART_EXECUTOR_LEASE_TTL": "4.5",
+        "SMART_EXECUTOR_STREAM_WAIT": "20",
     }
     assert set(env) == {variable for variable, _ in ENVIRONMENT.values()}
     s = Settings.from_env(env)
@@ -85,6 +90,24 @@ def test_every_variable_is_read() -> None:
     assert (s.max_open_lifecycles, s.max_daily_loss) == (None, D(1500))
     assert (s.max_spread_pct, s.limit_at_quote) == (D("0.002"), True)
     assert (s.reprice_entries, s.reprice_after) == (3, 7.5)
+    assert (s.anchor_log, s.anchor_every, s.anchor_key) == (
+        "/var/lib/smartexec/anchors.jsonl", 0.0, "an-anchor-key-of-some-length")
+    assert (s.lease_ttl, s.stream_wait) == (4.5, 20.0)
+
+
+def test_the_anchor_log_is_written_every_30_seconds_next_to_the_ledger_by_default() -> None:
+    s = Settings.from_env({})
+    assert (s.anchor_log, s.anchor_every, s.anchor_key) == (None, 30.0, None)
+
+
+def test_the_anchor_key_is_never_shown() -> None:
+    """Prevents the signing key reaching a log line through a printed Settings or a refusal."""
+    key = "k3y-that-must-stay-hidden-0123"
+    assert key not in repr(Settings.from_env({"SMART_EXECUTOR_ANCHOR_KEY": key}))
+    with pytest.raises(ConfigError) as caught:
+        Settings.from_env({"SMART_EXECUTOR_ANCHOR_KEY": "short-k3y"})
+    assert "short-k3y" not in str(caught.value) and "k3y" not in str(caught.value)
+    assert "at least 16 characters" in str(caught.value)
 
 
 @pytest.mark.parametrize(
@@ -113,6 +136,8 @@ def test_every_variable_is_read() -> None:
         ("SMART_EXECUTOR_MAX_SPREAD_PCT", "2", "fraction"),
         ("SMART_EXECUTOR_MAX_SPREAD_PCT", "wide", "expected a number"),
         ("SMART_EXECUTOR_LIMIT_AT_QUOTE", "ask", "true or false"),
+        ("SMART_EXECUTOR_ANCHOR_EVERY", "-5", "zero (off) or a number of seconds"),
+        ("SMART_EXECUTOR_ANCHOR_EVERY", "often", "expected a number"),
     ],
 )
 def test_a_bad_value_names_the_variable(variable: str, value: str, reason: str) -> None:

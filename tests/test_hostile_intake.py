@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 from harness import PRICE, STOP, SYMBOL, Rig, a_signal, migrated_ledger, resting_venue, sqlite_url, until
+from sqlalchemy import text
 
 from engine.broker.ratelimit import RateLimiter
 from engine.cli import main
@@ -162,7 +163,9 @@ LINES = [*[(name, json.dumps(payload(change)), field) for name, change, field in
          ("nested a hundred thousand deep", DEEP, "stdin line 2"),
          ("a bare NaN", '{"signal_id": "bad", "symbol": "AAPL", "side": "buy", "qty": 10, "price": NaN}',
           "stdin line 2"),
-         ("a JSON number with an exponent", json.dumps(GOOD).replace('"100.00"', "1e2"), "price")]
+         ("a JSON number with an exponent", json.dumps(GOOD).replace('"100.00"', "1e2"), "price"),
+         # Python would read the last price and SQL's json_extract on the stored text the first.
+         ("a key named twice", json.dumps(GOOD)[:-1] + ', "price": "90.00"}', "stdin line 2")]
 
 
 @pytest.mark.parametrize(("name", "line", "field"), LINES, ids=[name for name, _, _ in LINES])
@@ -220,3 +223,34 @@ def test_a_running_engine_refuses_every_hostile_row_and_trades_the_good_one_afte
         entries = {ledger.orders_of(lc.id)[0]["client_order_id"] for lc in ledger.load_open()}
         assert {sent.client_order_id for sent in venue.submissions()} == entries  # only the good ones
         assert len(ledger.load_open()) == len(HOSTILE)  # nothing recorded for a refused row
+
+
+def test_an_inbox_row_naming_a_key_twice_is_refused_and_the_next_row_is_served(venue: Venue, tmp_path: Path) -> None:
+    """Prevents a row that no reader may trust (Python would read the last of two equal keys, SQL the
+    first) from being traded, or from stopping the consumer: written straight into the table, as a
+    poster with database access may, it is refused with its reason."""
+    with migrated_ledger(sqlite_url(tmp_path)) as ledger:
+        rig = Rig(venue, ledger)
+        now = venue.clock.now()
+        twice = json.dumps(payload({}, "twice"))[:-1] + ', "qty": "1000"}'
+        with ledger.engine.begin() as conn:
+            bad = conn.execute(text("INSERT INTO inbox (signal_id, payload, received_at) VALUES ('twice', :p, :t) "
+                                    "RETURNING id"), {"p": twice, "t": now.isoformat(sep=" ")}).scalar_one()
+        good = ledger.post_signal(a_signal("after-twice", qty=1).as_facts(), at=now)
+
+        async def scenario() -> None:
+            async with rig.running() as executor:
+                consumer = asyncio.create_task(consume_inbox(executor, interval=0.05))
+                try:
+                    await until(lambda: ledger.pending_signals() == [], "both inbox rows to be handled", timeout=30)
+                finally:
+                    consumer.cancel()
+
+        asyncio.run(scenario())
+        assert ledger.inbox_entry(bad)["error"] == (
+            "payload: not one JSON value (the key 'qty' appears twice in one object)")
+        assert ledger.find_by_signal("twice") is None
+        assert ledger.inbox_entry(good)["error"] is None
+        assert ledger.find_by_signal("after-twice") is not None
+        assert [sent.client_order_id for sent in venue.submissions()] == [
+            ledger.orders_of(ledger.find_by_signal("after-twice").id)[0]["client_order_id"]]

@@ -9,7 +9,7 @@ from decimal import Decimal as D
 import pytest
 
 from engine.core.errors import IllegalTransition
-from engine.core.lifecycle import MACHINE, TERMINAL, TRIGGERS, Lifecycle, Outcome, State, step
+from engine.core.lifecycle import MACHINE, TERMINAL, TRIGGERS, Lifecycle, Outcome, State, replayed, step
 
 S = State
 NOW = datetime(2026, 11, 24, 15, 0, tzinfo=timezone.utc)
@@ -118,6 +118,21 @@ def test_every_state_trigger_pair(state: State, trigger: str) -> None:
         with pytest.raises(IllegalTransition, match=f"{state.value} -> {trigger}"):
             step(lc, trigger, {}, NOW)
         assert (lc.state, lc.version) == (state, 1)
+
+
+@pytest.mark.parametrize(("state", "trigger"), ALL_PAIRS, ids=[f"{s.value}-{t}" for s, t in ALL_PAIRS])
+def test_the_replay_moves_as_the_machine_does_on_every_pair(state: State, trigger: str) -> None:
+    """`replayed` (verify's replay, along the table without firing the machine) must give exactly what
+    the machine gives, or refuse exactly as it does."""
+    lc = lifecycle_in(state)
+    facts = {"filled_qty": "7", "filled_avg_price": "535.01", "broker_order_id": "x"}
+    try:
+        expected = step(lc, trigger, facts, NOW)[0]
+    except IllegalTransition:
+        with pytest.raises(IllegalTransition):
+            replayed(lc, trigger, facts, NOW)
+        return
+    assert replayed(lc, trigger, facts, NOW) == expected
 
 
 def test_terminal_states_absorb_everything() -> None:

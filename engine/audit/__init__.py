@@ -4,6 +4,7 @@ May import `engine.core` and `engine.ledger` (the schema, the chain, the codec).
 or the service: an auditor's reads never touch a venue.
 """
 
+from engine.audit.anchors import AnchorCheck, check_anchor_log
 from engine.audit.queries import (
     EXPORTABLE,
     TABLES,
@@ -22,7 +23,7 @@ from engine.audit.queries import (
 )
 
 __all__ = [
-    "EXPORTABLE", "TABLES", "VIEWS", "LifecycleFilter", "Story", "Verification", "export_csv",
-    "lifecycle_story", "list_lifecycles", "outcome_rows", "parse_when", "plain", "read_engine",
+    "EXPORTABLE", "TABLES", "VIEWS", "AnchorCheck", "LifecycleFilter", "Story", "Verification", "check_anchor_log",
+    "export_csv", "lifecycle_story", "list_lifecycles", "outcome_rows", "parse_when", "plain", "read_engine",
     "row_counts", "verify",
 ]

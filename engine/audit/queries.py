@@ -10,32 +10,57 @@ from __future__ import annotations
 import csv
 import dataclasses
 import json
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta, timezone
+from decimal import Decimal
 from typing import IO, Any
 
-from sqlalchemy import Connection, Engine, create_engine, event, exists, func, select, text
+from sqlalchemy import Connection, Engine, Table, create_engine, event, exists, func, select, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.sql import Select
 
+from engine.audit.chained import Fold, payload_text, read_payload, utc_time
+from engine.audit.dataclass_rows import write_csv
 from engine.audit.emulation import check_emulation
-from engine.audit.report import OutcomeRow
+from engine.audit.outcomes import OutcomeRow
+from engine.audit.refusals import Refusal, refused_signals
 from engine.audit.trading import check_trading_state
 from engine.core.errors import IllegalTransition
 from engine.core.lifecycle import Lifecycle, Outcome, State, classify, destination, snapshot
 from engine.core.replay import CREATED, replay
 from engine.ledger import reads
-from engine.ledger.chain import ChainHead, Problem, check_chain
+from engine.ledger.chain import (
+    CHAINS,
+    PAYLOAD_TEXT,
+    RECORD_LINKS,
+    TRANSITION_LINKS,
+    ChainHead,
+    Links,
+    Problem,
+    check_chain,
+)
 from engine.ledger.codec import plain
+from engine.ledger.database import JSON_CODEC
 from engine.ledger.records import TransitionRecord
-from engine.ledger.schema import chain_head, fills, lifecycles, orders, orphan_orders, trading_state, transitions_table
+from engine.ledger.schema import (
+    chain_head,
+    fills,
+    inbox,
+    lifecycles,
+    orders,
+    orphan_orders,
+    records,
+    trading_state,
+    transitions_table,
+)
 
 VIEWS = ("lifecycle_outcomes", "fill_slippage")
 _TABLES = {"lifecycles": lifecycles, "transitions": transitions_table, "orders": orders, "fills": fills,
-           "orphan_orders": orphan_orders, "trading_state": trading_state}
+           "orphan_orders": orphan_orders, "trading_state": trading_state, "inbox": inbox, "records": records}
 TABLES = tuple(_TABLES)
-EXPORTABLE = (*VIEWS, *TABLES)
+REFUSALS = "refused_signals"  # the inbox's refusals and the FAILED lifecycles (engine/audit/refusals.py)
+EXPORTABLE = (*VIEWS, *TABLES, REFUSALS)
 LIFECYCLE_COLUMNS = tuple(f.name for f in dataclasses.fields(Lifecycle))  # a stable order for messages
 
 
@@ -49,8 +74,8 @@ def read_engine(url: str) -> Engine:
     """
     if make_url(url).get_backend_name() != "sqlite":
         return create_engine(url, isolation_level="REPEATABLE READ",
-                             execution_options={"postgresql_readonly": True})
-    engine = create_engine(url)
+                             execution_options={"postgresql_readonly": True}, **JSON_CODEC)
+    engine = create_engine(url, **JSON_CODEC)
 
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_conn: Any, _record: Any) -> None:
@@ -141,10 +166,12 @@ class Story:
 
 
 def lifecycle_story(conn: Connection, key: str) -> Story | None:
-    """By lifecycle id (digits) or by signal id."""
-    where = lifecycles.c.id == int(key) if key.isdigit() else lifecycles.c.signal_id == key
+    """By lifecycle id (ASCII digits, within the column's 64 bits) or by signal id."""
+    # str.isdigit() alone takes '٣' for 3 and lets '²' or a 20-digit id through to int() or the driver.
+    numeric = key.isascii() and key.isdigit() and int(key) < 2**63
+    where = lifecycles.c.id == int(key) if numeric else lifecycles.c.signal_id == key
     row = conn.execute(select(lifecycles).where(where)).mappings().first()
-    if row is None and key.isdigit():  # a purely numeric signal id
+    if row is None and numeric:  # a purely numeric signal id
         row = conn.execute(select(lifecycles).where(lifecycles.c.signal_id == key)).mappings().first()
     if row is None:
         return None
@@ -167,6 +194,8 @@ def export_csv(conn: Connection, name: str, out: IO[str], which: LifecycleFilter
     """
     if name not in EXPORTABLE:
         raise ValueError(f"cannot export {name!r}: choose one of {', '.join(EXPORTABLE)}")
+    if name == REFUSALS:
+        return write_csv(refused_signals(conn), Refusal, out)
     if name in VIEWS:
         result = conn.execute(text(f"SELECT * FROM {name} ORDER BY 1"))
     else:
@@ -200,26 +229,54 @@ def _happened(*triggers: str) -> Any:
     return exists().where(t.lifecycle_id == lifecycles.c.id, t.trigger.in_(triggers))
 
 
-def outcome_rows(conn: Connection, since: datetime | None = None, until: datetime | None = None) -> list[OutcomeRow]:
-    """One OutcomeRow per lifecycle created in [since, until), with exact decimals."""
+def _entry_order(*where: Any) -> Any:
+    o = orders.c
+    return exists().where(o.lifecycle_id == lifecycles.c.id, o.leg == "entry", *where)
+
+
+GUARDED = ("guards_passed", "guards_failed")  # the transitions that carry the exits the guards judged
+
+
+def outcome_rows(conn: Connection, since: datetime | None = None, until: datetime | None = None,
+                 which: LifecycleFilter | None = None) -> list[OutcomeRow]:
+    """One OutcomeRow per lifecycle created in [since, until) (or chosen by `which`, which then
+    wins), with exact decimals."""
     c = lifecycles.c
     query = select(
         c.id, c.signal_id, c.symbol, c.mode, c.state, c.created_at, c.filled_qty, c.slippage, c.reward_risk,
-        c.reject_reason, c.realized_pnl, c.r_multiple,
+        c.reject_reason, c.realized_pnl, c.r_multiple, c.account, c.side, c.qty, c.filled_avg_price, c.exit_price,
+        c.exit_stop, c.updated_at,
         _happened("timeout").label("timed_out"),
         _happened("guards_failed", "exits_rejected").label("rejected"),
         _happened("exits_placed").label("exits_placed"),
+        _happened("guards_passed").label("validated"),
+        (_entry_order() & ~_entry_order(orders.c.status == "rejected")).label("entry_unanswered"),
     )
-    query = LifecycleFilter(since=since, until=until).apply(query).order_by(c.id)
+    which = which or LifecycleFilter(since=since, until=until)
+    rows = conn.execute(which.apply(query).order_by(c.id)).all()
+    stops = _judged_stops(conn, which)
     return [
         OutcomeRow(
             lifecycle_id=r.id, signal_id=r.signal_id, symbol=r.symbol, mode=r.mode, state=r.state,
             created_at=r.created_at, filled_qty=r.filled_qty, slippage=r.slippage, reward_risk=r.reward_risk,
             reject_reason=r.reject_reason, realized_pnl=r.realized_pnl, r_multiple=r.r_multiple,
             timed_out=bool(r.timed_out), rejected=bool(r.rejected), exits_placed=bool(r.exits_placed),
+            account=r.account, side=r.side, qty=r.qty, filled_avg_price=r.filled_avg_price, exit_price=r.exit_price,
+            initial_stop=stops.get(r.id, r.exit_stop), updated_at=r.updated_at, validated=bool(r.validated),
+            entry_unanswered=bool(r.entry_unanswered),
         )
-        for r in conn.execute(query)
+        for r in rows
     ]
+
+
+def _judged_stops(conn: Connection, which: LifecycleFilter) -> dict[int, Decimal]:
+    """The stop each lifecycle's guards judged, from the transition that judged it: a break-even
+    or trailing move later changes `lifecycles.exit_stop`, never the risk the trade was taken with."""
+    t = transitions_table.c
+    chosen = which.apply(select(lifecycles.c.id)).scalar_subquery()
+    query = select(t.lifecycle_id, t.payload).where(t.trigger.in_(GUARDED), t.lifecycle_id.in_(chosen))
+    return {row.lifecycle_id: Decimal(str(row.payload["exit_stop"])) for row in conn.execute(query)
+            if row.payload.get("exit_stop") is not None}
 
 
 # --- verify ----------------------------------------------------------------------------------
@@ -230,6 +287,8 @@ class Verification:
     transitions: int = 0
     lifecycles: int = 0
     head: ChainHead | None = None
+    records: int = 0
+    record_head: ChainHead | None = None
     problems: list[Problem] = field(default_factory=list)
 
     @property
@@ -300,27 +359,44 @@ def verify(conn: Connection, anchors: Iterable[ChainHead] = ()) -> Verification:
     """
     result = Verification()
     histories: dict[int, list[TransitionRecord]] = {}
-    record_fields = set(TransitionRecord.__dataclass_fields__)
+    exact_text = conn.dialect.name == "sqlite"  # PostgreSQL's JSONB keeps the value, not the text
+    stored_form: list[Problem] = []
 
-    def walked(rows: Iterable[Mapping[Any, Any]]) -> Iterator[Mapping[Any, Any]]:
+    def parsed(rows: Iterable[dict[str, Any]], links: Links) -> Iterator[dict[str, Any]]:
         for row in rows:
-            result.transitions += 1
-            histories.setdefault(row["lifecycle_id"], []).append(
-                TransitionRecord(**{k: v for k, v in row.items() if k in record_fields}))
+            row["payload"], wrong, row[PAYLOAD_TEXT] = read_payload(row["payload"], exact_text)
+            if wrong is not None:
+                stored_form.append(Problem(what=wrong, **links.locate(row)))
             yield row
 
-    head_row = conn.execute(select(chain_head.c.last_id, chain_head.c.last_hash)
-                            .where(chain_head.c.id == 1)).first()
-    result.head = None if head_row is None else ChainHead(head_row.last_id, head_row.last_hash)
-    stream = conn.execution_options(yield_per=1000).execute(
-        select(transitions_table).order_by(transitions_table.c.id)).mappings()
-    chain_problems = list(check_chain(walked(stream), result.head))
+    def walked(rows: Iterable[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+        for row in rows:
+            result.transitions += 1
+            histories.setdefault(row["lifecycle_id"], []).append(TransitionRecord(
+                row["id"], row["lifecycle_id"], row["seq"], row["trigger"], row["from_state"], row["to_state"],
+                row["source"], row["at"], row["payload"], row["prev_hash"], row["row_hash"]))
+            yield row
+
+    def folded(rows: Iterable[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+        for row in rows:
+            result.records += 1
+            fold.add(row)
+            yield row
+
+    result.head = _head(conn, "transitions")
+    result.record_head = _head(conn, "records")
+    chain_problems = list(check_chain(walked(parsed(_chain_rows(conn, transitions_table), TRANSITION_LINKS)),
+                                      result.head))
+    fold = Fold()
+    chain_problems += check_chain(folded(parsed(_chain_rows(conn, records), RECORD_LINKS)), result.record_head,
+                                  RECORD_LINKS)
     stored = {row["id"]: Lifecycle.from_row(row) for row in conn.execute(select(lifecycles)).mappings()}
     anchor_hashes = {
         anchor: conn.execute(select(transitions_table.c.row_hash)
                              .where(transitions_table.c.id == anchor.last_id)).scalar()
         for anchor in anchors
     }
+    table_problems = fold.check_tables(conn, exact_text)
 
     result.lifecycles = len(stored)
     other: list[Problem] = []
@@ -345,8 +421,34 @@ def verify(conn: Connection, anchors: Iterable[ChainHead] = ()) -> Verification:
     # Chain breaks are the primary evidence and come first, in chain order; what the replay found
     # follows, in transition order (rows the chain already named often fail the replay too).
     other.sort(key=lambda p: (p.transition_id is None, p.transition_id or 0))
-    result.problems = chain_problems + other
+    stored_form.sort(key=lambda p: (p.transition_id is None, p.transition_id or 0, p.record_id or 0))
+    result.problems = chain_problems + stored_form + table_problems + other
     return result
+
+
+def _head(conn: Connection, chain: str) -> ChainHead | None:
+    row = conn.execute(select(chain_head.c.last_id, chain_head.c.last_hash)
+                       .where(chain_head.c.id == CHAINS[chain])).first()
+    return None if row is None else ChainHead(row.last_id, row.last_hash)
+
+
+def _chain_rows(conn: Connection, table: Table) -> Iterator[dict[str, Any]]:
+    """Every row of a chain in id order, its payload as the stored text and `at` as an aware UTC
+    time, read with the driver's own cursor in verify's transaction: the chains are most of what a
+    verify reads, and SQLAlchemy's row objects would cost more than the hashing."""
+    columns = [payload_text(c) if c.name == "payload" else c for c in table.c]
+    names = [c.name for c in table.c]
+    sql = str(select(*columns).order_by(table.c.id).compile(dialect=conn.dialect))
+    cursor = conn.connection.cursor()
+    try:
+        cursor.execute(sql)
+        while batch := cursor.fetchmany(2000):
+            for values in batch:
+                row = dict(zip(names, values, strict=True))
+                row["at"] = utc_time(row["at"])
+                yield row
+    finally:
+        cursor.close()
 
 
 def row_counts(conn: Connection) -> dict[str, int]:

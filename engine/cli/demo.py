@@ -8,18 +8,21 @@ to 2 s so the whole demo takes seconds rather than minutes.
 from __future__ import annotations
 
 import asyncio
-import logging
+import time
 from dataclasses import dataclass, replace
-from decimal import Decimal
 from pathlib import Path
 
+from engine.cli.progress import note
+from engine.cli.text import amount, price, wrapped
 from engine.core.config import Settings
 from engine.core.domain import Mode, Signal
 from engine.core.lifecycle import TERMINAL, Lifecycle, State
 from engine.core.pricing import percent
 from engine.ledger import Ledger
 from engine.ledger import database as db
+from engine.ledger.anchors import default_path
 from engine.service import Executor
+from engine.service.anchoring import Anchoring
 from engine.service.runner import BrokerTarget
 from engine.sim import SimClock, Venue, load_scenario
 
@@ -74,32 +77,33 @@ async def _after_hours(ledger: Ledger, settings: Settings) -> tuple[Case, Lifecy
         await venue.stop()
 
 
-def _money(value: Decimal | None) -> str:
-    return "-" if value is None else f"{value:,}"
-
-
 def _table(lc: Lifecycle, path: list[str]) -> str:
     rows = [
-        ("signal", f"{lc.side} {lc.qty} {lc.symbol} @ {lc.signal_price}  stop {_money(lc.stop)}"
-                   f"  target {_money(lc.target)}  ({lc.mode})"),
-        ("limit", _money(lc.limit_price) if lc.mode == Mode.SMART.value else "market order (legacy)"),
-        ("fill", "no fill" if lc.filled_qty == 0 else f"{lc.filled_qty} @ {lc.filled_avg_price}"),
+        ("signal", f"{lc.side} {lc.qty} {lc.symbol} @ {price(lc.signal_price)}  stop {price(lc.stop)}"
+                   f"  target {price(lc.target)}  ({lc.mode})"),
+        ("limit", price(lc.limit_price) if lc.mode == Mode.SMART.value else "market order (legacy)"),
+        ("fill", "no fill" if lc.filled_qty == 0 else f"{lc.filled_qty} @ {price(lc.filled_avg_price)}"),
         ("slippage", "-" if lc.slippage is None else percent(lc.slippage)),
-        ("exits", "-" if lc.exit_stop is None else f"stop {lc.exit_stop}  target {lc.exit_target}"),
+        ("exits", "-" if lc.exit_stop is None else f"stop {price(lc.exit_stop)}  target {price(lc.exit_target)}"),
         ("R/R", "-" if lc.reward_risk is None else f"{lc.reward_risk:.2f}"),
         ("final state", lc.state.value + (f"  ({lc.reject_reason})" if lc.reject_reason else "")),
-        ("P&L", "-" if lc.realized_pnl is None else f"{lc.realized_pnl:,}  ({lc.r_multiple} R)"),
+        ("P&L", "-" if lc.realized_pnl is None else f"{amount(lc.realized_pnl)}  ({lc.r_multiple} R)"),
         ("path", " -> ".join(path)),
     ]
-    return "\n".join(f"  {name:<12} {value}" for name, value in rows)
+    return "\n".join(wrapped(f"  {name:<12} {value}", indent=15) for name, value in rows)
 
 
-async def demo(database: str) -> int:
-    logging.getLogger("smartexec").setLevel(logging.WARNING)
+def _played(case: Case, lc: Lifecycle, started: float) -> None:
+    note(f"demo: {case.scenario} done: {lc.state.value} ({time.monotonic() - started:.1f}s)")
+
+
+async def demo(database: str, log_file: Path | None = None) -> int:
     path = Path(database).resolve()
-    for leftover in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
-        leftover.unlink(missing_ok=True)
     url = f"sqlite:///{path}"
+    # The anchor log too: the recreated ledger has a new identity, and its old lines would not fit.
+    for leftover in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm"),
+                     default_path(url)):
+        leftover.unlink(missing_ok=True)
     db.upgrade(url)
     ledger = Ledger(url)
     scenarios = [load_scenario(case.scenario) for case in CASES]
@@ -109,9 +113,15 @@ async def demo(database: str) -> int:
     await venue.start(port=0)
     settings = replace(Settings.from_env({}), fill_timeout=DEMO_TIMEOUT, database_url=url)
     # First, and closed before the others start: an engine resumes every open lifecycle of its ledger.
+    started = time.monotonic()
+    note(f"demo: playing {len(CASES) + 1} scenarios on the local venue")
     after_hours = await _after_hours(ledger, settings)
+    _played(*after_hours, started)
     broker = BrokerTarget(KEY, SECRET, True, venue.rest_url, venue.stream_url).broker()
-    executor = Executor(settings, ledger, broker, verify_after=0.5, poll_interval=3.0)
+    # On the venue's clock, like the after-hours engine: every time in the ledger is the venue's.
+    executor = Executor(settings, ledger, broker, verify_after=0.5, poll_interval=3.0, clock=venue.clock.now)
+    anchoring = Anchoring(ledger, replace(settings, anchor_log=None))
+    anchors = asyncio.create_task(anchoring.run()) if anchoring.enabled else None
     print(f"Smart Order Executor demo: local venue at {venue.rest_url}, ledger {path}")
     print(f"(fill timeout shortened to {DEMO_TIMEOUT:g}s for the demo; the product default is 60s)\n")
     try:
@@ -120,19 +130,32 @@ async def demo(database: str) -> int:
         async def play(case: Case, scenario: object) -> tuple[Case, Lifecycle]:
             signal = Signal.parse(scenario.signal)  # type: ignore[attr-defined]
             lc = await executor.submit(signal, mode=case.mode)
-            return case, await executor.wait_for(lc.id, case.until, timeout=30)
+            lc = await executor.wait_for(lc.id, case.until, timeout=30)
+            _played(case, lc, started)
+            return case, lc
 
         results = [*await asyncio.gather(*(play(c, s) for c, s in zip(CASES, scenarios))), after_hours]
     finally:
+        if anchors is not None:
+            anchors.cancel()
+            await asyncio.gather(anchors, return_exceptions=True)
         await executor.stop()
         await venue.stop()
+        await anchoring.close()
     for case, lc in results:
         path_taken = [row.to_state for row in ledger.history(lc.id)]
         print(f"{case.scenario}: {case.title}\n{_table(lc, path_taken)}\n")
     ledger.close()
     print("Query the ledger:")
     print(f"  smartexec ledger list --database-url {url}")
-    print(f"  sqlite3 {path} \"SELECT signal_id, mode, state, filled_avg_price, slippage, reward_risk, "
-          f"reject_reason FROM lifecycles\"")
-    print(f"  sqlite3 {path} \"SELECT lifecycle_id, seq, trigger, from_state, to_state, at FROM transitions\"")
+    print(f"  smartexec ledger verify --database-url {url}")
+    print(f"      (checks the anchor log {anchoring.path} too)")
+    print(f"  sqlite3 {path} \\")
+    print('      "SELECT signal_id, state, filled_avg_price, slippage, reward_risk, reject_reason')
+    print('       FROM lifecycles"')
+    print(f"  sqlite3 {path} \\")
+    print('      "SELECT lifecycle_id, seq, trigger, from_state, to_state, at FROM transitions"')
+    if log_file is not None:
+        print("Read the log:")
+        print(f'  grep "Smart executor" {log_file}')
     return 0

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from decimal import Decimal, InvalidOperation
 
 from engine.core.errors import ConfigError
@@ -115,6 +115,29 @@ def _count(name: str, raw: str) -> int:
     return int(value)
 
 
+def _every(name: str, raw: str) -> float:
+    """Seconds between runs of a periodic job; 0 turns it off."""
+    value = _parse_decimal(name, raw)
+    if value < 0:
+        raise ConfigError(name, f"must be zero (off) or a number of seconds, was {raw!r}")
+    return float(value)
+
+
+def _path(name: str, raw: str) -> str:
+    return raw.strip()
+
+
+MIN_KEY_LENGTH = 16
+
+
+def _secret(name: str, raw: str) -> str:
+    # The value never appears in the message: a typo'd key is still most of the key.
+    value = raw.strip()
+    if len(value) < MIN_KEY_LENGTH:
+        raise ConfigError(name, f"must be at least {MIN_KEY_LENGTH} characters long (the value is not shown)")
+    return value
+
+
 def _url(name: str, raw: str) -> str:
     value = raw.strip()
     if "://" not in value:
@@ -182,16 +205,28 @@ class Settings:
     # Seconds between reads of the broker's clock when no open or close is nearer (the emulation's
     # hand-over and hand-back). A test/ops knob: the clock's own next open/close already wakes it.
     session_recheck: float = 30.0
+    # The anchor log (engine/ledger/anchors.py): the chains' heads written to a file outside the
+    # database every `anchor_every` seconds (0: never while running). None: next to the ledger
+    # (engine.ledger.anchors.default_path). The key, if set, signs every line; repr=False keeps it
+    # out of every printed or logged Settings.
+    anchor_log: str | None = None
+    anchor_every: float = 30.0
+    anchor_key: str | None = field(default=None, repr=False)
+    # Workers (engine/service/fleet.py): an account's owner holds its lease this many seconds
+    # (renewed every third of it), so a standby takes over that long after the owner dies; a new
+    # owner waits at most `stream_wait` seconds for the broker to free the account's stream slot.
+    lease_ttl: float = 15.0
+    stream_wait: float = 60.0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
         source = os.environ if env is None else env
         values: dict[str, object] = {}
-        for field in fields(cls):
-            variable, parse = ENVIRONMENT[field.name]
+        for known in fields(cls):
+            variable, parse = ENVIRONMENT[known.name]
             raw = source.get(variable)
             if raw is not None and raw.strip() != "":
-                values[field.name] = parse(variable, raw)
+                values[known.name] = parse(variable, raw)
         return cls(**values)  # type: ignore[arg-type]
 
     def limit_buffer(self, extended: bool) -> Decimal:
@@ -236,4 +271,9 @@ ENVIRONMENT: dict[str, tuple[str, Callable[[str, str], object]]] = {
     "reprice_entries": ("SMART_EXECUTOR_REPRICE_ENTRIES", _count),
     "reprice_after": ("SMART_EXECUTOR_REPRICE_AFTER", _seconds),
     "session_recheck": ("SMART_EXECUTOR_SESSION_RECHECK", _seconds),
+    "anchor_log": ("SMART_EXECUTOR_ANCHOR_LOG", _path),
+    "anchor_every": ("SMART_EXECUTOR_ANCHOR_EVERY", _every),
+    "anchor_key": ("SMART_EXECUTOR_ANCHOR_KEY", _secret),
+    "lease_ttl": ("SMART_EXECUTOR_LEASE_TTL", _seconds),
+    "stream_wait": ("SMART_EXECUTOR_STREAM_WAIT", _seconds),
 }

@@ -77,7 +77,16 @@ MAX_QTY = Decimal("1000000")
 PRICE_PLACES = {True: 2, False: 4}  # decimals allowed at >= $1 and below: Alpaca's tick
 TRADE_FIELDS = ("symbol", "side", "qty", "price", "stop", "target")
 EXIT_OPTION_FIELDS = ("trail_pct", "break_even")  # per signal; a setting gives the default
-SIGNAL_FIELDS = ("signal_id", *TRADE_FIELDS, "created_at", "expires_at", *EXIT_OPTION_FIELDS)
+SIGNAL_FIELDS = ("signal_id", *TRADE_FIELDS, "created_at", "expires_at", *EXIT_OPTION_FIELDS, "account")
+DEFAULT_ACCOUNT = "default"  # the one account of a ledger that names none (and of every ledger before 0012)
+_ACCOUNT = re.compile(r"^[a-z0-9_-]{1,32}$")
+
+
+def account_name(where: str, raw: Any) -> str:
+    """An account's name as configured or named by a signal: 1-32 of a-z, 0-9, '_' and '-'."""
+    if not isinstance(raw, str) or not _ACCOUNT.match(raw):
+        raise InvalidSignal(where, f"must be an account name (1-32 of a-z, 0-9, '_', '-'), was {_shown(raw)}")
+    return raw
 MAX_TRAIL = Decimal("0.5")
 
 
@@ -163,6 +172,7 @@ class Signal:
     expires_at: datetime | None = None  # not to be traded after this
     trail_pct: Decimal | None = None  # a trailing stop this far below the best price (None: the setting)
     break_even: bool | None = None  # move the stop to the entry after +1 R (None: the setting)
+    account: str | None = None  # the broker account it is for (None: the ledger's only account)
 
     @classmethod
     def parse(cls, data: Any) -> Signal:
@@ -218,8 +228,9 @@ class Signal:
         break_even = data.get("break_even")
         if break_even is not None and not isinstance(break_even, bool):
             raise InvalidSignal("break_even", f"must be true or false, was {_shown(break_even)}")
+        account = None if data.get("account") is None else account_name("account", data["account"])
         return cls(signal_id, symbol.upper(), side, qty.to_integral_value(), price, stop, target, created_at,
-                   expires_at, trail_pct, break_even)
+                   expires_at, trail_pct, break_even, account)
 
     @classmethod
     def restore(cls, facts: Mapping[str, Any]) -> Signal:
@@ -236,7 +247,8 @@ class Signal:
         flag = facts.get("break_even")
         return cls(str(facts["signal_id"]), str(facts["symbol"]), Side(facts["side"]), qty, price, decimal("stop"),
                    decimal("target"), time("created_at"), time("expires_at"), decimal("trail_pct"),
-                   None if flag is None else str(flag).lower() == "true")
+                   None if flag is None else str(flag).lower() == "true",
+                   None if facts.get("account") is None else str(facts["account"]))
 
     def as_facts(self) -> dict[str, str | None]:
         """The signal as JSON-safe strings: the payload of the lifecycle's first ledger row."""
@@ -258,11 +270,17 @@ class Signal:
             facts["trail_pct"] = str(self.trail_pct)
         if self.break_even is not None:
             facts["break_even"] = "true" if self.break_even else "false"
+        if self.account is not None:
+            facts["account"] = self.account
         return facts
 
     def differences(self, other: Signal) -> list[str]:
         """The trading fields that differ: a re-sent signal may carry new times, not a new trade."""
-        return [name for name in ("signal_id", *TRADE_FIELDS) if getattr(self, name) != getattr(other, name)]
+        named = [name for name in ("signal_id", *TRADE_FIELDS) if getattr(self, name) != getattr(other, name)]
+        # A signal that names no account means the ledger's only one: not a different trade.
+        if None not in (self.account, other.account) and self.account != other.account:
+            named.append("account")
+        return named
 
 
 def parse_intake(data: Any) -> tuple[Signal, Mode | None]:

@@ -72,3 +72,20 @@ class StaleLifecycle(EngineError):
 
 class LedgerUnavailable(EngineError):
     """The database could not be written; no broker call may follow."""
+
+
+class ReconcileFailed(EngineError):
+    """A takeover's reconciliation could not finish: the account is not served (fail closed)."""
+
+
+class StreamUnavailable(EngineError):
+    """The broker's trade_updates stream could not be opened: an account is not served without it."""
+
+
+class Deposed(EngineError):
+    """This worker's lease on an account was taken over (or ran out): the write was not made and
+    the broker call not sent. The worker stops serving the account; its new owner resumes it."""
+
+    def __init__(self, account: str, why: str) -> None:
+        super().__init__(f"account {account}: {why}")
+        self.account = account

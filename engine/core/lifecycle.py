@@ -16,7 +16,7 @@ from typing import Any
 
 from transitions import Machine
 
-from engine.core.domain import Mode, Side, Signal
+from engine.core.domain import DEFAULT_ACCOUNT, Mode, Side, Signal
 from engine.core.errors import IllegalTransition
 
 
@@ -185,6 +185,7 @@ class Lifecycle:
     trail_pct: Decimal | None = None  # the trailing stop's distance from the best price (None: fixed stop)
     break_even: bool | None = None  # the stop moves to the entry price after +1 R
     high_water: Decimal | None = None  # the best price seen since the fill (bid of a long, ask of a short)
+    account: str = DEFAULT_ACCOUNT  # the broker account it trades on
 
     @property
     def terminal(self) -> bool:
@@ -192,11 +193,11 @@ class Lifecycle:
 
     @classmethod
     def opened(cls, signal: Signal, *, mode: Mode, extended_hours: bool, at: datetime,
-               lifecycle_id: int = 0) -> Lifecycle:
+               lifecycle_id: int = 0, account: str = DEFAULT_ACCOUNT) -> Lifecycle:
         """A new signal's lifecycle, PENDING: the one way intake and replay both build it."""
         return cls(id=lifecycle_id, signal_id=signal.signal_id, symbol=signal.symbol, side=signal.side.value,
                    qty=signal.qty, signal_price=signal.price, stop=signal.stop, target=signal.target,
-                   mode=mode.value, extended_hours=extended_hours, created_at=at, updated_at=at)
+                   mode=mode.value, extended_hours=extended_hours, created_at=at, updated_at=at, account=account)
 
     @classmethod
     def from_row(cls, row: Mapping[Any, Any]) -> Lifecycle:
@@ -206,7 +207,7 @@ class Lifecycle:
     def signal(self) -> Signal:
         """The signal this lifecycle was opened for (to compare a re-submitted one against)."""
         return Signal(self.signal_id, self.symbol, Side(self.side), self.qty, self.signal_price, self.stop,
-                      self.target)
+                      self.target, account=self.account)
 
 
 # Facts a transition's payload may carry that the projection keeps, and how to read them back
@@ -247,8 +248,12 @@ def _read(kind: type, raw: Any) -> Any:
 
 def apply_facts(lifecycle: Lifecycle, facts: Mapping[str, Any]) -> Lifecycle:
     """The lifecycle with the projected facts a payload carries; other keys stay in the row only."""
-    changes = {name: _read(kind, facts[name]) for name, kind in PROJECTED.items() if name in facts}
+    changes = _projected(facts)
     return replace(lifecycle, **changes) if changes else lifecycle
+
+
+def _projected(facts: Mapping[str, Any]) -> dict[str, Any]:
+    return {name: _read(PROJECTED[name], value) for name, value in facts.items() if name in PROJECTED}
 
 
 # One machine for every lifecycle: models are not registered (no per-model bound methods, no
@@ -305,6 +310,21 @@ def step(lifecycle: Lifecycle, trigger: str, facts: Mapping[str, Any], at: datet
     MACHINE.events[Trigger(trigger).value].trigger(cursor)
     moved = replace(lifecycle, state=cursor.state, version=lifecycle.version + 1, updated_at=at)
     return apply_facts(moved, facts), Outcome.MOVED
+
+
+def replayed(lifecycle: Lifecycle, trigger: str, facts: Mapping[str, Any], at: datetime) -> Lifecycle:
+    """What `step` returns for a recorded (legal) move, taken along the table the machine is built
+    from without firing the machine: replaying a whole ledger (`verify`) makes this move tens of
+    thousands of times, and the machine's dispatch and logging are most of its cost. Anything but
+    a legal move goes through `step`, which refuses it the same way."""
+    try:
+        known = Trigger(trigger)
+    except ValueError:
+        return step(lifecycle, trigger, facts, at)[0]
+    state = _EDGES.get((lifecycle.state, known))
+    if state is None:
+        return step(lifecycle, trigger, facts, at)[0]
+    return replace(lifecycle, state=state, version=lifecycle.version + 1, updated_at=at, **_projected(facts))
 
 
 def snapshot(lifecycle: Lifecycle) -> dict[str, Any]:

@@ -94,6 +94,11 @@ def fraction(value: Decimal) -> Decimal:
     return value.quantize(FRACTION_PLACES, rounding=ROUND_HALF_EVEN)
 
 
+def to_cent(amount: Decimal) -> Decimal:
+    """An amount of money that is not a price (a P&L, a drawdown) to the cent, half-even."""
+    return amount.quantize(CENT, rounding=ROUND_HALF_EVEN)
+
+
 def percent(fraction: Decimal) -> str:
     """0.0022063 -> '0.22%' for people; the ledger keeps the fraction."""
     return f"{(fraction * 100).quantize(CENT, rounding=ROUND_HALF_EVEN)}%"

@@ -6,8 +6,8 @@ from collections.abc import Iterable, Mapping
 from datetime import datetime
 from typing import Any, Protocol
 
-from engine.core.domain import Mode, Signal
-from engine.core.lifecycle import Lifecycle, Trigger, apply_facts, step
+from engine.core.domain import DEFAULT_ACCOUNT, Mode, Signal
+from engine.core.lifecycle import Lifecycle, Trigger, apply_facts, replayed
 
 CREATED = Trigger.CREATED
 
@@ -30,9 +30,10 @@ def replay(history: Iterable[HistoryRow], lifecycle_id: int) -> Lifecycle:
     if not rows or rows[0].trigger != CREATED:
         raise ValueError(f"lifecycle {lifecycle_id}: history does not start with a '{CREATED}' row")
     first = rows[0].payload
+    # A history recorded before accounts (migration 0012), or on a ledger's only account, names none.
     lc = Lifecycle.opened(Signal.restore(first), mode=Mode(first["mode"]), extended_hours=bool(first["extended_hours"]),
-                          at=rows[0].at, lifecycle_id=lifecycle_id)
+                          at=rows[0].at, lifecycle_id=lifecycle_id, account=str(first.get("account", DEFAULT_ACCOUNT)))
     lc = apply_facts(lc, first)
     for row in rows[1:]:
-        lc, _ = step(lc, row.trigger, row.payload, row.at)
+        lc = replayed(lc, row.trigger, row.payload, row.at)
     return lc

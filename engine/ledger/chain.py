@@ -1,35 +1,43 @@
-"""The tamper-evident hash chain over `transitions`: pure hashing and checking, no I/O.
+"""The ledger's tamper-evident hash chains: pure hashing and checking, no I/O.
 
 Definition (the README's "Audit" section says the same for auditors):
 
-* Scope and order: every `transitions` row of the ledger, in `id` order. One global chain, so
-  deleting a whole lifecycle's rows, inserting a row or reordering rows breaks it, not only edits.
+* Two chains, each over every row of its table in `id` order: `transitions` (the lifecycles'
+  history) and `records` (every write to the other tables an auditor reads). Each is one global
+  chain, so deleting a whole lifecycle's rows, inserting a row or reordering rows breaks it.
 * `row_hash = sha256_hex(prev_hash + canonical)`, where `prev_hash` is the previous row's
-  `row_hash` (64 zeros for the first row) and `canonical` is the UTF-8 JSON object
-  `{"at", "from_state", "id", "lifecycle_id", "payload", "seq", "source", "to_state", "trigger"}`
-  with keys sorted at every level, no whitespace, ASCII escapes, `at` as ISO-8601 UTC with
-  microseconds (`2026-11-24T15:00:00.000000+00:00`), and numbers in the payload written so that
-  both backends read them back identically (integral floats as integers).
-* `chain_head` (one row) holds the last row's id and hash, so that cutting rows off the end of
-  the chain is caught too.
+  `row_hash` (64 zeros for the first row) and `canonical` is the UTF-8 JSON object of the row's
+  hashed fields (`HASHED_FIELDS` for a transition, `RECORD_FIELDS` for a record) with keys sorted
+  at every level, no whitespace, ASCII escapes, `at` as ISO-8601 UTC with microseconds
+  (`2026-11-24T15:00:00.000000+00:00`), and numbers in the payload written so that both backends
+  read them back identically (integral floats as integers).
+* `chain_head` holds each chain's last id and hash (row 1: transitions, row 2: records), so that
+  cutting rows off the end is caught too.
 
-A chain without a secret only proves the rows are unchanged since the hashes were computed; an
-auditor who writes down the head (printed by `smartexec ledger verify`) can later prove that
-nothing before it was rewritten (`--anchor ID:HASH`).
+A chain without a secret only proves the rows are unchanged since the hashes were computed: the
+anchor log (engine/ledger/anchors.py), kept outside the database, proves nothing anchored was
+rewritten, cut or wiped since.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 import math
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from json.encoder import encode_basestring_ascii
 from typing import Any
 
+from engine.ledger.codec import dumps
+
 GENESIS = "0" * 64
-HASHED_FIELDS = ("id", "lifecycle_id", "seq", "trigger", "from_state", "to_state", "source", "at", "payload")
+# The ledger's chains, each with its own `chain_head` row: `transitions` (the lifecycles' history)
+# and `records` (every write to orders, fills, orphan_orders, inbox and trading_state).
+CHAINS = {"transitions": 1, "records": 2}
+HASHED_FIELDS: tuple[str, ...] = (
+    "id", "lifecycle_id", "seq", "trigger", "from_state", "to_state", "source", "at", "payload")
+RECORD_FIELDS: tuple[str, ...] = ("id", "table_name", "row_id", "op", "at", "payload")
 
 
 @dataclass(frozen=True)
@@ -62,17 +70,57 @@ def utc_text(at: datetime) -> str:
     return at.astimezone(timezone.utc).isoformat(timespec="microseconds")
 
 
-def canonical(row: Mapping[str, Any]) -> bytes:
-    """The bytes a row's hash covers (see the module docstring)."""
-    record = {name: row[name] for name in HASHED_FIELDS}
+def canonical(row: Mapping[str, Any], fields: tuple[str, ...] = HASHED_FIELDS) -> bytes:
+    """The bytes a row's hash covers (see the module docstring): a transition's by default."""
+    record = {name: row[name] for name in fields}
     record["at"] = utc_text(row["at"])
     record["payload"] = _stable_numbers(row["payload"])
-    return json.dumps(record, sort_keys=True, separators=(",", ":"), ensure_ascii=True,
-                      allow_nan=False).encode("ascii")
+    return dumps(record).encode("ascii")
+
+
+# A verifier that already holds a payload's canonical text (it has no float, so `_stable_numbers`
+# changes nothing) passes it under this key: the row's bytes are then the same, built around that
+# text instead of encoding the payload a second time.
+PAYLOAD_TEXT = "_payload_text"
+
+
+def _around_payload(fields: tuple[str, ...]) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    names = sorted(fields)
+    split = names.index("payload")
+    return tuple(names[:split]), tuple(names[split + 1:])
+
+
+_AROUND = {fields: _around_payload(fields) for fields in (HASHED_FIELDS, RECORD_FIELDS)}
+
+
+def _scalar(value: Any) -> str:
+    # The same text `dumps` writes for a field of a chained row (strings, ids, null), without its
+    # dispatch: verify formats two small objects around every payload it hashes.
+    if isinstance(value, str):
+        return encode_basestring_ascii(value)
+    if value is None:
+        return "null"
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    return dumps(value)
+
+
+def _hashed_bytes(row: Mapping[str, Any], fields: tuple[str, ...]) -> bytes:
+    text = row.get(PAYLOAD_TEXT)
+    if text is None:
+        return canonical(row, fields)
+    before, after = _AROUND[fields]
+    head = ",".join(f'"{name}":{_scalar(utc_text(row[name]) if name == "at" else row[name])}' for name in before)
+    tail = ",".join(f'"{name}":{_scalar(row[name])}' for name in after)
+    return f'{{{head},"payload":{text},{tail}}}'.encode("ascii")
 
 
 def row_hash(prev_hash: str, row: Mapping[str, Any]) -> str:
-    return hashlib.sha256(prev_hash.encode("ascii") + canonical(row)).hexdigest()
+    return hashlib.sha256(prev_hash.encode("ascii") + _hashed_bytes(row, HASHED_FIELDS)).hexdigest()
+
+
+def record_hash(prev_hash: str, row: Mapping[str, Any]) -> str:
+    return hashlib.sha256(prev_hash.encode("ascii") + _hashed_bytes(row, RECORD_FIELDS)).hexdigest()
 
 
 @dataclass(frozen=True)
@@ -83,59 +131,98 @@ class Problem:
     lifecycle_id: int | None
     seq: int | None
     what: str
+    record_id: int | None = None  # a row of the `records` chain
+    table: str | None = None  # a row of a table the records chain covers (orders, fills, ...)
+    row_id: int | None = None
 
     def __str__(self) -> str:
         where = ", ".join(
             f"{name} {value}"
             for name, value in (("transition", self.transition_id), ("lifecycle", self.lifecycle_id),
-                                ("seq", self.seq))
+                                ("seq", self.seq), ("record", self.record_id))
             if value is not None
         )
+        if self.table is not None:
+            row = f"{self.table} row {self.row_id}"
+            where = f"{where}, {row}" if where else row
         return f"{where}: {self.what}" if where else self.what
 
 
-def check_chain(rows: Iterable[Mapping[str, Any]], head: ChainHead | None) -> Iterator[Problem]:
-    """Walk `rows` (every transitions row, in id order) and yield every break in the chain.
+def chain_problem(chain: str, row_id: int | None, what: str) -> Problem:
+    """A problem at row `row_id` of the chain named `chain` (a key of CHAINS), known only by its id."""
+    if chain == "transitions":
+        return Problem(row_id, None, None, what)
+    if chain == "records":
+        return Problem(None, None, None, what, record_id=row_id)
+    return Problem(None, None, None, f"{chain} row {row_id}: {what}" if row_id is not None else what)
+
+
+@dataclass(frozen=True)
+class Links:
+    """What differs between the two chains: how a row is hashed, named and located."""
+
+    noun: str
+    digest: Callable[[str, Mapping[str, Any]], str]
+    locate: Callable[[Mapping[str, Any]], dict[str, Any]]
+
+
+TRANSITION_LINKS = Links(
+    "transition", row_hash,
+    lambda row: {"transition_id": row["id"], "lifecycle_id": row["lifecycle_id"], "seq": row["seq"]})
+RECORD_LINKS = Links(
+    "record", record_hash,
+    lambda row: {"transition_id": None, "lifecycle_id": None, "seq": None, "record_id": row["id"],
+                 "table": row["table_name"], "row_id": row["row_id"]})
+
+
+def check_chain(rows: Iterable[Mapping[str, Any]], head: ChainHead | None,
+                links: Links = TRANSITION_LINKS) -> Iterator[Problem]:
+    """Walk `rows` (every row of one chain, in id order) and yield every break in it.
 
     Each row must hash to its `row_hash` (else it was edited) and carry the previous row's hash
     as `prev_hash` (else a row before it was deleted, inserted or moved); the last row must be
     the one `chain_head` names (else rows were cut off the end or appended outside the engine).
     """
+    noun = links.noun
     expected_prev, last = GENESIS, EMPTY
     past_head: int | None = None
     for row in rows:
-        where = (row["id"], row["lifecycle_id"], row["seq"])
+        where = links.locate(row)
         try:
-            recomputed: str | None = row_hash(row["prev_hash"] or "", row)
+            recomputed: str | None = links.digest(row["prev_hash"] or "", row)
         except (TypeError, ValueError) as exc:
-            yield Problem(*where, f"cannot be hashed ({exc})")
+            yield Problem(what=f"cannot be hashed ({exc})", **where)
             recomputed = None
         if recomputed is not None and recomputed != row["row_hash"]:
-            yield Problem(*where, "content does not match its row_hash: the row was edited after it was written")
+            yield Problem(what="content does not match its row_hash: the row was edited after it was written",
+                          **where)
         if row["prev_hash"] != expected_prev:
             # The engine allocates ids one by one from the head, so a gap next to a broken link
             # says which rows went missing (rows chained by the migration may have older gaps).
             if row["id"] > last.last_id + 1:
                 first, final = last.last_id + 1, row["id"] - 1
                 missing = f"{first}" if first == final else f"{first}-{final}"
-                what = f"prev_hash does not match transition {last.last_id or 'none'} before it, and transition " \
+                what = f"prev_hash does not match {noun} {last.last_id or 'none'} before it, and {noun} " \
                        f"id(s) {missing} are absent: rows were deleted here"
             else:
-                what = f"prev_hash does not match transition {last.last_id or 'none'} before it: " \
+                what = f"prev_hash does not match {noun} {last.last_id or 'none'} before it: " \
                        "a row was inserted, replaced or moved here"
-            yield Problem(*where, what)
+            yield Problem(what=what, **where)
         if head is not None and past_head is None and row["id"] > head.last_id:
             past_head = row["id"]
-            yield Problem(*where, f"comes after chain_head's transition {head.last_id}: "
-                                  "rows were appended outside the engine")
+            yield Problem(what=f"comes after chain_head's {noun} {head.last_id}: "
+                               "rows were appended outside the engine", **where)
         expected_prev = row["row_hash"] or ""
         last = ChainHead(row["id"], expected_prev)
+    def at(row_id: int | None, what: str) -> Problem:
+        return chain_problem(f"{noun}s", row_id, what)
+
     if head is None:
-        yield Problem(None, None, None, "chain_head is missing: it was deleted")
+        chain = "" if noun == "transition" else f" for the {noun}s chain"
+        yield Problem(None, None, None, f"chain_head is missing{chain}: it was deleted")
     elif head.last_id > last.last_id:
-        yield Problem(last.last_id + 1, None, None,
-                      f"is missing: the chain ends at transition {last.last_id or 'none'} but chain_head says "
-                      f"{head.last_id}: rows were deleted from the end")
+        yield at(last.last_id + 1, f"is missing: the chain ends at {noun} {last.last_id or 'none'} but chain_head "
+                                   f"says {head.last_id}: rows were deleted from the end")
     elif head.last_id == last.last_id and head.last_hash != last.last_hash:
-        yield Problem(last.last_id or None, None, None,
-                      f"chain_head's hash for transition {head.last_id} is not the row's: one of them was edited")
+        yield at(last.last_id or None,
+                 f"chain_head's hash for {noun} {head.last_id} is not the row's: one of them was edited")

@@ -1,13 +1,20 @@
 """The one JSON codec: how the ledger stores payloads and how the auditor's tools print them.
 
-Decimals travel as strings (no float ever touches money), times as ISO-8601 UTC, enums as their
-values. PostgreSQL text and JSONB cannot hold NUL, so a broker message carrying one would make the
-transition it explains impossible to commit: NUL is stored as U+FFFD instead, on both backends,
-so the projection and its replay agree.
+Decimals travel as strings (no float ever touches money; a float a caller hands in becomes the
+string of its shortest decimal), times as ISO-8601 UTC, enums as their values. PostgreSQL text and
+JSONB cannot hold NUL, so a broker message carrying one would make the transition it explains
+impossible to commit: NUL is stored as U+FFFD instead, on both backends, so the projection and its
+replay agree.
+
+The stored text is canonical (`dumps`): keys sorted, no whitespace, ASCII escapes. Reading
+(`loads`) refuses a repeated key: Python keeps the last one and SQLite's `json_extract` the first,
+so a payload with one would show auditors' SQL a different value from the one the chain hashed.
 """
 
 from __future__ import annotations
 
+import json
+import math
 from collections.abc import Mapping
 from datetime import date, datetime, timezone
 from decimal import Decimal
@@ -26,12 +33,50 @@ def storable(value: Any) -> Any:
     return value
 
 
+class DuplicateKey(ValueError):
+    """A JSON object names one key twice."""
+
+    def __init__(self, key: str) -> None:
+        super().__init__(f"the key {key!r} appears twice in one object")
+        self.key = key
+
+
+def refuse_repeats(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """An `object_pairs_hook` for `json.loads` that refuses a repeated key."""
+    found: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in found:
+            raise DuplicateKey(key)
+        found[key] = value
+    return found
+
+
+def loads(text: str | bytes) -> Any:
+    """Parse JSON, refusing an object that repeats a key."""
+    return json.loads(text, object_pairs_hook=refuse_repeats)
+
+
+def dumps(value: Any) -> str:
+    """The canonical text of a JSON value: what the ledger stores and what the chain hashes."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False)
+
+
+def _float_text(value: float) -> Any:
+    if math.isfinite(value) and value.is_integer() and abs(value) < 2**53:
+        return int(value)
+    return repr(value)  # the shortest decimal that reads back as this float ("nan" and "inf" too)
+
+
 def plain(value: Any) -> Any:
     """`value` as JSON carries it."""
     if isinstance(value, Enum):
         return plain(value.value)
     if isinstance(value, str):
         return storable(value)
+    if isinstance(value, bool) or value is None or isinstance(value, int):
+        return value
+    if isinstance(value, float):
+        return _float_text(value)
     if isinstance(value, Decimal):
         return str(value)
     if isinstance(value, datetime):

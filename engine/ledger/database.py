@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 import importlib.util
+import logging
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -11,10 +13,19 @@ from typing import Any
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Engine, create_engine, event
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import Engine, create_engine, event, inspect
 from sqlalchemy.engine import make_url
 
+from engine.core.errors import EngineError
+from engine.ledger.codec import dumps, loads
 from engine.ledger.schema import Base
+
+log = logging.getLogger("smartexec")
+
+# Every JSON column is written in the one canonical form and read refusing repeated keys.
+JSON_CODEC = {"json_serializer": dumps, "json_deserializer": loads}
 
 
 def migrations_dir() -> Path:
@@ -48,10 +59,10 @@ def _sqlite_hooks(engine: Engine, *, foreign_keys: bool) -> None:
 
 def make_engine(url: str, *, for_migrations: bool = False) -> Engine:
     if make_url(url).get_backend_name() == "sqlite":
-        engine = create_engine(url)
+        engine = create_engine(url, **JSON_CODEC)
         _sqlite_hooks(engine, foreign_keys=not for_migrations)
         return engine
-    return create_engine(url, pool_pre_ping=True)
+    return create_engine(url, pool_pre_ping=True, **JSON_CODEC)
 
 
 def alembic_config(url: str) -> Config:
@@ -75,6 +86,54 @@ def _run(url: str, action: str, revision: str) -> None:
 
 def upgrade(url: str, revision: str = "head") -> None:
     _run(url, "upgrade", revision)
+
+
+class LedgerNotMigrated(EngineError):
+    """The database's schema is not the one this engine writes: nothing was read or written."""
+
+
+@functools.cache
+def _scripts() -> tuple[str, frozenset[str]]:
+    """The head revision and every known one (read once per process: the scripts do not change)."""
+    scripts = ScriptDirectory.from_config(alembic_config("sqlite://"))
+    head = scripts.get_current_head()
+    assert head is not None, "the migrations have one head"
+    return head, frozenset(script.revision for script in scripts.walk_revisions())
+
+
+def head_revision() -> str:
+    """The revision `smartexec db upgrade` brings a ledger to: the one this engine reads and writes."""
+    return _scripts()[0]
+
+
+def ensure_schema(url: str, engine: Engine) -> None:
+    """Migrate a fresh database (no tables at all) to the head revision; accept one at the head;
+    refuse anything else with LedgerNotMigrated naming what to do.
+
+    A ledger that holds data is never migrated implicitly: an upgrade rewrites tables an auditor
+    reads (take a backup first), and other workers on older code may still be running against it.
+    That is the operator's step, `smartexec db upgrade`, which `smartexec run` also takes.
+    `engine` is the caller's own on `url` (the check reads through it)."""
+    with engine.connect() as conn:
+        current = MigrationContext.configure(conn).get_current_revision()
+        tables = inspect(conn).get_table_names() if current is None else []
+    head, known = _scripts()
+    if current == head:
+        return
+    if current is None and not tables:
+        log.info("ledger %s is empty: creating its schema (revision %s)", redacted(url), head)
+        upgrade(url)
+        return
+    if current is None:
+        some = ", ".join(sorted(tables)[:3]) + (", …" if len(tables) > 3 else "")
+        raise LedgerNotMigrated(f"the database {redacted(url)} has tables ({some}) but no ledger revision: it is not "
+                                "a ledger, or predates the migrations")
+    if current not in known:
+        raise LedgerNotMigrated(f"the ledger {redacted(url)} is at revision {current}, which this engine does not know "
+                                f"(its newest is {head}): it was written by a newer engine; run that version")
+    # The URL is printed without its password: the command names the database, the operator adds the secret.
+    raise LedgerNotMigrated(f"the ledger {redacted(url)} is at revision {current}, this engine needs {head}: "
+                            f"run `smartexec db upgrade --database-url {redacted(url)}` (after a backup)")
 
 
 def downgrade(url: str, revision: str = "base") -> None:

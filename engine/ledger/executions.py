@@ -15,12 +15,13 @@ from typing import Any
 from sqlalchemy import Connection, insert, or_, select
 from sqlalchemy.exc import IntegrityError
 
+from engine.ledger.journal import Journal
 from engine.ledger.orders import ID_TAKEN, quantity_key
 from engine.ledger.records import FoundExecution
 from engine.ledger.schema import fills, orders
 from engine.ledger.session import Store
 
-_INSERT_FILL = insert(fills)
+_INSERT_FILL = insert(fills).returning(fills.c.id, sort_by_parameter_order=True)
 # Another writer on this ledger (a second engine on PostgreSQL) may store one of a page's
 # executions between this transaction's read and its insert: the unique indexes refuse the
 # duplicate, and reading again skips it.
@@ -61,15 +62,15 @@ class ExecutionStore(Store):
         attempt = 1
         while True:
             try:
-                with self._begin() as conn:
-                    return _save(conn, found, named or {})
+                with self._writing() as (conn, journal):
+                    return _save(conn, found, named or {}, journal)
             except IntegrityError:
                 if attempt == _TRIES:
                     raise
                 attempt += 1
 
 
-def _save(conn: Connection, found: Sequence[FoundExecution], named: Mapping[str, str]) -> int:
+def _save(conn: Connection, found: Sequence[FoundExecution], named: Mapping[str, str], journal: Journal) -> int:
     order_ids = _our_orders(conn, {e.broker_order_id for e in found}, named)
     ours = [e for e in found if e.broker_order_id in order_ids]
     if not ours:
@@ -87,7 +88,8 @@ def _save(conn: Connection, found: Sequence[FoundExecution], named: Mapping[str,
         rows.append({"order_id": order_id, "execution_id": execution.execution_id, "qty": execution.qty,
                      "price": execution.price, "at": execution.at, "cum_qty": cum_qty})
     if rows:
-        conn.execute(_INSERT_FILL, rows)
+        for row, row_id in zip(rows, conn.execute(_INSERT_FILL, rows).scalars(), strict=True):
+            journal.inserted("fills", row_id, row)
     return len(rows)
 
 

@@ -121,6 +121,7 @@ class LifecycleRow(Base):
     trail_pct: Mapped[Decimal | None] = mapped_column(Money)  # a trailing stop's distance (None: fixed stop)
     break_even: Mapped[bool | None] = mapped_column(Boolean)  # stop to the entry after +1 R (None: off)
     high_water: Mapped[Decimal | None] = mapped_column(Money)  # best price seen since the fill
+    account: Mapped[str] = mapped_column(String(32), server_default="default", index=True)  # the broker account
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
@@ -217,6 +218,8 @@ class InboxRow(Base):
     processed_at: Mapped[datetime | None] = mapped_column(UTCDateTime, index=True)
     lifecycle_id: Mapped[int | None] = mapped_column(ForeignKey("lifecycles.id"))
     error: Mapped[str | None] = mapped_column(Text)
+    # The account the payload names (None: none, or not a name): whose owner consumes it.
+    account: Mapped[str | None] = mapped_column(String(32))
 
 
 class OrphanOrderRow(Base):
@@ -244,6 +247,27 @@ class OrphanOrderRow(Base):
     seen_via: Mapped[str] = mapped_column(String(16))  # how it was first noticed: `reconcile` or `stream`
     first_seen_at: Mapped[datetime] = mapped_column(UTCDateTime)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime)  # when its status or fill last changed
+    account: Mapped[str | None] = mapped_column(String(32))  # where it was found (None: before 0012)
+
+
+class RecordRow(Base):
+    """Append-only, chained (the `records` chain, head in `chain_head` row 2): every write to
+    `orders`, `fills`, `orphan_orders`, `inbox`, `trading_state` and `ledger_identity`, in the
+    transaction that made it. `op` is `insert` (`payload`: every column of the new row), `update`
+    (`payload`: the columns set) or `adopt` (a row that existed when migration 0011 chained the
+    ledger, as it was then). Those tables are projections: folding their records in id order must
+    give each row exactly, which `verify` checks."""
+
+    __tablename__ = "records"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    table_name: Mapped[str] = mapped_column(String(24))
+    row_id: Mapped[int] = mapped_column(Integer)
+    op: Mapped[str] = mapped_column(String(8))
+    at: Mapped[datetime] = mapped_column(UTCDateTime)
+    payload: Mapped[dict[str, Any]] = mapped_column(Payload)
+    prev_hash: Mapped[str] = mapped_column(String(64))
+    row_hash: Mapped[str] = mapped_column(String(64))
 
 
 class TradingStateRow(Base):
@@ -259,10 +283,53 @@ class TradingStateRow(Base):
     cancel_entries: Mapped[bool] = mapped_column(Boolean, server_default=false())
     flatten: Mapped[bool] = mapped_column(Boolean, server_default=false())
     at: Mapped[datetime] = mapped_column(UTCDateTime)
+    account: Mapped[str | None] = mapped_column(String(32))  # the account it governs (None: every account)
+
+
+class AccountRow(Base):
+    """The broker accounts this ledger trades, by name (registered by the first `smartexec run`
+    configured with them). Their keys live in the environment or a secrets file, never here."""
+
+    __tablename__ = "accounts"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(32), unique=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class LeaseRow(Base):
+    """Who serves each account (operational, not audited): one owner at a time, until `expires_at`
+    (the database's clock). `epoch` grows on every takeover; every ledger write of the owner checks
+    it in its own transaction, so a deposed owner can write nothing."""
+
+    __tablename__ = "leases"
+
+    account: Mapped[str] = mapped_column(String(32), primary_key=True)
+    owner: Mapped[str | None] = mapped_column(String(128))  # `<host>:<pid>` (None: released)
+    epoch: Mapped[int] = mapped_column(Integer)
+    status: Mapped[str] = mapped_column(String(24))  # standby, waiting for stream, reconciling, serving, failed
+    detail: Mapped[str | None] = mapped_column(Text)
+    acquired_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    renewed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class WorkerRow(Base):
+    """Every `smartexec run` alive (operational, not audited): its heartbeat tells the others how
+    many share the accounts."""
+
+    __tablename__ = "workers"
+
+    id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    host: Mapped[str] = mapped_column(String(96))
+    pid: Mapped[int] = mapped_column(Integer)
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    seen_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
 
 Index("ix_transitions_at", TransitionRow.at)
 Index("uq_fills_order_cum_qty", FillRow.order_id, FillRow.cum_qty, unique=True)
+Index("ix_records_row", RecordRow.table_name, RecordRow.row_id)
 
 # Core statements are written against the tables (the ORM classes only declare them).
 lifecycles = cast(Table, LifecycleRow.__table__)
@@ -274,3 +341,10 @@ chain_head = cast(Table, ChainHeadRow.__table__)
 orphan_orders = cast(Table, OrphanOrderRow.__table__)
 ledger_identity = cast(Table, LedgerIdentityRow.__table__)
 trading_state = cast(Table, TradingStateRow.__table__)
+records = cast(Table, RecordRow.__table__)
+accounts = cast(Table, AccountRow.__table__)
+leases = cast(Table, LeaseRow.__table__)
+workers = cast(Table, WorkerRow.__table__)
+# The tables the records chain covers, by name: each row is the fold of its records.
+CHAINED = {"ledger_identity": ledger_identity, "accounts": accounts, "orders": orders, "fills": fills,
+           "orphan_orders": orphan_orders, "inbox": inbox, "trading_state": trading_state}

@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime, timezone
+from typing import Any, Protocol
 
 from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import OperationalError
 
 from engine.core.errors import LedgerUnavailable
+from engine.ledger.chain import CHAINS, ChainHead, record_hash
+from engine.ledger.journal import Journal, link
+from engine.ledger.schema import records
 
 
 class Guarded:
@@ -33,13 +39,39 @@ class Guarded:
         return handled  # type: ignore[no-any-return]
 
 
+class WriteGuard(Protocol):
+    """Checked first in every write transaction (a lease's fence: `engine.ledger.leases.Fence`)."""
+
+    def check_in(self, conn: Connection) -> None: ...
+
+
 class Store:
     """What every part of the ledger shares: one SQLAlchemy engine and guarded transactions."""
 
     engine: Engine
+    # The lease this ledger writes under (None: no lease, e.g. `smartexec submit`, tests, the API).
+    fence: WriteGuard | None = None
+    # The records chain's head as of this writer's last commit: a hint that saves a read per write
+    # (a stale one, after another writer or a rollback, costs one re-read in `link`).
+    _record_head: ChainHead | None = None
 
     def _begin(self) -> Guarded:
         return Guarded(self.engine.begin())
+
+    @contextmanager
+    def _writing(self, at: datetime | None = None) -> Iterator[tuple[Connection, Journal]]:
+        """A write transaction whose writes to chained tables, noted in the journal, are appended
+        to the records chain just before it commits."""
+        journal = Journal(at or datetime.now(timezone.utc))
+        with self._begin() as conn:
+            if self.fence is not None:
+                self.fence.check_in(conn)
+            yield conn, journal
+            self._chain(conn, journal)
+
+    def _chain(self, conn: Connection, journal: Journal) -> None:
+        if journal.rows:
+            self._record_head = link(conn, CHAINS["records"], records, journal.rows, record_hash, self._record_head)
 
     def _read(self) -> Guarded:
         # A read can meet a locked or unreachable database as well as a write can (on SQLite every

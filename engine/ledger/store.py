@@ -14,22 +14,26 @@ from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import Connection, and_, bindparam, func, insert, or_, select, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, OperationalError
 
-from engine.core.domain import Mode, Signal
+from engine.core.domain import DEFAULT_ACCOUNT, Mode, Signal
 from engine.core.errors import LedgerUnavailable, SignalConflict, StaleLifecycle
 from engine.core.lifecycle import PROJECTED, TERMINAL, Lifecycle, Outcome, apply_facts, classify, snapshot, step
 from engine.core.replay import CREATED, replay
 from engine.ledger import reads
-from engine.ledger.chain import ChainHead, row_hash
+from engine.ledger.accounts import AccountStore
+from engine.ledger.chain import CHAINS, ChainHead, row_hash
 from engine.ledger.codec import plain, storable
-from engine.ledger.database import make_engine
+from engine.ledger.database import ensure_schema, make_engine
 from engine.ledger.executions import ExecutionStore
 from engine.ledger.inbox import InboxStore
+from engine.ledger.journal import ADVANCE_HEAD, READ_HEAD, link
+from engine.ledger.leases import Fence, LeaseStore
 from engine.ledger.orders import apply_writes, quantity_key
 from engine.ledger.orphans import OrphanStore
 from engine.ledger.records import TransitionRecord, Writes
-from engine.ledger.schema import chain_head, fills, ledger_identity, lifecycles, orders, transitions_table
+from engine.ledger.schema import fills, ledger_identity, lifecycles, orders, transitions_table
+from engine.ledger.session import Guarded
 from engine.ledger.trading import TradingStore
 
 _MUTABLE = ("state", "version", "updated_at", *PROJECTED)
@@ -39,27 +43,52 @@ _UPDATE_LIFECYCLE = (
     .values({name: bindparam(name) for name in _MUTABLE})
 )
 _INSERT_TRANSITION = insert(transitions_table)
-# The hash chain's lock (engine/chain.py): only the writer that still sees the head it linked to
-# moves it; anyone else matches no row, re-reads the head and links after the winner.
-_ADVANCE_HEAD = (
-    update(chain_head)
-    .where(chain_head.c.id == 1, chain_head.c.last_id == bindparam("_last_id"))
-    .values(last_id=bindparam("_new_id"), last_hash=bindparam("_new_hash"))
-)
-_READ_HEAD = select(chain_head.c.last_id, chain_head.c.last_hash).where(chain_head.c.id == 1)
+_TRANSITIONS = CHAINS["transitions"]
+_ADVANCE_HEAD = ADVANCE_HEAD[_TRANSITIONS]  # the statements a transition issues, for the benchmarks' floors
+_READ_HEAD = READ_HEAD[_TRANSITIONS]
 
 
-class Ledger(InboxStore, OrphanStore, TradingStore, ExecutionStore):
-    """The ledger of one database: lifecycles, their chained transitions, orders, fills (and those
-    found in the broker's account record), the inbox, orphan orders and the trading state."""
+class Ledger(InboxStore, OrphanStore, TradingStore, ExecutionStore, AccountStore, LeaseStore):
+    """The ledger of one database as one account's engine sees it: lifecycles, their chained
+    transitions, orders, fills (and those found in the broker's account record), the inbox, orphan
+    orders and the trading state. New lifecycles are the account's; what a resume loads, the inbox
+    it consumes and the risk check's inputs are that account's alone.
 
-    def __init__(self, url: str) -> None:
+    `fence`: the lease the engine writes under; every write checks it first (leases.py)."""
+
+    fence: Fence | None
+
+    def __init__(self, url: str, *, account: str = DEFAULT_ACCOUNT, fence: Fence | None = None) -> None:
         self.url = url
+        self.account = account
+        self.fence = fence
         self.engine = make_engine(url)
         # The chain head as of this ledger's last commit: saves a read per transition. Only a
         # hint: the conditional UPDATE in `_append_transition` catches a stale value.
         self._head: ChainHead | None = None
         self._identity: str | None = None
+        self._schema_checked = False
+
+    def ensure_schema(self) -> None:
+        """Create the schema of a fresh database, accept one at the head revision, or raise
+        LedgerNotMigrated naming the command to run (engine.ledger.database.ensure_schema). Once
+        per Ledger, before its first transaction; a database that cannot be reached raises
+        LedgerUnavailable, which the service retries like any outage."""
+        if self._schema_checked:
+            return
+        try:
+            ensure_schema(self.url, self.engine)
+        except OperationalError as exc:
+            raise LedgerUnavailable(f"cannot check the ledger's schema: {exc.orig}") from exc
+        self._schema_checked = True
+
+    def _begin(self) -> Guarded:
+        self.ensure_schema()
+        return super()._begin()
+
+    def _read(self) -> Guarded:
+        self.ensure_schema()
+        return super()._read()
 
     def identity(self) -> str:
         """This ledger's random identity (drawn when it was created, migration 0007): the part of
@@ -97,17 +126,20 @@ class Ledger(InboxStore, OrphanStore, TradingStore, ExecutionStore):
         if existing is not None:
             return self._same_or_conflict(existing, signal), False
         facts = dict(facts or {})
-        lc = apply_facts(Lifecycle.opened(signal, mode=mode, extended_hours=extended_hours, at=at), facts)
+        lc = apply_facts(Lifecycle.opened(signal, mode=mode, extended_hours=extended_hours, at=at,
+                                          account=self.account), facts)
         payload = {**signal.as_facts(), "mode": mode.value, "extended_hours": extended_hours, **facts}
+        if self.account != DEFAULT_ACCOUNT:  # a history that names none is the default account's
+            payload["account"] = self.account
         row = {column.name: getattr(lc, column.name) for column in lifecycles.c if column.name != "id"}
         row["state"] = lc.state.value
         try:
-            with self._begin() as conn:
+            with self._writing(at) as (conn, journal):
                 lifecycle_id = conn.execute(insert(lifecycles).values(row).returning(lifecycles.c.id)).scalar_one()
                 lc = replace(lc, id=lifecycle_id)
                 head = self._append_transition(
                     conn, self._transition_row(lc, 1, CREATED, None, source, at, payload))
-                apply_writes(conn, lc.id, at, writes)
+                apply_writes(conn, lc.id, at, writes, journal)
         except IntegrityError:
             self._head = None
             # Two intakes raced on one signal id: the loser reads the winner's row.
@@ -147,12 +179,12 @@ class Ledger(InboxStore, OrphanStore, TradingStore, ExecutionStore):
         params = {name: getattr(moved, name) for name in _MUTABLE}
         params.update(state=moved.state.value, _id=lc.id, _expected=lc.version)
         try:
-            with self._begin() as conn:
+            with self._writing(at) as (conn, journal):
                 if conn.execute(_UPDATE_LIFECYCLE, params).rowcount != 1:
                     raise StaleLifecycle(lc.id, lc.version)
                 head = self._append_transition(
                     conn, self._transition_row(moved, moved.version, trigger, lc.state.value, source, at, facts))
-                apply_writes(conn, lc.id, at, writes)
+                apply_writes(conn, lc.id, at, writes, journal)
         except BaseException:
             self._head = None
             raise
@@ -161,8 +193,8 @@ class Ledger(InboxStore, OrphanStore, TradingStore, ExecutionStore):
 
     def save_orders(self, lifecycle_id: int, writes: Writes, *, at: datetime) -> None:
         """Order rows and fills that change no lifecycle state (e.g. an exit leg became `new`)."""
-        with self._begin() as conn:
-            apply_writes(conn, lifecycle_id, at, writes)
+        with self._writing(at) as (conn, journal):
+            apply_writes(conn, lifecycle_id, at, writes, journal)
 
     # --- reads ----------------------------------------------------------------------------
 
@@ -177,9 +209,10 @@ class Ledger(InboxStore, OrphanStore, TradingStore, ExecutionStore):
         return None if row is None else Lifecycle.from_row(row)
 
     def load_open(self) -> list[Lifecycle]:
-        """Every lifecycle not yet in a terminal state, oldest first: what a restart resumes."""
+        """Every lifecycle of the account not yet in a terminal state, oldest first: what a restart resumes."""
         terminal = [s.value for s in TERMINAL]
-        query = select(lifecycles).where(lifecycles.c.state.not_in(terminal)).order_by(lifecycles.c.id)
+        query = (select(lifecycles).where(lifecycles.c.state.not_in(terminal), lifecycles.c.account == self.account)
+                 .order_by(lifecycles.c.id))
         with self._read() as conn:
             return [Lifecycle.from_row(row) for row in conn.execute(query).mappings()]
 
@@ -197,7 +230,7 @@ class Ledger(InboxStore, OrphanStore, TradingStore, ExecutionStore):
         query = (
             select(orders)
             .join(lifecycles, lifecycles.c.id == orders.c.lifecycle_id)
-            .where(lifecycles.c.state.not_in(terminal))
+            .where(lifecycles.c.state.not_in(terminal), lifecycles.c.account == self.account)
             .order_by(orders.c.id)
         )
         with self._read() as conn:
@@ -219,9 +252,10 @@ class Ledger(InboxStore, OrphanStore, TradingStore, ExecutionStore):
             return conn.execute(select(fills.c.id).where(found)).first() is not None
 
     def last_activity(self) -> datetime | None:
-        """The latest transition time of any lifecycle (None for an empty ledger)."""
+        """The latest transition time of any of the account's lifecycles (None: none yet)."""
         with self._read() as conn:
-            return conn.execute(select(func.max(lifecycles.c.updated_at))).scalar_one_or_none()
+            return conn.execute(select(func.max(lifecycles.c.updated_at))
+                                .where(lifecycles.c.account == self.account)).scalar_one_or_none()
 
     # --- replay ---------------------------------------------------------------------------
 
@@ -246,26 +280,9 @@ class Ledger(InboxStore, OrphanStore, TradingStore, ExecutionStore):
         return existing
 
     def _append_transition(self, conn: Connection, row: dict[str, Any]) -> ChainHead:
-        """Insert `row` as the chain's next link; returns the new head (cached after the commit).
-
-        The id comes from the head, not the table's sequence, so that id order is chain order
-        even when PostgreSQL transactions interleave.
-        """
-        head = self._head or _read_head(conn)
-        while True:
-            row["id"] = head.last_id + 1
-            row["prev_hash"] = head.last_hash
-            row["row_hash"] = row_hash(head.last_hash, row)
-            advance = {"_last_id": head.last_id, "_new_id": row["id"], "_new_hash": row["row_hash"]}
-            if conn.execute(_ADVANCE_HEAD, advance).rowcount == 1:
-                break
-            fresh = _read_head(conn)
-            if fresh == head:
-                raise LedgerUnavailable("the chain head refused the update without moving; "
-                                        "run `smartexec ledger verify`")
-            head = fresh
-        conn.execute(_INSERT_TRANSITION, row)
-        return ChainHead(row["id"], row["row_hash"])
+        """Insert `row` as the transitions chain's next link; returns the new head (cached after
+        the commit)."""
+        return link(conn, _TRANSITIONS, transitions_table, [row], row_hash, self._head)
 
     @staticmethod
     def _transition_row(
@@ -288,9 +305,3 @@ class Ledger(InboxStore, OrphanStore, TradingStore, ExecutionStore):
             "payload": plain(payload),
         }
 
-
-def _read_head(conn: Connection) -> ChainHead:
-    row = conn.execute(_READ_HEAD).first()
-    if row is None:
-        raise LedgerUnavailable("the ledger has no chain_head row: it was deleted; run `smartexec ledger verify`")
-    return ChainHead(row.last_id, row.last_hash)

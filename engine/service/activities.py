@@ -20,6 +20,7 @@ from zoneinfo import ZoneInfo
 
 from engine.broker.port import MAX_ACTIVITY_PAGE, BrokerError, BrokerExecution, BrokerOrder
 from engine.broker.ratelimit import Priority
+from engine.core.errors import ReconcileFailed
 from engine.ledger.records import FoundExecution
 from engine.service.conductor import Conductor
 
@@ -129,7 +130,7 @@ async def recover_by_day(c: Conductor, *, after: datetime, named: Mapping[str, s
 
 
 async def recover_lost_executions(c: Conductor, *, since: datetime, listed: Mapping[str, BrokerOrder] | None,
-                                  margin: timedelta) -> None:
+                                  margin: timedelta, strict: bool = False) -> None:
     """The reconcile's step, after its listing (`listed`, by client order id; None if it failed).
 
     The activities are read only when an execution's event was lost: when a listed order of this
@@ -137,7 +138,8 @@ async def recover_lost_executions(c: Conductor, *, since: datetime, listed: Mapp
     or a poll after which nothing is missing costs no read. They are read from the earliest such
     order's submission on the broker's own clock (less `margin`): its executions cannot be older,
     whatever the engine's clock says. Whatever goes wrong is logged and the reconcile carries on:
-    a fills row can wait for the next reconcile, the lifecycles' catch-up cannot."""
+    a fills row can wait for the next reconcile, the lifecycles' catch-up cannot; except when
+    `strict` (a takeover, which serves nothing until its reconcile is whole): then it raises."""
     try:
         # One reader at a time: the resume and the stream's first reconnect reconcile at once, and
         # both would read the same pages. The second finds nothing missing once the first is done.
@@ -156,7 +158,9 @@ async def recover_lost_executions(c: Conductor, *, since: datetime, listed: Mapp
                 await recover_short(c, after=after, named=named, wanted=wanted)
                 return
             await recover_executions(c, after=after)
-    except Exception:  # a bug here must not leave lifecycles uncaught-up: said loudly, then on
+    except Exception as exc:  # a bug here must not leave lifecycles uncaught-up: said loudly, then on
+        if strict:
+            raise ReconcileFailed(f"recovering executions from the account activities failed: {exc}") from exc
         log.exception("recovering executions from the account activities failed")
 
 

@@ -23,7 +23,7 @@ from engine.core.config import Settings
 from engine.core.decisions import Decision, Then
 from engine.core.domain import Leg
 from engine.core.errors import StaleLifecycle
-from engine.core.lifecycle import Lifecycle, Outcome, State
+from engine.core.lifecycle import Lifecycle, Outcome, State, Trigger
 from engine.core.orders import Kind, OrderIntent, OrderReport, Session
 from engine.core.risk import TradingStateChange
 from engine.ledger import FillRecord, Ledger, Writes
@@ -252,6 +252,11 @@ class Conductor:
             decision = decisions.NOTHING  # a pair already settled and replaced: its news is kept, nothing more
         else:
             decision = closing.on_exit(lc, leg, report)
+            if decision.trigger is Trigger.PROTECTION_LOST:
+                sibling = await self._sibling_filled(lc, leg)
+                if sibling is not None:  # the pair ended because its other leg traded: that is the news
+                    lc = await self.carry_out(lc, decisions.NOTHING, source=source, writes=writes)
+                    return await self.on_report(lc, *sibling, source="engine")
         lc = await self.carry_out(lc, decision, source=source, writes=writes)
         if leg is Leg.ENTRY and self.halt is not None:  # acknowledged after the halt was carried out
             lc = await self.obey_halt(lc, self.halt)
@@ -261,6 +266,27 @@ class Conductor:
         decision = decisions.on_halt(lc, cancel_entries=change.cancel_entries, flatten=change.flatten,
                                      why=risk.halt_reason(change), ledger_id=self.ledger_id)
         return await self.carry_out(lc, decision)
+
+    async def _sibling_filled(self, lc: Lifecycle, ended: Leg) -> tuple[Leg, OrderReport] | None:
+        """The exit pair's other leg, if it shows shares no transition recorded yet.
+
+        The broker cancels one leg of an OCO because the other filled, and the two events can come
+        in either order: the stop leg's id is learnt from the pair's reply, so its fill can wait for
+        its route while the take-profit's cancel, routed from its intent, goes first. A look-up tells
+        a sibling's fill from protection really lost (a person cancelled a leg)."""
+        pair = self.router.coid(lc.id, Leg.TAKE_PROFIT)
+        if pair is None:
+            return None
+        try:
+            order = await self.workers.call(Priority.PROTECT, self.broker.get_order, client_order_id=pair)
+        except (BrokerAmbiguous, BrokerNotFound) as exc:  # the breach path still settles the pair
+            log.warning("look-up of %s of %s failed (%s)", pair, lc.signal_id, exc)
+            return None
+        for found in () if order is None else (order, *order.legs):
+            leg = closing.exit_leg(found.is_stop)
+            if leg is not ended and closing.unrecorded_fill(lc, leg, found.filled_qty):
+                return leg, report_of(found)
+        return None
 
     def _current_pair(self, lc: Lifecycle, coid: str) -> bool:
         return coid in (self.router.coid(lc.id, Leg.TAKE_PROFIT), self.router.coid(lc.id, Leg.STOP))

@@ -3,7 +3,7 @@
     executor = Executor(settings, ledger, broker)
     await executor.start()          # resume what a previous run left open, then stream
     lc = await executor.submit(signal)
-    lc = await executor.wait_for(lc.id)
+    lc = await executor.wait_for(lc.id)   # a terminal state, or LifecycleTimeout after settle_time
     await executor.stop()
 
 Concurrency: one asyncio loop. Events of one lifecycle are serialised by its lock. Ledger writes
@@ -27,7 +27,7 @@ from engine.broker.ratelimit import Priority, RateLimiter
 from engine.core import decisions, quotes, repricing, risk
 from engine.core.config import Settings
 from engine.core.domain import CLIENT_ORDER_ID_PREFIX, Leg, Mode, Signal, ledger_prefix
-from engine.core.errors import SignalConflict
+from engine.core.errors import InvalidSignal, SignalConflict, StreamUnavailable
 from engine.core.lifecycle import TERMINAL, Lifecycle, State
 from engine.core.orders import Session
 from engine.core.polling import PollPolicy
@@ -50,6 +50,11 @@ from engine.service.workers import Workers
 
 log = logging.getLogger("smartexec")
 STOP_GRACE = 5.0  # seconds stop() gives the news already received to be recorded
+# wait_for's default allowance beyond the fill timeout: the cancel's confirmation (the stream's word,
+# or the REST look-up `verify_after` seconds on, one request timeout at most), then a fill's guards
+# and the exit orders, a few broker round trips.
+CANCEL_GRACE = 10.0
+EXITS_GRACE = 10.0
 SESSION_TTL = 5.0  # seconds a burst of signals shares one look at the broker's clock
 SESSION_TRIES = 4
 QUOTE_TRIES = 2  # a quote read is the signal's latency: one retry after a transient failure, no more
@@ -57,6 +62,16 @@ QUOTE_TRIES = 2  # a quote read is the signal's latency: one retry after a trans
 
 def utcnow() -> datetime:
     return datetime.now(timezone.utc)
+
+
+class LifecycleTimeout(TimeoutError):
+    """`wait_for` gave up: the lifecycle is not (yet) in one of the wanted states."""
+
+    def __init__(self, lc: Lifecycle, wanted: frozenset[State], waited: float) -> None:
+        names = ", ".join(sorted(state.value for state in wanted))
+        super().__init__(f"lifecycle {lc.id} {lc.signal_id} {lc.symbol} is {lc.state.value} after {waited:g}s "
+                         f"(waited for {names})")
+        self.lifecycle = lc
 
 
 class Executor:
@@ -87,9 +102,12 @@ class Executor:
         self.broker = broker
         self.market_data = market_data
         self.poll_interval = settings.poll_interval if poll_interval is None else poll_interval
+        self.verify_after = verify_after
         self._now = clock
         self._monotonic = monotonic
-        self.workers = Workers(limiter or RateLimiter(), broker_workers)
+        self.account = ledger.account
+        self.workers = Workers(limiter or RateLimiter(), broker_workers, fence=ledger.fence)
+        self.connected = asyncio.Event()  # the trade_updates stream is up (set again on each connect)
         self.book = Book(monotonic)
         self.router = Router()
         self.timers = Timers(clock, self.workers.spawn, {DEADLINE: self._on_deadline, VERIFY: self._on_verify,
@@ -114,6 +132,7 @@ class Executor:
         self._tasks: list[asyncio.Task[Any]] = []
         self._session: tuple[float, Session] | None = None
         self._session_lock = asyncio.Lock()  # a burst of signals asks the clock once, not once each
+        self._resumed = False  # the ledger's open lifecycles are in the book
 
     @property
     def limiter(self) -> RateLimiter:
@@ -121,7 +140,13 @@ class Executor:
 
     # --- life of the service ------------------------------------------------------------------
 
-    async def start(self, *, stream: bool = True) -> None:
+    async def start(self, *, stream: bool = True, stream_wait: float | None = None, fail_closed: bool = False,
+                    ) -> None:
+        """Resume, then serve. With `stream_wait`, the resume waits until the trade_updates stream is
+        connected (at most that many seconds, else StreamUnavailable): a new owner of an account
+        reconciles only once no news can be missed (the broker serves one connection per key, held
+        by the previous owner until its socket closes). `fail_closed`: a reconcile that cannot
+        finish raises ReconcileFailed rather than leave a lifecycle to the next one."""
         s = self.settings
         mode = Mode.SMART if s.use_smart_executor else Mode.LEGACY
         log.info(
@@ -150,13 +175,21 @@ class Executor:
         if stream:
             self._tasks.append(asyncio.create_task(self.broker.stream(self._on_event, self._on_connect),
                                                    name="stream"))
+        if stream and stream_wait is not None:
+            await self._market_session()  # keys the broker refuses fail here, not after the whole wait
+            try:
+                async with asyncio.timeout(stream_wait):
+                    await self.connected.wait()
+            except TimeoutError:
+                raise StreamUnavailable(f"the trade_updates stream did not connect within {stream_wait:g}s "
+                                        "(the broker still serves another connection for this key?)") from None
         await self.desk.prime()
         if self.emulator is not None:
             await self.emulator.check_session()  # before the resume: fills it finds are protected for the session
         else:
             log.warning("no market data: outside regular hours a position's exit pair works only from the next "
                         "regular open")
-        await self.resume()
+        await self.resume(strict=fail_closed)
         # After the resume, so that a halt recorded while no engine ran acts on what it left open.
         self._tasks.append(asyncio.create_task(self.desk.watch(), name="trading state"))
         self._tasks.append(asyncio.create_task(self.protection.watch(), name="protection check"))
@@ -185,33 +218,49 @@ class Executor:
     async def __aexit__(self, *exc: Any) -> None:
         await self.stop()
 
-    async def resume(self) -> None:
+    async def resume(self, *, strict: bool = False) -> None:
         """Pick up every lifecycle a previous run left unfinished."""
-        await self.reconciler.resume()
+        await self.reconciler.resume(strict=strict)
+        self._resumed = True
         await self.repricer.resume()  # reprice: a replace a crash cut short, and the re-price checks
 
     async def reconcile(self, lifecycles: list[Lifecycle]) -> None:
         """Bring lifecycles up to date with the broker's REST view."""
         await self.reconciler.reconcile(lifecycles)
 
-    async def wait_for(self, lifecycle_id: int, states: Iterable[State] = TERMINAL, timeout: float = 30.0) -> Lifecycle:
-        """Wait until a lifecycle reaches one of `states` (for callers, the demo and tests)."""
+    def settle_time(self, lc: Lifecycle) -> float:
+        """Seconds from an entry's placement until it is decided: filled and protected (or
+        flattened), or cancelled unfilled. `wait_for`'s default timeout."""
+        return self.settings.timeout(lc.extended_hours) + self.verify_after + CANCEL_GRACE + EXITS_GRACE
+
+    async def wait_for(self, lifecycle_id: int, states: Iterable[State] = TERMINAL,
+                       timeout: float | None = None) -> Lifecycle:
+        """Wait until a lifecycle reaches one of `states`. `timeout` defaults to `settle_time`: an
+        entry that neither fills nor is cancelled by then is news. On timeout LifecycleTimeout (a
+        TimeoutError) names the lifecycle and the state it is in; an unknown id raises KeyError."""
         wanted = frozenset(states)
 
-        async def reached() -> Lifecycle | None:
+        async def current() -> Lifecycle:
             live = self.book.open.get(lifecycle_id)
             if live is not None:
-                return live if live.state in wanted else None
+                return live
             lc = await self.workers.persist(self.ledger.get, lifecycle_id)  # finished, or not driven here
-            return lc if lc is not None and lc.state in wanted else None
+            if lc is None:
+                raise KeyError(f"no lifecycle {lifecycle_id} in the ledger")
+            return lc
 
-        async with asyncio.timeout(timeout):
-            while True:
-                async with self.book.changed:
-                    found = await reached()
-                    if found is not None:
-                        return found
-                    await self.book.changed.wait()
+        lc = await current()
+        limit = self.settle_time(lc) if timeout is None else timeout
+        try:
+            async with asyncio.timeout(limit):
+                while True:
+                    async with self.book.changed:
+                        lc = await current()
+                        if lc.state in wanted:
+                            return lc
+                        await self.book.changed.wait()
+        except TimeoutError:
+            raise LifecycleTimeout(await current(), wanted, limit) from None
 
     # --- intake -------------------------------------------------------------------------------
 
@@ -255,6 +304,8 @@ class Executor:
         """Hand over one signal. Idempotent by signal id; the entry is placed before this returns.
         `mode` overrides USE_SMART_EXECUTOR for this signal (e.g. to compare the two paths);
         `received_at` is when it was queued, its age when it carries no `created_at`."""
+        if signal.account not in (None, self.account):
+            raise InvalidSignal("account", f"names {signal.account!r}, but this engine trades account {self.account!r}")
         known = await self.workers.persist(self.ledger.find_by_signal, signal.signal_id)
         if known is not None:
             differences = known.signal().differences(signal)
@@ -322,7 +373,11 @@ class Executor:
 
     async def _on_connect(self) -> None:
         """Events sent while the socket was down are lost for good: ask REST what happened."""
-        log.info("trade_updates stream connected; reconciling %d open lifecycles", len(self.book.open))
+        if self.book.open or self._resumed:
+            log.info("trade_updates stream connected; reconciling %d open lifecycles", len(self.book.open))
+        else:  # the first connect of a start: the resume has not loaded the ledger's open lifecycles yet
+            log.info("trade_updates stream connected; the resume reconciles the lifecycles left open")
+        self.connected.set()
         # In the background: the SDK reads no frame until this returns, and a reconcile can wait
         # on rate-limit tokens for a long time.
         self.workers.spawn(self.reconcile(list(self.book.open.values())))

@@ -20,6 +20,7 @@ from engine.broker.ratelimit import Priority
 from engine.core import closing, decisions
 from engine.core.decisions import WAITING
 from engine.core.domain import CLIENT_ORDER_ID_PREFIX, Leg, ledger_prefix
+from engine.core.errors import ReconcileFailed
 from engine.core.lifecycle import Lifecycle, State
 from engine.core.orders import Kind
 from engine.core.polling import PollPolicy
@@ -50,9 +51,10 @@ class Reconciler:
 
     # --- restart ---------------------------------------------------------------------------------
 
-    async def resume(self) -> None:
+    async def resume(self, *, strict: bool = False) -> None:
         """Pick up every lifecycle a previous run left unfinished: the ledger says what was
-        intended, one bulk listing says what the broker did meanwhile."""
+        intended, one bulk listing says what the broker did meanwhile. `strict` (a takeover): any
+        part that fails raises ReconcileFailed instead of being left to the next reconcile."""
         persist, ledger = self.c.workers.persist, self.c.ledger
         open_lifecycles = await persist(ledger.load_open)
         last = await persist(ledger.last_activity)
@@ -66,7 +68,7 @@ class Reconciler:
             self.c.router.register(lc, self.c.ledger_id, rows[lc.id])
         if open_lifecycles:
             log.info("resuming %d open lifecycles", len(open_lifecycles))
-        await self.reconcile(open_lifecycles)
+        await self.reconcile(open_lifecycles, strict=strict)
         for lc in open_lifecycles:
             if lc.state is State.CANCEL_REQUESTED:
                 # Its verification died with the last process, and a crash right after the commit
@@ -90,12 +92,14 @@ class Reconciler:
 
     # --- catching up -------------------------------------------------------------------------------
 
-    async def reconcile(self, lifecycles: list[Lifecycle]) -> None:
+    async def reconcile(self, lifecycles: list[Lifecycle], *, strict: bool = False) -> None:
         """Bring lifecycles up to date with the broker (after a restart, a reconnect, a mute stream),
         and flag orders under our prefix that the ledger never intended, even with nothing open."""
         started = self._now()
         since = min([self._scanned_to, *(lc.created_at for lc in lifecycles)]) - LISTING_MARGIN
         snapshot = await self.listing(since)
+        if strict and snapshot is None:
+            raise ReconcileFailed("the bulk order listing failed")
         if snapshot is not None:
             self._scanned_to = started
             await self.c.workers.guarded(self._flag_orphans(snapshot))
@@ -103,10 +107,20 @@ class Reconciler:
             for lc in lifecycles:
                 self.c.book.heard(lc.id, heard)
         # Executions whose events were lost get their fills rows (engine/service/activities.py).
-        await activities.recover_lost_executions(self.c, since=since, listed=snapshot, margin=LISTING_MARGIN)
+        await activities.recover_lost_executions(self.c, since=since, listed=snapshot, margin=LISTING_MARGIN,
+                                                 strict=strict)
         # All at once (each under its own lock): a lifecycle waiting for a rate-limit token to place
         # its exits must not hold up the thousands behind it.
-        await asyncio.gather(*(self.c.workers.guarded(self._catch_up(lc.id, snapshot)) for lc in lifecycles))
+        if not strict:
+            await asyncio.gather(*(self.c.workers.guarded(self._catch_up(lc.id, snapshot)) for lc in lifecycles))
+            return
+        failures = [(lc, outcome) for lc, outcome in zip(lifecycles, await asyncio.gather(
+            *(self._catch_up(lc.id, snapshot) for lc in lifecycles), return_exceptions=True))
+            if isinstance(outcome, BaseException)]
+        if failures:
+            lc, failure = failures[0]
+            raise ReconcileFailed(f"{len(failures)} lifecycle(s) could not be caught up, the first "
+                                  f"{lc.id} ({lc.signal_id}): {type(failure).__name__}: {failure}") from failure
 
     async def listing(self, since: datetime) -> Snapshot | None:
         """Every order at the broker submitted after `since`, by client order id. None if the

@@ -1,86 +1,65 @@
-"""`smartexec run`: migrate, resume, stream, and consume the inbox until SIGINT or SIGTERM."""
+"""`smartexec run`: migrate, then serve as one worker: every account it can lease is resumed,
+streamed and fed from the inbox, until SIGINT or SIGTERM (engine/service/fleet.py)."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import signal as signals
-from typing import Any
+import socket
+from urllib.parse import urlsplit
 
+from engine.broker.alpaca_accounts import load_accounts
 from engine.broker.alpaca_target import BrokerTarget, broker_target
-from engine.core import quotes, repricing
 from engine.core.config import Settings
-from engine.core.domain import parse_intake
 from engine.core.errors import EngineError
-from engine.ledger import Ledger
 from engine.ledger import database as db
 from engine.ledger.database import redacted
-from engine.ledger.inbox import InboxEntry
-from engine.service import Executor
+from engine.service.anchoring import Anchoring
+from engine.service.fleet import Fleet, FleetSettings
+from engine.service.inbox import consume_inbox
 
 log = logging.getLogger("smartexec")
-__all__ = ["BrokerTarget", "broker_target", "consume_inbox", "run"]
+PROBE_TIMEOUT = 5.0  # seconds the first look at a venue may take
 
 
-async def consume_inbox(executor: Executor, interval: float = 0.25) -> None:
-    """Hand every signal another process posted to the ledger's inbox to the executor.
-
-    Nothing a poster writes can stop this loop: a row that is not a valid signal, or whose handling
-    fails in any way, is marked refused with its reason and the next row is served."""
-    workers = executor.workers
-    while True:
-        for entry in await workers.persist(executor.ledger.pending_signals):
-            await _consume(executor, entry)
-        await asyncio.sleep(interval)
-
-
-async def _consume(executor: Executor, entry: InboxEntry) -> None:
-    mark = executor.ledger.mark_signal
+def check_reachable(target: BrokerTarget) -> None:
+    """A local venue nobody listens on fails here, in one line, rather than as a worker that
+    retries the takeover (and alpaca-py its stream) forever. Only a refused connection is
+    definite: a slow or flaky network is left to the engine's retries."""
+    if target.rest_url is None:
+        return
+    where = urlsplit(target.rest_url)
+    port = where.port or (443 if where.scheme == "https" else 80)
     try:
-        signal, mode = parse_intake(entry.payload)
-        lc = await executor.submit(signal, mode=mode, received_at=entry.received_at)
-    except Exception as exc:
-        reason = str(exc) if isinstance(exc, EngineError) else f"could not be handled ({type(exc).__name__}: {exc})"
-        if not isinstance(exc, EngineError):
-            log.exception("inbox entry %s could not be handled", entry.id)
-        log.warning("Smart executor rejected %s %s", _signal_id_of(entry.payload), reason)
-        await executor.workers.persist(mark, entry.id, error=reason)
-    else:
-        await executor.workers.persist(mark, entry.id, lifecycle_id=lc.id)
+        socket.create_connection((where.hostname or "localhost", port), timeout=PROBE_TIMEOUT).close()
+    except ConnectionRefusedError:
+        raise EngineError(f"venue {target.rest_url} unreachable: connection refused") from None
+    except OSError:
+        return
+__all__ = ["BrokerTarget", "broker_target", "consume_inbox", "load_accounts", "run"]
 
 
-def _signal_id_of(payload: Any) -> str:
-    raw = payload.get("signal_id") if isinstance(payload, dict) else None
-    if raw is None:
-        return f"<inbox {type(payload).__name__}>"
-    text = str(raw)[:64]
-    return text if text.isprintable() else repr(text)  # a hostile id cannot forge log lines
-
-
-async def run(settings: Settings, target: BrokerTarget, *, database_url: str | None = None) -> int:
+async def run(settings: Settings, targets: dict[str, BrokerTarget], *, database_url: str | None = None) -> int:
     url = database_url or settings.database_url
+    for target in targets.values():
+        await asyncio.to_thread(check_reachable, target)
     db.upgrade(url)
-    ledger = Ledger(url)
-    # Market data for the entries that need the quote, for the protection the engine holds outside
-    # regular hours, and for re-pricing an unfilled entry; with all off, no data connection is opened.
-    wanted = quotes.wants_quote(settings) or settings.emulate_exits or repricing.enabled(settings)  # reprice
-    market_data = target.market_data(settings.data_feed) if wanted else None
-    executor = Executor(settings, ledger, target.broker(), market_data=market_data,
-                        session_recheck=settings.session_recheck)
+    fleet = Fleet(settings, url, targets, FleetSettings(ttl=settings.lease_ttl, stream_wait=settings.stream_wait))
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signals.SIGINT, signals.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    await executor.start()
-    inbox = asyncio.create_task(consume_inbox(executor))
-    log.info("running against %r with ledger %s; waiting for signals (SIGINT/SIGTERM stops)", target,
-             redacted(url))
+    anchoring = Anchoring(fleet.ledger, settings)
+    anchors = asyncio.create_task(anchoring.run()) if anchoring.enabled else None
+    where = ", ".join(f"{name} {target!r}" for name, target in targets.items())
+    log.info("running against %s with ledger %s; waiting for signals (SIGINT/SIGTERM stops)", where, redacted(url))
     try:
-        await stop.wait()
+        await fleet.run(stop)
     finally:
         log.info("stopping")
-        inbox.cancel()
-        await asyncio.gather(inbox, return_exceptions=True)
-        await executor.stop()
-        ledger.close()
+        if anchors is not None:
+            anchors.cancel()
+            await asyncio.gather(anchors, return_exceptions=True)
+        await anchoring.close()
     return 0

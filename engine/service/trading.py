@@ -85,7 +85,8 @@ class Desk:
         return why
 
     async def change(self, change: TradingStateChange) -> TradingStateChange:
-        recorded = await self.workers.persist(self.ledger.set_trading_state, change)
+        # The engine's own change (the daily-loss limit) governs its account alone.
+        recorded = await self.workers.persist(self.ledger.set_trading_state, change, account=self.ledger.account)
         self.note(recorded)
         log.warning("trading state %s (by %s: %s)", recorded.state.value, recorded.who, recorded.why)
         return recorded

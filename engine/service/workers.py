@@ -11,18 +11,25 @@ import logging
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from engine.broker.ratelimit import Priority, RateLimiter
-from engine.core.errors import LedgerUnavailable
+from engine.core.errors import Deposed, LedgerUnavailable
 
 log = logging.getLogger("smartexec")
 T = TypeVar("T")
 
 
+class BrokerGuard(Protocol):
+    """Checked before every broker call (a lease's fence: engine.ledger.leases.Fence)."""
+
+    def check(self, what: str = ...) -> None: ...
+
+
 class Workers:
-    def __init__(self, limiter: RateLimiter, broker_workers: int) -> None:
+    def __init__(self, limiter: RateLimiter, broker_workers: int, fence: BrokerGuard | None = None) -> None:
         self.limiter = limiter
+        self.fence = fence
         self._writer = ThreadPoolExecutor(1, thread_name_prefix="ledger")
         self._io = ThreadPoolExecutor(broker_workers, thread_name_prefix="broker")
         self._background: set[asyncio.Future[None]] = set()
@@ -45,12 +52,16 @@ class Workers:
 
     async def call(self, priority: Priority, fn: Callable[..., T], **kwargs: Any) -> T:
         await self.limiter.acquire(priority)
+        if self.fence is not None:  # after the wait for a token, which can be long: a deposed owner sends nothing
+            self.fence.check(f"the broker call {getattr(fn, '__name__', 'call')}")
         return await asyncio.get_running_loop().run_in_executor(self._io, partial(fn, **kwargs))
 
     @staticmethod
     async def guarded(work: Awaitable[None]) -> None:
         try:
             await work
+        except Deposed as exc:  # expected once a standby took over: said once, no traceback
+            log.error("lost the lease, step not carried out: %s", exc)
         except Exception:
             log.exception("background step failed")
 

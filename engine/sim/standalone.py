@@ -11,16 +11,19 @@ from engine.sim.scenarios import ScenarioError, load_scenario
 from engine.sim.venue import ALPACA_STREAM_CONNECTIONS, DEFAULT_START, Venue
 
 
-def main(port: int, scenarios: list[str], speed: float, api_key: str, secret_key: str) -> int:
+def main(port: int, scenarios: list[str], speed: float, api_key: str, secret_key: str, *,
+         heartbeat: float | None = 10.0) -> int:
     """Serve the venue on 127.0.0.1:`port` with `scenarios` loaded, the clock running at `speed`
-    simulated seconds per real second (0 or less: manual, moved only by POST /admin/clock/advance)."""
+    simulated seconds per real second (0 or less: manual, moved only by POST /admin/clock/advance);
+    `heartbeat`: the trade_updates stream's ping interval (a silent client is dropped)."""
     try:
         loaded = [load_scenario(name) for name in scenarios]
     except (ScenarioError, OSError) as exc:
         print(f"smartexec sim: {exc}", file=sys.stderr)
         return 2
     clock = SimClock(start=loaded[0].start if loaded else DEFAULT_START, speed=speed if speed > 0 else None)
-    venue = Venue(clock, api_key, secret_key, stream_connections_per_key=ALPACA_STREAM_CONNECTIONS)
+    venue = Venue(clock, api_key, secret_key, stream_connections_per_key=ALPACA_STREAM_CONNECTIONS,
+                  stream_heartbeat=heartbeat if heartbeat and heartbeat > 0 else None)
     for scenario in loaded:
         venue.load_scenario(scenario)
     try:

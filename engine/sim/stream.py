@@ -79,10 +79,12 @@ class Connection:
 
 class StreamHub:
     def __init__(self, faults: Faults, api_key: str, secret_key: str, *,
-                 connections_per_key: int | None = None) -> None:
+                 connections_per_key: int | None = None, heartbeat: float | None = None) -> None:
         """`connections_per_key`: how many authorized connections a key may hold at once (Alpaca: 1);
-        None for no limit."""
+        None for no limit. `heartbeat`: seconds between pings; a client that answers none within
+        half of it is dropped, which frees its slot (a paused process keeps its socket open)."""
         self._faults = faults
+        self.heartbeat = heartbeat
         self._keys = (api_key, secret_key)
         self.connections_per_key = connections_per_key
         self.connections: set[Connection] = set()
@@ -105,7 +107,7 @@ class StreamHub:
         if self._at_limit():
             log.info("stream: refused a second connection for the key (HTTP 429)")
             return web.json_response({"code": 42910000, "message": LIMIT_MESSAGE}, status=429)
-        ws = web.WebSocketResponse(autoping=True, heartbeat=None, max_msg_size=1 << 20)
+        ws = web.WebSocketResponse(autoping=True, heartbeat=self.heartbeat, max_msg_size=1 << 20)
         await ws.prepare(request)
         codec: Codec = "msgpack" if request.content_type == MSGPACK else "json"
         conn = Connection(ws, request.transport, codec)

@@ -55,7 +55,8 @@ class Venue:
     def __init__(self, clock: SimClock | None = None, api_key: str = "sim-key", secret_key: str = "sim-secret",
                  rate_limit_per_min: int | None = 200, market_slippage: Decimal = Decimal(0), *,
                  initial_cash: Decimal = Decimal(100_000), host: str = "127.0.0.1",
-                 stream_connections_per_key: int | None = ALPACA_STREAM_CONNECTIONS) -> None:
+                 stream_connections_per_key: int | None = ALPACA_STREAM_CONNECTIONS,
+                 stream_heartbeat: float | None = None) -> None:
         """`stream_connections_per_key`: authorized trade_updates connections the key may hold at
         once: one, as at Alpaca. None lifts the limit (a test that runs two engines on one
         account to study what each records, which Alpaca would not let both stream)."""
@@ -64,7 +65,8 @@ class Venue:
         self.secret_key = secret_key
         self.host = host
         self.faults = Faults()
-        self.hub = StreamHub(self.faults, api_key, secret_key, connections_per_key=stream_connections_per_key)
+        self.hub = StreamHub(self.faults, api_key, secret_key, connections_per_key=stream_connections_per_key,
+                             heartbeat=stream_heartbeat)
         self.exchange = Exchange(self.clock, self.faults, market_slippage=_decimal(market_slippage),
                                  initial_cash=_decimal(initial_cash), publish=self.hub.publish)
         self.submissions_log = SubmissionLog()

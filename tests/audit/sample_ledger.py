@@ -160,7 +160,9 @@ def build(ledger: Ledger) -> Sample:
 
     t = DAY1 + timedelta(minutes=30)
     d = b.open("D", t, Mode.SMART, "250.13", symbol="TSLA", side="buy", qty=4, price="250.00", stop="245.00")
-    b.step("D", d, "rejected", t + s, reject_reason="broker rejected the entry (rejected)")
+    refused = OrderUpdate(client_order_id(LEDGER_ID, "sig-D", Leg.ENTRY), "rejected", final=True)
+    b.step("D", d, "rejected", t + s, source="stream", writes=Writes(updates=[refused]),
+           reject_reason="broker rejected the entry (rejected)")
 
     t = DAY2
     e = b.open("E", t, Mode.LEGACY, None, symbol="CRWD", side="buy", qty=10, price="534.82", stop="529.47",

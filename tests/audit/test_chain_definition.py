@@ -10,7 +10,11 @@ import hashlib
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from engine.ledger.chain import GENESIS, ChainHead, canonical, check_chain, row_hash
+from hypothesis import given
+from hypothesis import strategies as st
+
+from engine.ledger.chain import GENESIS, PAYLOAD_TEXT, ChainHead, canonical, check_chain, record_hash, row_hash
+from engine.ledger.codec import dumps
 
 AT = datetime(2026, 11, 24, 15, 0, tzinfo=timezone.utc)
 
@@ -70,3 +74,28 @@ def test_an_intact_chain_has_no_problems_and_ends_at_the_head() -> None:
 def test_an_empty_table_with_a_head_that_names_rows_means_they_were_deleted() -> None:
     [problem] = check_chain([], ChainHead(3, "a" * 64))
     assert problem.transition_id == 1 and "deleted from the end" in problem.what
+
+
+def test_a_record_is_hashed_over_its_own_fields_exactly_as_documented() -> None:
+    record = {"id": 1, "table_name": "fills", "row_id": 7, "op": "insert", "at": AT,
+              "payload": {"price": "50.00", "id": 7}, "prev_hash": GENESIS}
+    expected = (b'{"at":"2026-11-24T15:00:00.000000+00:00","id":1,"op":"insert","payload":{"id":7,"price":"50.00"},'
+                b'"row_id":7,"table_name":"fills"}')
+    assert record_hash(GENESIS, record) == hashlib.sha256(b"0" * 64 + expected).hexdigest()
+
+
+JSON = st.recursive(st.none() | st.booleans() | st.integers(-2**60, 2**60) | st.text(max_size=8),
+                    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner, max_size=3),
+                    max_leaves=10)
+
+
+@given(payload=st.dictionaries(st.text(max_size=6), JSON, max_size=4), source=st.text(max_size=6),
+       from_state=st.none() | st.text(max_size=6))
+def test_hashing_around_a_payloads_stored_text_gives_the_same_hash(payload: dict[str, Any], source: str,
+                                                                  from_state: str | None) -> None:
+    """verify hashes a row around its payload's canonical text instead of encoding the payload again:
+    that shortcut must give the writer's hash for every payload, field and character."""
+    row = a_row(payload=payload, source=source, from_state=from_state)
+    assert row_hash(GENESIS, {**row, PAYLOAD_TEXT: dumps(payload)}) == row_hash(GENESIS, row)
+    record = {"id": 3, "table_name": source, "row_id": 9, "op": "update", "at": AT, "payload": payload}
+    assert record_hash(GENESIS, {**record, PAYLOAD_TEXT: dumps(payload)}) == record_hash(GENESIS, record)

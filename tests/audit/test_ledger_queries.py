@@ -57,10 +57,12 @@ def test_list_json_keeps_money_exact_and_times_in_utc(sample: Sample, capsys: py
 
 def test_list_prints_an_aligned_table_for_people(sample: Sample) -> None:
     out = cli("ledger", "list", "--mode", "legacy", "--database-url", sample.url).stdout.splitlines()
-    header, rule, e, f, total = out
-    assert header.split()[:6] == ["id", "signal", "symbol", "side", "mode", "state"]
-    assert e.split()[1:6] == ["sig-E", "CRWD", "buy", "legacy", "FLATTENED"]
-    assert "0.221%" in e and "-5.00" in e and "83.00" in f
+    # Each lifecycle's line, then what became of it below (wrapped to 100 columns): see tests/cli.
+    header, rule, e, e_outcome, _, f, f_outcome, total = out
+    assert header.split()[:7] == ["id", "signal", "symbol", "side", "qty", "mode", "state"]
+    assert e.split()[1:7] == ["sig-E", "CRWD", "buy", "10", "legacy", "FLATTENED"]
+    assert f.split()[1:7] == ["sig-F", "NVDA", "buy", "20", "legacy", "CLOSED"]
+    assert "0.221%" in e_outcome and "-5.00" in e_outcome and "83.00" in f_outcome
     assert len({len(header), len(rule)}) == 1 or len(rule) >= len(header.rstrip())
     assert header.index("state") == e.index("FLATTENED")  # columns line up
     assert total == "2 lifecycle(s)"
@@ -95,6 +97,15 @@ def test_show_an_unknown_lifecycle_exits_non_zero(sample: Sample, capsys: pytest
     assert "no lifecycle with id or signal id 'sig-nope'" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("key", ["\u0663", "\u00b2", "9" * 20])
+def test_show_takes_only_ascii_digits_within_64_bits_for_an_id(sample: Sample, capsys: pytest.CaptureFixture[str],
+                                                               key: str) -> None:
+    """Prevents an Arabic-Indic three from showing lifecycle 3, and a superscript two or an id past
+    2^63 from crashing the lookup: each is looked for as a signal id, and none is one."""
+    assert main(["ledger", "show", key, "--database-url", sample.url]) == 1
+    assert f"no lifecycle with id or signal id {key!r}" in capsys.readouterr().err
+
+
 def read_csv(path: Path) -> list[dict[str, str]]:
     with path.open(newline="", encoding="utf-8") as f:
         return list(csv.DictReader(f))
@@ -113,7 +124,7 @@ def test_export_writes_a_table_or_view_as_csv(sample: Sample, tmp_path: Path,
     assert {name: len(rows) for name, rows in files.items()} == {
         "lifecycle_outcomes.csv": 9, "fill_slippage.csv": 12, "lifecycles.csv": 9, "transitions.csv": 42,
         "orders.csv": 20, "fills.csv": 12, "orphan_orders.csv": 0,
-        "trading_state.csv": 0}
+        "trading_state.csv": 0, "inbox.csv": 0, "records.csv": 56, "refused_signals.csv": 2}
     fill_row = files["transitions.csv"][sample.rows[("A", "fill")] - 1]
     assert json.loads(fill_row["payload"])["filled_avg_price"] == "535.00" and len(fill_row["row_hash"]) == 64
     assert fill_row["at"] == "2026-11-24T14:30:03+00:00"

@@ -12,7 +12,7 @@ from decimal import Decimal as D
 from sample_ledger import Sample
 
 from engine import audit
-from engine.audit.report import build_report, nearest_rank, reason_kind
+from engine.audit.report import build_report, nearest_rank, reason_kind, reason_ranges
 
 
 def report_of(sample: Sample, **window: datetime):  # type: ignore[no-untyped-def]
@@ -109,3 +109,11 @@ def test_nearest_rank_percentile() -> None:
 def test_reasons_split_on_semicolons_and_mask_numbers() -> None:
     assert reason_kind("slippage 0.31% > max 0.10%; fill 529.00 is at or beyond the stop 529.47") == [
         "slippage #% > max #%", "fill # is at or beyond the stop #"]
+
+
+def test_reasons_are_shown_with_the_numbers_seen() -> None:
+    assert reason_ranges(["slippage 0.22% > max 0.10%", "slippage 0.31% > max 0.10%; fill 529.00 is at or beyond "
+                          "the stop 529.47", "slippage 0.25% > max 0.10%"]) == {
+        "slippage #% > max #%": "slippage 0.22–0.31% > max 0.10%",
+        "fill # is at or beyond the stop #": "fill 529.00 is at or beyond the stop 529.47",
+    }

@@ -13,7 +13,7 @@ from pathlib import Path
 from sample_ledger import Sample
 
 from engine import audit
-from engine.audit.charts import outcomes_per_day, slippage_histogram
+from engine.audit.charts import equity_and_drawdown, outcomes_per_day, slippage_histogram
 from engine.audit.render import as_html, as_text
 from engine.audit.report import Report, build_report
 
@@ -43,26 +43,27 @@ def test_the_slippage_histogram_plots_each_judged_fill_in_its_bin(sample: Sample
     assert ax.get_xlabel() == "adverse slippage (%)"
 
 
-def test_the_outcomes_chart_stacks_final_states_per_day(sample: Sample) -> None:
+def test_the_outcomes_chart_stacks_what_became_of_each_signal_per_day(sample: Sample) -> None:
     chart = outcomes_per_day(report_of(sample))
     assert chart.png.startswith(PNG)
     [ax] = chart.figure.axes
     heights = {c.get_label(): [int(bar.get_height()) for bar in c] for c in ax.containers}
     assert heights == {  # days 11-24, 11-25, 11-26 (nothing), 11-27
-        "CLOSED": [2, 1, 0, 0],
-        "FLATTENED": [0, 2, 0, 0],
-        "CANCELED": [1, 0, 0, 0],
-        "FAILED": [1, 0, 0, 1],
-        "EXITS_PLACED": [0, 1, 0, 0],
+        "win": [1, 1, 0, 0],  # A, F
+        "loss": [1, 2, 0, 0],  # B; E and G (flattened)
+        "open": [0, 1, 0, 0],  # H
+        "missed": [1, 0, 0, 0],  # C
+        "refused": [1, 0, 0, 0],  # D: the broker rejected the entry
+        "error": [0, 0, 0, 1],  # J: the entry never reached the broker
     }
     assert [t.get_text() for t in ax.get_xticklabels()] == ["2026-11-24", "2026-11-25", "2026-11-26", "2026-11-27"]
-    flattened = next(c for c in ax.containers if c.get_label() == "FLATTENED")
-    assert [bar.get_y() for bar in flattened] == [2, 1, 0, 0]  # stacked on CLOSED
+    loss = next(c for c in ax.containers if c.get_label() == "loss")
+    assert [bar.get_y() for bar in loss] == [1, 1, 0, 0]  # stacked on the wins
 
 
 def test_charts_of_an_empty_period_say_so_instead_of_failing() -> None:
     empty = build_report([])
-    for chart in (slippage_histogram(empty), outcomes_per_day(empty)):
+    for chart in (slippage_histogram(empty), outcomes_per_day(empty), equity_and_drawdown(empty)):
         assert chart.png.startswith(PNG)
         assert "no " in chart.figure.axes[0].texts[0].get_text()
 
@@ -73,7 +74,7 @@ def test_the_html_page_is_self_contained(sample: Sample) -> None:
     assert "@import" not in page and "url(" not in page
     references = re.findall(r'\b(?:src|href)\s*=\s*"([^"]*)"', page, flags=re.IGNORECASE)
     images = re.findall(r'<img [^>]*src="data:image/png;base64,([^"]+)"', page)
-    assert len(references) == len(images) == 2  # the two charts, and nothing else refers anywhere
+    assert len(references) == len(images) == 3  # the three charts, and nothing else refers anywhere
     for data in images:
         assert base64.b64decode(data, validate=True).startswith(PNG)
     assert "Smart vs legacy" in page and "0.033%" in page and "-86.90" in page
@@ -94,7 +95,7 @@ def test_the_text_report_puts_smart_and_legacy_side_by_side(sample: Sample) -> N
     assert cells("missed entries (timeout)") == ["1 (14.29%)", "0 (0.00%)", "1 (11.11%)"]
     assert cells("realised P&L, total") == ["-86.90", "78.00", "-8.90"]
     assert cells("errors (FAILED)") == ["2", "0", "2"]
-    assert "slippage #% > max #%" in "\n".join(lines)
+    assert "slippage 0.22% > max 0.10%" in "\n".join(lines)  # the reason with its numbers, not "#"
 
 
 def test_the_report_command_prints_the_table_and_writes_the_page(sample: Sample, tmp_path: Path) -> None:

@@ -76,7 +76,9 @@ def test_an_untouched_ledger_verifies_and_prints_counts_and_an_anchor(sample: Sa
     assert result.stdout.startswith("ledger verify: ok")
     assert f"transitions {TRANSITIONS}: the hash chain is intact" in result.stdout
     assert f"lifecycles  {LIFECYCLES}: every one replays to its row" in result.stdout
-    assert f"orders      {ORDERS}, fills {FILLS}" in result.stdout
+    assert (f"orders {ORDERS}, fills {FILLS}, orphan_orders 0,\n              inbox 0 and trading_state 0 each match "
+            "their records\n") in result.stdout
+    assert max(len(line) for line in result.stdout.splitlines() if "/" not in line) <= 100  # a path stays whole
     head = transition(sample, TRANSITIONS)
     assert f"anchor      {TRANSITIONS}:{head['row_hash']}" in result.stdout
 
@@ -152,9 +154,9 @@ def test_editing_a_lifecycles_row_is_caught_by_its_replay(sample: Sample) -> Non
         "disagrees with its replay: realized_pnl is 500.00, the transitions say 110.60")
 
 
-def test_a_full_rewrite_with_recomputed_hashes_is_caught_by_an_earlier_anchor(sample: Sample) -> None:
-    """Prevents a silent rewrite by someone who recomputes every hash: an anchor kept outside catches it."""
-    anchor = f"{TRANSITIONS}:{transition(sample, TRANSITIONS)['row_hash']}"
+def rewrite_fill_price(sample: Sample, price: str = "534.90") -> int:
+    """What someone who knows the hash does: edit lifecycle A's fill price and recompute every hash
+    after it, head and projection included, so that the chain alone verifies. Returns the row edited."""
     fill_id = sample.rows[("A", "fill")]
     with sample.ledger.engine.begin() as conn:
         unguard(conn)
@@ -162,14 +164,20 @@ def test_a_full_rewrite_with_recomputed_hashes_is_caught_by_an_earlier_anchor(sa
         prev = rows[0]["prev_hash"]
         for row in rows:
             if row["id"] == fill_id:
-                row["payload"] = {**row["payload"], "filled_avg_price": "534.90"}
+                row["payload"] = {**row["payload"], "filled_avg_price": price}
             row["prev_hash"], row["row_hash"] = prev, row_hash(prev, row)
             prev = row["row_hash"]
             conn.execute(update(transitions_table).where(transitions_table.c.id == row["id"])
                          .values(payload=row["payload"], prev_hash=row["prev_hash"], row_hash=row["row_hash"]))
-        conn.execute(update(chain_head).values(last_hash=prev))
-        conn.execute(update(lifecycles).where(lifecycles.c.id == sample.ids["A"]).values(
-            filled_avg_price=D("534.90")))
+        conn.execute(update(chain_head).where(chain_head.c.id == 1).values(last_hash=prev))
+        conn.execute(update(lifecycles).where(lifecycles.c.id == sample.ids["A"]).values(filled_avg_price=D(price)))
+    return fill_id
+
+
+def test_a_full_rewrite_with_recomputed_hashes_is_caught_by_an_earlier_anchor(sample: Sample) -> None:
+    """Prevents a silent rewrite by someone who recomputes every hash: an anchor kept outside catches it."""
+    anchor = f"{TRANSITIONS}:{transition(sample, TRANSITIONS)['row_hash']}"
+    rewrite_fill_price(sample)
     assert verified(sample.url).problems == []  # the chain alone cannot tell: it has no secret
     assert first_bad_row(verify_cli(sample.url, "--anchor", anchor)).startswith(
         f"transition {TRANSITIONS}: the anchor recorded {anchor.split(':')[1]} for this row, which now hashes to ")

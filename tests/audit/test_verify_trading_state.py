@@ -56,7 +56,9 @@ def test_deleting_the_halt_behind_a_transition_is_caught_at_that_transition(ledg
     with ledger.engine.begin() as conn:
         unguard(conn, "trading_state")
         conn.execute(delete(trading_state).where(trading_state.c.id == row_id))
-    assert first_bad_row(verify_cli(database_url)).startswith(
+    result = verify_cli(database_url)
+    assert first_bad_row(result).startswith(f"trading_state row {row_id}: is missing, though record ")
+    assert result.stdout.rstrip().endswith(
         f"{halted_at}: cites a trading state that no trading_state row recorded "
         "before it: trading HALTED by ops@desk: news")
 
@@ -70,7 +72,11 @@ def test_rewording_or_backdating_a_halt_is_caught(ledger: Ledger) -> None:
         conn.execute(update(trading_state).where(trading_state.c.id == row_id).values(why="routine"))
         conn.execute(update(trading_state).where(trading_state.c.id == later.id).values(at=AT - timedelta(days=1)))
     problems = [str(p) for p in verified(ledger.url).problems]
-    assert problems == [  # rows with a transition first, in chain order
+    assert problems == [  # the rows that differ from their records, then what the transitions cite
+        f"trading_state row {row_id}: why is routine, the records chain says news (record 2): the row was edited "
+        "after it was written",
+        f"trading_state row {later.id}: at is 2026-06-11T14:00:00+00:00, the records chain says "
+        f"2026-06-12T14:05:00+00:00 (record 3): the row was edited after it was written",
         f"{halted_at}: cites a trading state that no trading_state row recorded "
         "before it: trading HALTED by ops@desk: news",
         f"trading_state row {later.id}: recorded at 2026-06-11 14:00:00, before the row above it "

@@ -54,6 +54,9 @@ TRACED = frozenset(list(ON_PATH)[list(ON_PATH).index("after_emulation_armed"):])
 # the restart's must outlast the restart itself (about 1 s here), or an entry intent left unsent at
 # `after_intent` would be (rightly) refused as stale, which test_resume_intent.py covers.
 QUICK, RESTART, NEVER = 1.0, 6.0, 60.0
+# Killed at `after_intent`, the restart finds the signal as old as the crash and the restart took:
+# seconds on a busy machine (the suite runs on every core), so its fill timeout outlasts that.
+RESTART_AFTER_INTENT = 20.0
 
 EN, TP, SL, FL, EX = Leg.ENTRY, Leg.TAKE_PROFIT, Leg.STOP, Leg.FLATTEN, Leg.EXIT
 TP2 = (TP, 2)  # the second exit pair: re-protection after a partial exit fill

@@ -1,9 +1,11 @@
 """The crash rig: the venue and the engine as two processes, the way they run in production.
 
 The venue is `smartexec sim` on a manual clock (nothing moves unless a test advances it), driven
-through its /admin routes. The engine is `smartexec run` on a SQLite ledger; signals reach it
-through the ledger's inbox. A crash is SMART_EXECUTOR_CRASH_AT (engine/crash.py): the process
-exits with 137 at the named point, leaving the ledger and the venue as a kill -9 would.
+through its /admin routes. The engine is `smartexec run` on a ledger of each backend (the
+`database_url` fixture of tests/conftest.py: an SQLite file in the cell's folder, or a PostgreSQL
+schema of the cell's own, dropped after it); signals reach it through the ledger's inbox. A crash
+is SMART_EXECUTOR_CRASH_AT (engine/crash.py): the process exits with 137 at the named point,
+leaving the ledger and the venue as a kill -9 would.
 
 The venue's clock is set in the next weekday's session, ahead of the engine's. On restart the
 engine lists the broker's orders submitted since the oldest open lifecycle's `created_at` (its own
@@ -29,7 +31,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any, Self
 
-from harness import SMARTEXEC, poll, product_environment, sqlite_url
+from harness import SMARTEXEC, poll, product_environment
 from sqlalchemy import select
 from sqlalchemy.engine import RowMapping
 
@@ -174,12 +176,12 @@ class LedgerReads:
 
 
 class Cell:
-    """One scenario played against a fresh venue process and a fresh ledger; a context manager
-    that stops every process it started."""
+    """One scenario played against a fresh venue process and the empty database at `url` (its
+    files in `folder`); a context manager that stops every process it started."""
 
-    def __init__(self, scenario: str, folder: Path) -> None:
+    def __init__(self, scenario: str, folder: Path, url: str) -> None:
         self.folder = folder
-        self.url = sqlite_url(folder)
+        self.url = url
         self.venue = Venue(dated_scenario(scenario, folder), folder)
         try:
             db.upgrade(self.url)  # while the venue starts; the engine's own upgrade is then a no-op
@@ -209,7 +211,9 @@ class Cell:
     def engine(self, *, fill_timeout: float, crash_at: str | None = None, trace: Path | None = None,
                env: Mapping[str, str] | None = None) -> Process:
         """`smartexec run` on the product defaults, but for the fill timeout and `env` (settings)."""
-        env = {**product_environment(), "SMART_EXECUTOR_FILL_TIMEOUT": str(fill_timeout), **(env or {})}
+        # The anchor log in the test's folder: the default for a PostgreSQL ledger is the working directory.
+        env = {**product_environment(), "SMART_EXECUTOR_FILL_TIMEOUT": str(fill_timeout),
+               "SMART_EXECUTOR_ANCHOR_LOG": str(self.folder / "anchors.jsonl"), **(env or {})}
         if crash_at:
             env[VARIABLE] = crash_at
         if trace:

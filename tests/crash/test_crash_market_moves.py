@@ -206,13 +206,13 @@ def run_until(played: Cell, engine: Process, done: Any, what: str, drive: Driver
 
 
 @pytest.mark.parametrize("name", PARAMS)
-def test_crash_then_the_market_moves(name: str, tmp_path: Path) -> None:
+def test_crash_then_the_market_moves(name: str, tmp_path: Path, database_url: str) -> None:
     """Prevents a fill that happens while the engine is down (or the market running through an
     order it had not sent yet) from being lost, counted twice, or leaving the lifecycle stuck."""
     cell = BY_NAME[name]
     signal = cell.signal
     signal_id, symbol = signal["signal_id"], signal["symbol"]
-    with Cell(cell.scenario, tmp_path) as played:
+    with Cell(cell.scenario, tmp_path, database_url) as played:
         for route, body in cell.before:
             played.venue.post(route, body)
         drive = Driver(played, signal_id, symbol, cell.up)

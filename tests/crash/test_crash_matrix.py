@@ -25,7 +25,22 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
-from crash_cases import EN, EX, FL, MADE, ON_PATH, QUICK, REFUSED, RESTART, TP, TP2, Case, S, assert_outcome
+from crash_cases import (
+    EN,
+    EX,
+    FL,
+    MADE,
+    ON_PATH,
+    QUICK,
+    REFUSED,
+    RESTART,
+    RESTART_AFTER_INTENT,
+    TP,
+    TP2,
+    Case,
+    S,
+    assert_outcome,
+)
 from crash_rig import CRASHED, Cell
 
 from engine import service
@@ -130,12 +145,12 @@ def test_the_matrix_covers_every_point() -> None:
 
 
 @pytest.mark.parametrize("scenario", [case.name for case in CASES])
-def test_crash_free_reference(scenario: str, tmp_path: Path) -> None:
+def test_crash_free_reference(scenario: str, tmp_path: Path, database_url: str) -> None:
     """The baseline each cell is compared with: the exact crash-free sequence, and the points that
     run passes, which must be exactly the points its matrix row crashes at."""
     case = BY_NAME[scenario]
     trace = tmp_path / "trace"
-    with Cell(case.scenario, tmp_path) as played:
+    with Cell(case.scenario, tmp_path, database_url) as played:
         engine = played.engine(fill_timeout=case.timeouts[0], trace=trace, env=case.env)
         played.post_signal(case.payload())
         played.until_settled(engine, case.signal_id, case.final, case.advance, case.moves, len(case.states))
@@ -145,16 +160,17 @@ def test_crash_free_reference(scenario: str, tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(("scenario", "point"), MATRIX)
-def test_crash_and_restart(scenario: str, point: str, tmp_path: Path) -> None:
+def test_crash_and_restart(scenario: str, point: str, tmp_path: Path, database_url: str) -> None:
     """Prevents a kill -9 at any step boundary from duplicating an order, losing a fill, leaving a
     lifecycle stuck, or leaving the venue's position different from the ledger's."""
     case = BY_NAME[scenario]
-    with Cell(case.scenario, tmp_path) as played:
+    with Cell(case.scenario, tmp_path, database_url) as played:
         first = played.engine(fill_timeout=case.timeouts[0], crash_at=point, env=case.env)
         played.post_signal(case.payload())
         assert played.until_exit(first, case.signal_id, case.advance, case.moves) == CRASHED
         assert f"crash point {point} reached" in first.log()
-        second = played.engine(fill_timeout=case.timeouts[1], env=case.env)
+        restart = max(case.timeouts[1], RESTART_AFTER_INTENT) if point == "after_intent" else case.timeouts[1]
+        second = played.engine(fill_timeout=restart, env=case.env)
         played.until_settled(second, case.signal_id, case.final, case.advance, case.moves, len(case.expected(point)))
         assert second.stop() == 0
         history = assert_outcome(played, case, point)

@@ -18,7 +18,8 @@ from __future__ import annotations
 import os
 import random
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from decimal import Decimal
 from pathlib import Path
 
@@ -26,7 +27,7 @@ import pytest
 from crash_cases import EN, EX, TP, check_invariants
 from crash_rig import WAIT, Cell, Process
 from harness import poll
-from sqlalchemy.engine import RowMapping
+from sqlalchemy.engine import RowMapping, make_url
 
 from engine.core.domain import Leg, client_order_id
 from engine.core.lifecycle import State
@@ -61,6 +62,18 @@ EMULATED_PATHS = {(*SENT, S.FILLED, S.VALIDATED, S.EMULATING, *(S.EMULATED_EXIT,
 EMULATED_POSSIBLE = EMULATED_PATHS | {tuple(s for s in path if s is not S.LIMIT_SUBMITTED) for path in EMULATED_PATHS}
 
 
+@contextmanager
+def noted(why: str) -> Iterator[None]:
+    """Any failure inside names the seed (`why`), also one that no assertion here words: a wait of
+    the rig's that timed out, an error from the venue or the database."""
+    try:
+        yield
+    except BaseException as error:
+        if why not in str(error):
+            error.add_note(why)
+        raise
+
+
 def scenario_of(seed: int) -> str:
     return SCENARIOS[seed % len(SCENARIOS)]
 
@@ -90,11 +103,11 @@ class Market:
 
 
 @pytest.mark.parametrize("seed", SEEDS)
-def test_random_kill_while_the_market_moves(seed: int, tmp_path: Path) -> None:
+def test_random_kill_while_the_market_moves(seed: int, tmp_path: Path, database_url: str) -> None:
     """Prevents a kill -9 at any moment, not only at a named step, from duplicating an order,
     losing a fill made while the engine was down, or leaving the ledger apart from the venue."""
     scenario = scenario_of(seed)
-    history, row, why = play(seed, scenario, tmp_path, lambda played, signal_id: Market(
+    history, row, why = play(seed, scenario, tmp_path, database_url, lambda played, signal_id: Market(
         played, client_order_id(played.ledger_id, signal_id, TP)))
     states = tuple(S(t["to_state"]) for t in history)
     assert states in POSSIBLE, f"{why}: {states}"
@@ -104,12 +117,12 @@ def test_random_kill_while_the_market_moves(seed: int, tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("seed", EMULATED_SEEDS)
-def test_random_kill_while_an_emulated_stop_fires(seed: int, tmp_path: Path) -> None:
+def test_random_kill_while_an_emulated_stop_fires(seed: int, tmp_path: Path, database_url: str) -> None:
     """after_hours_stop: 17:00, the engine holds the stop (58.20) and the venue's bid slides
     through it (58.10 at t = 25 s, 57.50 from t = 60 s) whether an engine runs or not. Prevents a
     kill -9 at any moment (the entry, the emulation, the exit's send, its re-pricing) from sending
     the exit twice or not at all, losing its fill, or leaving the ledger apart from the venue."""
-    history, _, why = play(seed, "after_hours_stop", tmp_path, lambda played, signal_id: Market(
+    history, _, why = play(seed, "after_hours_stop", tmp_path, database_url, lambda played, signal_id: Market(
         played, client_order_id(played.ledger_id, signal_id, EN), step=EMULATED_STEP, until=EMULATED_UNTIL),
         env=EMULATED_ENV, sent=(EN, EX), never=(TP,))
     states = tuple(S(t["to_state"]) for t in history)
@@ -118,20 +131,20 @@ def test_random_kill_while_an_emulated_stop_fires(seed: int, tmp_path: Path) -> 
     assert [t["payload"]["emulated_leg"] for t in fired] == ["stop"], why  # fired once, on the stop
 
 
-def play(seed: int, scenario: str, tmp_path: Path, market_of: Callable[[Cell, str], Market],
+def play(seed: int, scenario: str, tmp_path: Path, url: str, market_of: Callable[[Cell, str], Market],
          env: Mapping[str, str] | None = None, sent: tuple[Leg, ...] = (EN, TP), never: tuple[Leg, ...] = (),
          ) -> tuple[list[RowMapping], RowMapping, str]:
-    """Play `scenario` with the seed's kills until CLOSED and check what every run must: the
-    matrix's invariants, one order per client order id, the `sent` legs' first attempts at the venue
-    and no `never` leg, the exit's price and P&L as the venue's fills say. Returns the transitions,
-    the lifecycle and the seed's description."""
+    """Play `scenario` on the empty database at `url` with the seed's kills until CLOSED and check
+    what every run must: the matrix's invariants, one order per client order id, the `sent` legs'
+    first attempts at the venue and no `never` leg, the exit's price and P&L as the venue's fills
+    say. Returns the transitions, the lifecycle and the seed's description."""
     rng = random.Random(seed)
     signal = dict(load_scenario(scenario).signal)
     signal_id = signal["signal_id"]
     kills = [(rng.uniform(0.2, 3.0), rng.uniform(0.1, 1.5)) for _ in range(rng.randint(1, 2))]
     plan = [(round(alive, 2), round(down, 2)) for alive, down in kills]
-    why = f"seed {seed} ({scenario}): SIGKILL after / restart after (s) {plan}"
-    with Cell(scenario, tmp_path) as played:
+    why = f"seed {seed} ({scenario}, {make_url(url).get_backend_name()}): SIGKILL after / restart after (s) {plan}"
+    with noted(why), Cell(scenario, tmp_path, url) as played:
         market = market_of(played, signal_id)
         engine: Process = played.engine(fill_timeout=60.0, env=env)
         played.post_signal({**signal, "mode": "smart"})

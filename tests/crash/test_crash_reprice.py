@@ -62,12 +62,13 @@ def settle(played: Cell, engine: Process, state: State) -> None:
 
 
 @pytest.mark.parametrize("point", ["after_entry_repriced", "after_entry_replace"])
-def test_a_crash_in_the_replace_resumes_with_exactly_one_working_entry(point: str, tmp_path: Path) -> None:
+def test_a_crash_in_the_replace_resumes_with_exactly_one_working_entry(point: str, tmp_path: Path,
+                                                                        database_url: str) -> None:
     """Prevents a kill -9 between the recorded ENTRY_REPRICED and the PATCH (or between the PATCH
     and the commit of its answer) from leaving two working entry orders (the old one and a resent
     replacement: up to twice the signal's shares), none (a replacement intended but never made while
     the old one is forgotten), or a lifecycle that never learns which order is working."""
-    with Cell("slow_market", tmp_path) as played:
+    with Cell("slow_market", tmp_path, database_url) as played:
         crash(played, point)
         en1, en2 = (client_order_id(played.ledger_id, SIGNAL, EN, n) for n in (1, 2))
         second = played.engine(fill_timeout=TIMEOUT, env=REPRICE)
@@ -97,22 +98,29 @@ def test_a_crash_in_the_replace_resumes_with_exactly_one_working_entry(point: st
         assert (venue[en1], venue[en2]) == ("replaced", "filled")
 
 
-def test_the_old_order_filling_while_down_is_the_fill_and_the_replacement_is_never_sent(tmp_path: Path) -> None:
+def test_the_old_order_filling_while_down_is_the_fill_and_the_replacement_is_never_sent(
+        tmp_path: Path, database_url: str) -> None:
     """Prevents a replacement recorded before a crash from being sent after the order it was to
     replace filled while no engine ran (a second entry, twice the shares), and the fill being lost:
     the restart reads the old order's fill and marks the replacement not_sent."""
-    with Cell("slow_market", tmp_path) as played:
+    with Cell("slow_market", tmp_path, database_url) as played:
         crash(played, "after_entry_repriced")
         en1, en2 = (client_order_id(played.ledger_id, SIGNAL, EN, n) for n in (1, 2))
         played.venue.post("quote", quote("31.00", "31.01"))  # the first order (31.02) fills at 31.01
         poll(lambda: played.venue.fills().get(en1, (0,))[0] == 100, "the first order's fill", WAIT)
         second = played.engine(fill_timeout=TIMEOUT, env=REPRICE)
         settle(played, second, S.EXITS_PLACED)
+        row = played.reads.lifecycle(SIGNAL)
+        assert row is not None and (row["filled_qty"], row["filled_avg_price"]) == (100, D("31.01"))
+
+        def entries() -> dict[str, str]:
+            return {o["client_order_id"]: o["status"] for o in played.reads.orders(row["id"]) if o["leg"] == "entry"}
+
+        # The replacement is marked once the reconcile has read the old order's fill, which on a
+        # loaded machine can come just after the exits are placed.
+        poll(lambda: entries().get(en2) == "not_sent", "the replacement marked not_sent", WAIT)
         assert second.stop() == 0
         check_invariants(played, SIGNAL, (*REPRICED, *PROTECTED), coids(played.ledger_id, SIGNAL, POSTS), D(100),
                          why="old order filled while down")
-        row = played.reads.lifecycle(SIGNAL)
-        assert row is not None and (row["filled_qty"], row["filled_avg_price"]) == (100, D("31.01"))
-        entries = {o["client_order_id"]: o["status"] for o in played.reads.orders(row["id"]) if o["leg"] == "entry"}
-        assert entries == {en1: "filled", en2: "not_sent"}
+        assert entries() == {en1: "filled", en2: "not_sent"}
         assert en2 not in played.venue.fills()  # never made at the venue

@@ -36,11 +36,11 @@ def crash_after_intent(played: Cell) -> None:
     assert played.venue.answers() == {}, "the crash came before the entry was sent"
 
 
-def test_stale_unsent_entry_fails_with_the_reason(tmp_path: Path) -> None:
+def test_stale_unsent_entry_fails_with_the_reason(tmp_path: Path, database_url: str) -> None:
     """Prevents a signal that sat unsent through a crash from being traded late, at a price the
     bot no longer meant: restarted after the fill timeout, it fails and says why, and the signal
     delivered again from the inbox changes nothing."""
-    with Cell(SCENARIO, tmp_path) as played:
+    with Cell(SCENARIO, tmp_path, database_url) as played:
         crash_after_intent(played)
         pending = played.reads.lifecycle(SIGNAL_ID)
         assert pending is not None
@@ -57,10 +57,10 @@ def test_stale_unsent_entry_fails_with_the_reason(tmp_path: Path) -> None:
         assert played.verify_exit_code() == 0
 
 
-def test_fresh_unsent_entry_is_submitted_exactly_once(tmp_path: Path) -> None:
+def test_fresh_unsent_entry_is_submitted_exactly_once(tmp_path: Path, database_url: str) -> None:
     """Prevents both ways a restart can get an unsent entry wrong: never sending it (the trade is
     lost) and sending it twice (resume and the inbox's second delivery both placing it)."""
-    with Cell(SCENARIO, tmp_path) as played:
+    with Cell(SCENARIO, tmp_path, database_url) as played:
         crash_after_intent(played)
         second = played.engine(fill_timeout=FRESH_FOR)
         row = played.until_settled(second, SIGNAL_ID, State.EXITS_PLACED, {})

@@ -18,6 +18,7 @@ from engine.cli.demo import CASES
 from engine.core.domain import Leg, client_order_id
 from engine.core.lifecycle import State
 from engine.ledger import Ledger
+from engine.ledger.anchors import read_log
 from engine.sim import Venue
 from engine.sim.testing import wait_until
 
@@ -131,21 +132,31 @@ def test_submit_reaches_a_running_engine_which_stops_cleanly_on_sigterm(venue: V
     assert "Finished processing state" not in text  # the state machine library's chatter
     assert "stopping" in text
     assert API_SECRET not in text
+    # The clean stop anchored the chains next to the ledger, up to the last transition.
+    anchors = read_log(tmp_path / "ledger.db.anchors.jsonl")
+    assert anchors.problems == [] and anchors.anchors[-1].heads["transitions"].last_id == history[-1].id
+    assert "the chains' heads at the stop are anchored" in text
 
 
 def test_demo_plays_every_scenario_and_exits_zero(tmp_path: Path) -> None:
-    demo = subprocess.run([*SMARTEXEC, "demo", "--database", str(tmp_path / "demo.db")], env=environment(),
-                          capture_output=True, text=True, timeout=300, check=False)
+    demo = subprocess.run([*SMARTEXEC, "demo", "--database-url", f"sqlite:///{tmp_path / 'demo.db'}"],
+                          env=environment(), capture_output=True, text=True, timeout=300, check=False)
 
     assert demo.returncode == 0, demo.stderr
-    tables = demo.stdout.split("\n\n")
+    # Progress on stderr, one line as each scenario ends; stdout holds the tables only.
+    progress = [line for line in demo.stderr.splitlines() if line.startswith("smartexec: demo: ")]
+    assert progress[0] == f"smartexec: demo: playing {len(CASES) + 1} scenarios on the local venue"
+    done = dict(re.findall(r"^smartexec: demo: (\w+) done: ([A-Z_]+) \(\d+\.\ds\)$", demo.stderr, re.MULTILINE))
+    assert sorted(done) == sorted([case.scenario for case in CASES] + ["after_hours_stop"]) and len(progress) == 8
+    assert "smartexec: demo:" not in demo.stdout
+    tables = re.sub(r"\n {15}", " ", demo.stdout).split("\n\n")  # a row wrapped at 100 columns, joined
     for case in CASES:
         table = next((t for t in tables if t.startswith(f"{case.scenario}: {case.title}\n")), None)
         assert table is not None, f"no table for {case.scenario}:\n{demo.stdout}"
         rows = dict(re.findall(r"^  (\S+(?: \S+)?)\s{2,}(.*)$", table, re.MULTILINE))
         assert list(rows) == ["signal", "limit", "fill", "slippage", "exits", "R/R", "final state", "P&L", "path"]
         final = State(rows["final state"].split()[0])
-        assert final in case.until
+        assert final in case.until and done[case.scenario] == final.value
         assert rows["path"].split(" -> ")[-1] == final.value
     crwd = next(t for t in tables if t.startswith("crwd_gap:"))
     assert "limit        535.09" in crwd and "fill         no fill" in crwd

@@ -91,3 +91,22 @@ def test_exits_cancelled_by_someone_else_are_placed_again(make_rig: Callable[...
     assert any(r.levelname == "ERROR" and r.getMessage().startswith(f"PROTECTION BREACH {signal.signal_id}: ")
                for r in caplog.records)
 
+
+
+def test_a_cancelled_leg_whose_sibling_filled_closes_without_a_breach(make_rig: Callable[..., Rig]) -> None:
+    """Prevents a stop-out read as lost protection: the venue cancels the take-profit because the
+    stop filled, and the stop's fill event is late or lost (its route is learnt from the pair's
+    reply, so the cancel can come first). The engine looks the pair up on the cancel, records the
+    stop's fill, and closes: no protection_lost, no second pair."""
+    rig = make_rig("target_hit")
+    signal = signal_of("target_hit")
+    lc = rig.settle(rig.submit(signal), State.EXITS_PLACED)
+    rig.venue.faults.drop_events(1, events="fill", symbol="NVDA")  # the stop's fill: only the cancel arrives
+    rig.venue.set_quote("NVDA", "120.00", "120.03", bid_size=400, ask_size=400)  # through the 120.20 stop
+    lc = rig.settle(lc)
+    assert rig.path(lc) == [*ENTERED, "CLOSED"]
+    last = rig.ledger.history(lc.id)[-1]
+    assert (last.trigger, last.source) == ("exit_filled", "engine")
+    assert "protection_lost" not in [row.trigger for row in rig.ledger.history(lc.id)]
+    assert rig.sent() == [rig.coid(signal.signal_id), rig.coid(signal.signal_id, Leg.TAKE_PROFIT)]
+    assert rig.venue.position("NVDA") is None

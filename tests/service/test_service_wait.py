@@ -6,10 +6,11 @@ import threading
 from collections.abc import Callable
 
 import pytest
-from harness import Rig, signal_of
+from harness import Rig, signal_of, sqlite_only
 from sqlalchemy import create_engine
 
 from engine.core.lifecycle import State
+from engine.service.executor import LifecycleTimeout
 from engine.sim.testing import wait_until
 
 FILLED_OR_LATER = frozenset({State.FILLED, State.VALIDATED, State.EXITS_PLACED})
@@ -46,3 +47,21 @@ def test_wait_for_reports_only_states_the_ledger_holds(make_rig: Callable[..., R
         holder.close()
         other.dispose()
     assert committed is not None and committed.state in FILLED_OR_LATER
+
+
+@sqlite_only
+def test_wait_for_gives_up_naming_the_lifecycle_and_its_state(make_rig: Callable[..., Rig]) -> None:
+    """Prevents a bare TimeoutError after a default shorter than the fill timeout (30 s against 60 s):
+    the default covers the fill timeout, the cancel's confirmation and the exits, and giving up
+    says which lifecycle is where."""
+    rig = make_rig("slow_market")
+    live = rig.settle(rig.submit(signal_of("slow_market")), State.LIMIT_SUBMITTED)
+    assert rig.executor.settle_time(live) == 60.0 + 0.2 + 10.0 + 10.0  # fill timeout, verify_after, graces
+
+    with pytest.raises(LifecycleTimeout) as gave_up:
+        rig.run(rig.executor.wait_for(live.id, timeout=0.2))
+
+    assert isinstance(gave_up.value, TimeoutError)
+    assert str(gave_up.value) == (f"lifecycle {live.id} {live.signal_id} INTC is LIMIT_SUBMITTED after 0.2s "
+                                  "(waited for CANCELED, CLOSED, FAILED, FLATTENED)")
+    assert gave_up.value.lifecycle.state is State.LIMIT_SUBMITTED
