@@ -13,14 +13,15 @@ from decimal import Decimal as D
 
 import pytest
 from harness import verified
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 
 from engine.broker.ratelimit import Priority, RateLimiter
 from engine.core.domain import Mode, Side, Signal
-from engine.core.errors import Deposed
+from engine.core.errors import Deposed, LedgerUnavailable
 from engine.ledger import Ledger
+from engine.ledger.chain import CHAINS
 from engine.ledger.leases import Fence, this_host
-from engine.ledger.schema import lifecycles, records
+from engine.ledger.schema import chain_head, lifecycles, records
 from engine.service.workers import Workers
 
 AT = datetime(2026, 12, 2, 15, 0, tzinfo=timezone.utc)
@@ -126,6 +127,41 @@ def test_a_takeover_waits_for_the_owners_write_in_flight(alpha: Ledger) -> None:
             open_one(writer, "late")
     finally:
         writer.close()
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+def test_an_owner_paused_inside_a_transaction_blocks_nobody_past_its_idle_timeout(alpha: Ledger) -> None:
+    """Prevents a worker frozen mid-transaction (SIGSTOP, a paused VM) from stalling the whole
+    ledger: it holds the records chain's head and its lease row, so every other writer (an intake
+    posting a signal, the standby taking its account over) would wait until it woke. The server
+    ends a worker's session idle that long in a transaction; the worker's commit then fails and
+    nothing of it is written."""
+    old = alpha.acquire("alpha", "host-a:1", ttl=0.5)
+    assert old is not None
+    owner = Ledger(alpha.url, account="alpha", fence=old, idle_timeout=0.5)
+    posted: list[int] = []
+    taken: list[Fence | None] = []
+    before = rows(alpha)
+    try:
+        with pytest.raises(LedgerUnavailable):
+            with owner._writing(AT) as (conn, _journal):
+                # What a link onto the records chain holds until commit: the head row's lock.
+                conn.execute(update(chain_head).where(chain_head.c.id == CHAINS["records"])
+                             .values(last_id=chain_head.c.last_id))
+                poster = threading.Thread(target=lambda: posted.append(alpha.post_signal({"signal_id": "s-1"})))
+                standby = threading.Thread(target=lambda: taken.append(alpha.acquire("alpha", "host-b:2", ttl=5)))
+                poster.start()
+                time.sleep(0.6)  # the lease runs out while the owner sleeps in its transaction
+                standby.start()
+                poster.join(10)
+                standby.join(10)
+                assert posted, "a signal could not be posted while a paused worker held the chain head"
+                assert taken and taken[0] is not None and taken[0].epoch == 2, "the standby was blocked"
+        # The posted signal's inbox record, and nothing of the paused owner's transaction.
+        assert rows(alpha) == (before[0], before[1] + 1)
+    finally:
+        owner.close()
 
 
 def test_a_broker_call_is_refused_once_the_lease_ran_out() -> None:

@@ -57,12 +57,22 @@ def _sqlite_hooks(engine: Engine, *, foreign_keys: bool) -> None:
         conn.exec_driver_sql("BEGIN IMMEDIATE")
 
 
-def make_engine(url: str, *, for_migrations: bool = False) -> Engine:
+def make_engine(url: str, *, for_migrations: bool = False, idle_timeout: float | None = None) -> Engine:
+    """`idle_timeout` (PostgreSQL): the server ends a session of this engine that sits idle inside a
+    transaction longer than this many seconds, releasing its locks. A worker paused mid-transaction
+    (SIGSTOP, a frozen VM) otherwise holds the chain heads and its lease row until it wakes, and every
+    writer of the ledger, the standby taking its account over included, waits for it."""
     if make_url(url).get_backend_name() == "sqlite":
         engine = create_engine(url, **JSON_CODEC)
         _sqlite_hooks(engine, foreign_keys=not for_migrations)
         return engine
-    return create_engine(url, pool_pre_ping=True, **JSON_CODEC)
+    options: dict[str, Any] = {}
+    if idle_timeout is not None:
+        # Added to the URL's own options (a ledger's search_path lives there), which these would replace.
+        given = make_url(url).query.get("options", "")
+        setting = f"-c idle_in_transaction_session_timeout={max(1, round(idle_timeout * 1000))}"
+        options["connect_args"] = {"options": f"{given} {setting}".strip()}
+    return create_engine(url, pool_pre_ping=True, **JSON_CODEC, **options)
 
 
 def alembic_config(url: str) -> Config:

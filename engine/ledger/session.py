@@ -8,7 +8,7 @@ from datetime import datetime, timezone
 from typing import Any, Protocol
 
 from sqlalchemy import Connection, Engine
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import DBAPIError, OperationalError
 
 from engine.core.errors import LedgerUnavailable
 from engine.ledger.chain import CHAINS, ChainHead, record_hash
@@ -16,9 +16,15 @@ from engine.ledger.journal import Journal, link
 from engine.ledger.schema import records
 
 
+def _unavailable(exc: BaseException | None) -> bool:
+    """A driver-level failure: a lock timeout, a lost server, or a session the server ended (e.g.
+    idle too long inside a transaction, which PostgreSQL reports as an InternalError)."""
+    return isinstance(exc, OperationalError) or (isinstance(exc, DBAPIError) and exc.connection_invalidated)
+
+
 class Guarded:
-    """`engine.begin()` or `engine.connect()` whose driver-level failures (a lock timeout, a lost
-    server), at the start, inside the block or at the commit, surface as LedgerUnavailable."""
+    """`engine.begin()` or `engine.connect()` whose driver-level failures, at the start, inside the
+    block or at the commit, surface as LedgerUnavailable."""
 
     def __init__(self, ctx: Any) -> None:
         self._ctx = ctx
@@ -26,15 +32,19 @@ class Guarded:
     def __enter__(self) -> Connection:
         try:
             return self._ctx.__enter__()  # type: ignore[no-any-return]
-        except OperationalError as exc:
+        except DBAPIError as exc:
+            if not _unavailable(exc):
+                raise
             raise LedgerUnavailable(f"cannot open a ledger transaction: {exc.orig}") from exc
 
     def __exit__(self, kind: Any, failure: BaseException | None, trace: Any) -> bool | None:
         try:
             handled = self._ctx.__exit__(kind, failure, trace)
-        except OperationalError as exc:
+        except DBAPIError as exc:
+            if not _unavailable(exc):
+                raise
             raise LedgerUnavailable(f"cannot commit to the ledger: {exc.orig}") from exc
-        if isinstance(failure, OperationalError):
+        if isinstance(failure, DBAPIError) and _unavailable(failure):
             raise LedgerUnavailable(f"the ledger refused a statement: {failure.orig}") from failure
         return handled  # type: ignore[no-any-return]
 

@@ -58,11 +58,12 @@ class Ledger(InboxStore, OrphanStore, TradingStore, ExecutionStore, AccountStore
 
     fence: Fence | None
 
-    def __init__(self, url: str, *, account: str = DEFAULT_ACCOUNT, fence: Fence | None = None) -> None:
+    def __init__(self, url: str, *, account: str = DEFAULT_ACCOUNT, fence: Fence | None = None,
+                 idle_timeout: float | None = None) -> None:
         self.url = url
         self.account = account
         self.fence = fence
-        self.engine = make_engine(url)
+        self.engine = make_engine(url, idle_timeout=idle_timeout)
         # The chain head as of this ledger's last commit: saves a read per transition. Only a
         # hint: the conditional UPDATE in `_append_transition` catches a stale value.
         self._head: ChainHead | None = None

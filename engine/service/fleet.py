@@ -81,7 +81,9 @@ class Fleet:
         self.fleet = fleet or FleetSettings()
         self.host = this_host()
         self.id = worker_id(self.host)
-        self.ledger = Ledger(url)  # the worker's own: accounts, leases, workers (it writes no account's rows)
+        # The worker's own: accounts, leases, workers (it writes no account's rows). A worker's
+        # sessions die once idle a lease TTL inside a transaction: paused, it blocks nobody for long.
+        self.ledger = Ledger(url, idle_timeout=self.fleet.ttl)
         self.served: dict[str, Served] = {}
         self._monotonic = monotonic
         self._failed: dict[str, float] = {}  # account -> when this worker last failed to take it over
@@ -178,7 +180,7 @@ class Fleet:
         target = self.targets[name]
         s = self.settings
         wanted = quotes.wants_quote(s) or s.emulate_exits or repricing.enabled(s)  # reprice
-        ledger = Ledger(self.url, account=name, fence=fence)
+        ledger = Ledger(self.url, account=name, fence=fence, idle_timeout=self.fleet.ttl)
         executor = served.executor = Executor(s, ledger, target.broker(),
                                               market_data=target.market_data(s.data_feed) if wanted else None,
                                               session_recheck=s.session_recheck)
