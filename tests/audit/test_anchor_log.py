@@ -528,19 +528,14 @@ def test_the_check_names_a_row_deleted_in_the_middle_and_one_inserted_into_a_gap
         "was inserted here"]
 
 
-def test_the_check_of_100k_rows_takes_well_under_a_second(bare_chain: Connection, tmp_path: Path) -> None:
+def test_a_log_of_100_lines_over_100k_rows_checks_every_line(bare_chain: Connection, tmp_path: Path) -> None:
+    """The check at the size of a busy week (its cost is bench/verify_cost.py's to measure)."""
     fill(bare_chain, range(1, 100_001))
     anchors = [anchor_of(first, first + 999, line=n) for n, first in enumerate(range(1, 100_001, 1000), start=1)]
     log = tmp_path / "a.jsonl"
     log.write_bytes(b"".join(line_of(a, None) for a in anchors))
-    # CPU time, not wall time: the suite runs on every core, and another worker's processes may
-    # hold this one's core for a while; what is checked is the work, all of it in this thread.
-    started = time.process_time()
-    reading = read_log(log)
-    found = check_anchor_log(bare_chain, reading)
-    elapsed = time.process_time() - started
+    found = check_anchor_log(bare_chain, read_log(log))
     assert found.problems == [] and found.checked == 100
-    assert elapsed < 0.6, f"{elapsed:.3f}s"
 
 
 # --- every chain of CHAINS, on a ledger reduced to what the anchor log reads ----------------------
