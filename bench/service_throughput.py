@@ -197,6 +197,7 @@ async def engine_run(venue: ProbedVenue, url: str, ids: list[str]) -> Run:
     try:
         await executor.start()
         await listening(venue)
+        await asyncio.to_thread(states)  # its first connection's set-up commits before the count starts
         await asyncio.to_thread(commits.start)
         start = time.perf_counter()
         await asyncio.gather(*(executor.submit(Signal.parse(
