@@ -6,7 +6,11 @@ Measured per side:
 - lifecycles per second: N signals handed over at once, until the last one is EXITS_PLACED;
 - fill -> exit latency, p50 and p99: from the venue publishing an entry's `fill` event to that
   lifecycle's OCO exit order reaching the venue's exchange (both stamped by the venue, on one
-  monotonic clock).
+  monotonic clock);
+- commits per lifecycle, from the first signal until the side has stopped (the engine's late
+  order news included): on SQLite the ledger engine's COMMITs (SQLAlchemy `commit` events), on
+  PostgreSQL the `xact_commit` growth of a database the bench creates for itself (and drops
+  after), so no other client's transactions count; reads end in ROLLBACK and do not count.
 
 The floor is a bare script without the engine: the same REST calls through alpaca-py (submit the
 limit entry; on the entry's `fill` event from the TradingStream, submit the OCO) and the same
@@ -34,6 +38,7 @@ import math
 import statistics
 import tempfile
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
@@ -48,6 +53,8 @@ from alpaca.trading.models import TradeUpdate
 from alpaca.trading.requests import LimitOrderRequest, StopLossRequest, TakeProfitRequest
 from alpaca.trading.stream import TradingStream
 from raw_ledger import RawLedger, StateCounts, identity_of, migrated, order_row
+from sqlalchemy import Engine, create_engine, event, text
+from sqlalchemy.engine import make_url
 from venue_probe import KEY, SECRET, ProbedVenue
 
 from engine.broker.alpaca import AlpacaBroker
@@ -56,6 +63,7 @@ from engine.core.config import Settings
 from engine.core.domain import Leg, Signal, client_order_id
 from engine.core.lifecycle import State
 from engine.ledger import Ledger
+from engine.ledger import database as db
 from engine.service import Executor
 from engine.sim.testing import wait_until
 
@@ -71,6 +79,7 @@ class Run:
     seconds: float  # first signal handed over -> last lifecycle EXITS_PLACED
     latencies: list[float]  # fill event published -> OCO at the exchange, seconds, one per lifecycle
     calls: int  # REST requests the venue received
+    commits: int  # ledger transactions committed (see Commits)
 
 
 def signal_ids(tag: str, n: int) -> list[str]:
@@ -84,11 +93,90 @@ def fill_to_exit(venue: ProbedVenue, ledger_id: str, ids: list[str]) -> list[flo
 
 @contextlib.contextmanager
 def fresh(base_url: str | None, tmp: Path, name: str) -> Iterator[tuple[ProbedVenue, str]]:
-    """A started venue with the deep book, and an empty ledger."""
-    with (migrated(base_url, tmp, name) as url,
+    """A started venue with the deep book, and an empty ledger (PostgreSQL: in a database of its own)."""
+    ledger = migrated(None, tmp, name) if base_url is None else own_database(base_url)
+    with (ledger as url,
           ProbedVenue.running_in_thread(rate_limit_per_min=None, initial_cash=Decimal(10**12)) as venue):
         venue.set_quote(SYMBOL, BID, ASK, bid_size=DEPTH, ask_size=DEPTH)
         yield venue, url
+
+
+class Commits:
+    """Commits of one side's run. SQLite: the COMMITs of the ledger engines it is given (`watch`).
+    PostgreSQL: the growth of `xact_commit` of the side's own database (see `fresh`), read from
+    another database. A backend reports its counts at the latest when it exits: the first reading
+    is taken when every session open then has only read (they end in ROLLBACK), the last once
+    every session on the database has ended, so every commit of the run and nothing else counts."""
+
+    def __init__(self, url: str) -> None:
+        self.counted = 0
+        self.stats = None if _database(url) is None else _stats_engine(url)
+        self.database = _database(url)
+        self.before = 0
+
+    def watch(self, engine: Engine) -> None:
+        if self.stats is None:
+            event.listen(engine, "commit", self._count)
+
+    def _count(self, _conn: Any) -> None:
+        self.counted += 1
+
+    def start(self) -> None:
+        if self.stats is not None:
+            self.before = _xact_commit(self.stats, self.database, quiet=False)
+
+    def total(self) -> int:
+        """Once the side's engines are disposed."""
+        if self.stats is None:
+            return self.counted
+        try:
+            return _xact_commit(self.stats, self.database, quiet=True) - self.before
+        finally:
+            self.stats.dispose()
+
+
+def _database(url: str) -> str | None:
+    """The PostgreSQL database of `url` (None: SQLite)."""
+    parsed = make_url(url)
+    return parsed.database if parsed.get_backend_name() == "postgresql" else None
+
+
+def _stats_engine(url: str) -> Engine:
+    # The server's maintenance database: what is read there counts nothing in the bench's.
+    return create_engine(make_url(url).set(database="postgres", query={}), isolation_level="AUTOCOMMIT")
+
+
+def _xact_commit(stats: Engine, database: str | None, *, quiet: bool) -> int:
+    """`xact_commit` of `database`; with `quiet`, after every session on it has ended (and so
+    reported its counts)."""
+    with stats.connect() as conn:
+        deadline = time.monotonic() + 30
+        while quiet and conn.execute(text("SELECT count(*) FROM pg_stat_activity WHERE datname = :d"),
+                                     {"d": database}).scalar_one():
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"sessions on {database} still open after 30 s")
+            time.sleep(0.05)
+        conn.execute(text("SELECT pg_stat_clear_snapshot()"))
+        return int(conn.execute(text("SELECT xact_commit FROM pg_stat_database WHERE datname = :d"),
+                                {"d": database}).scalar_one())
+
+
+@contextlib.contextmanager
+def own_database(base_url: str) -> Iterator[str]:
+    """A migrated PostgreSQL database of the bench's own on the server of `base_url`, dropped
+    after, so that its `xact_commit` counts one side's transactions alone."""
+    name = f"perfa_bench_{uuid.uuid4().hex[:12]}"
+    admin = create_engine(make_url(base_url), isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as conn:
+            conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
+        url = make_url(base_url).set(database=name).render_as_string(hide_password=False)
+        db.upgrade(url)
+        yield url
+    finally:
+        with admin.connect() as conn:
+            conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin.dispose()
 
 
 async def listening(venue: ProbedVenue) -> None:
@@ -101,12 +189,16 @@ async def listening(venue: ProbedVenue) -> None:
 async def engine_run(venue: ProbedVenue, url: str, ids: list[str]) -> Run:
     ledger = Ledger(url)
     states = StateCounts(url)
+    commits = Commits(url)
+    commits.watch(ledger.engine)
     broker = AlpacaBroker(KEY, SECRET, rest_url=venue.rest_url, stream_url=venue.stream_url)
     executor = Executor(replace(Settings.from_env({}), database_url=url), ledger, broker, broker_workers=WORKERS,
                         limiter=RateLimiter(per_minute=6_000_000, burst=100_000), clock=venue.clock.now)
     try:
         await executor.start()
         await listening(venue)
+        await asyncio.to_thread(states)  # its first connection's set-up commits before the count starts
+        await asyncio.to_thread(commits.start)
         start = time.perf_counter()
         await asyncio.gather(*(executor.submit(Signal.parse(
             {"signal_id": s, "symbol": SYMBOL, "side": "buy", "qty": QTY, "price": PRICE, "stop": STOP})) for s in ids))
@@ -119,7 +211,8 @@ async def engine_run(venue: ProbedVenue, url: str, ids: list[str]) -> Run:
         await executor.stop()
         ledger.close()
         states.close()
-    return Run(seconds, fill_to_exit(venue, ledger.identity(), ids), sum(venue.request_counts().values()))
+    return Run(seconds, fill_to_exit(venue, ledger.identity(), ids), sum(venue.request_counts().values()),
+               await asyncio.to_thread(commits.total))
 
 
 # --- the floor: no engine, the same calls and commits ------------------------------------------
@@ -132,6 +225,8 @@ class Floor:
         self.client._retry = 0  # as the engine's adapter: no blind resends
         self.ledger = RawLedger(url, venue.clock.now)
         self.ledger_id = identity_of(url)
+        self.commits = Commits(url)
+        self.commits.watch(self.ledger.engine)
         self.io = ThreadPoolExecutor(WORKERS, thread_name_prefix="floor-io")
         self.writer = ThreadPoolExecutor(1, thread_name_prefix="floor-db")
         self.entries: dict[str, tuple[str, int, int]] = {}  # entry coid -> signal id, lifecycle id, order row id
@@ -190,6 +285,7 @@ class Floor:
         reader = asyncio.create_task(stream._run_forever())
         try:
             await listening(self.venue)
+            await asyncio.to_thread(self.commits.start)
             start = time.perf_counter()
             await asyncio.gather(*(self.submit(s) for s in self.ids))
             await asyncio.wait_for(self.done.wait(), 120)
@@ -203,7 +299,8 @@ class Floor:
             self.writer.shutdown()
             self.ledger.close()
         calls = sum(self.venue.request_counts().values())
-        return Run(seconds, fill_to_exit(self.venue, self.ledger_id, self.ids), calls)
+        return Run(seconds, fill_to_exit(self.venue, self.ledger_id, self.ids), calls,
+                   await asyncio.to_thread(self.commits.total))
 
 
 # --- the comparison ----------------------------------------------------------------------------
@@ -231,20 +328,25 @@ def main() -> None:
 
 
 def report(args: argparse.Namespace, runs: dict[str, list[Run]]) -> None:
-    def figures(side: str) -> tuple[float, float, float, float]:
+    def figures(side: str) -> tuple[float, float, float, float, float]:
         pooled = [x for run in runs[side] for x in run.latencies]
         return (args.n / statistics.median(run.seconds for run in runs[side]), percentile(pooled, 0.50) * 1e3,
-                percentile(pooled, 0.99) * 1e3, statistics.median(run.calls for run in runs[side]) / args.n)
+                percentile(pooled, 0.99) * 1e3, statistics.median(run.calls for run in runs[side]) / args.n,
+                statistics.median(run.commits for run in runs[side]) / args.n)
 
     floor, engine = figures("floor"), figures("engine")
     print(f"backend              : {(args.url or 'sqlite').split(':', 1)[0]}")
     print(f"signals              : {args.n} at once, {args.rounds} rounds (rate: median round; latency: pooled)")
     print(f"{'':21}  {'floor':>9}  {'engine':>9}  ratio (engine cost / floor cost)")
     rows = [("lifecycles per second", 0, True), ("fill->exit p50 (ms)", 1, False),
-            ("fill->exit p99 (ms)", 2, False), ("REST calls/lifecycle", 3, False)]
+            ("fill->exit p99 (ms)", 2, False), ("REST calls/lifecycle", 3, False),
+            ("commits/lifecycle", 4, False)]
     for name, i, higher_is_better in rows:
         ratio = floor[i] / engine[i] if higher_is_better else engine[i] / floor[i]
         print(f"{name:<21}: {floor[i]:9.2f}  {engine[i]:9.2f}  {ratio:5.2f}x")
+    for side in ("floor", "engine"):  # per round, for the spread
+        print(f"{side:<6} rounds       : lifecycles/s " + " ".join(f"{args.n / run.seconds:.1f}" for run in runs[side])
+              + "; commits/lifecycle " + " ".join(f"{run.commits / args.n:.2f}" for run in runs[side]))
 
 
 if __name__ == "__main__":

@@ -7,11 +7,11 @@ settings, in the same run. Two cases, each with its own floor, each printed with
   (the hash chain's conditional head move) and INSERT transitions with its id and hashes;
 - a transition that carries order writes (a partial fill as the stream reports it:
   `record(..., writes=Writes(updates=[OrderUpdate], fills=[FillRecord]))`): the same three, then
-  what engine/ledger/orders.py issues for them today: SELECT the order's progress, UPDATE orders,
-  SELECT the order's id, SELECT a fill of the same cum_qty under another execution id (the
-  reconcile's duplicate check) and INSERT fills RETURNING its id; then the records chain's two
-  links for the order's update and the fill: UPDATE chain_head (row 2) and one INSERT records of
-  both rows.
+  what engine/ledger/orders.py issues for them today: the conditional UPDATE orders ... RETURNING
+  (the progress rules in SQL) and INSERT INTO fills ... SELECT the order's id unless a fill of the
+  same cum_qty is stored under another execution id, ON CONFLICT DO NOTHING, RETURNING its id;
+  then the records chain's two links for the order's update and the fill: UPDATE chain_head
+  (row 2) and one INSERT records of both rows.
 
 The floors use fixed hashes: hashing (and building the records' payloads) is engine work, and is
 what the ratio measures, as for the transitions chain.
@@ -31,7 +31,7 @@ from datetime import datetime, timezone
 from decimal import Decimal
 from pathlib import Path
 
-from sqlalchemy import bindparam, insert, select, update
+from sqlalchemy import insert
 
 from engine.core.domain import Leg, Mode, Side, Signal
 from engine.core.lifecycle import PROJECTED, Lifecycle
@@ -39,23 +39,12 @@ from engine.ledger import FillRecord, OrderIntent, OrderUpdate, Writes
 from engine.ledger import database as db
 from engine.ledger.chain import CHAINS
 from engine.ledger.journal import ADVANCE_HEAD, READ_HEAD
-from engine.ledger.orders import _INSERT_FILL, quantity_key
-from engine.ledger.schema import fills, orders, records
+from engine.ledger.orders import _INSERT_FILL, _UPDATE_ORDER, quantity_key
+from engine.ledger.schema import records
 from engine.ledger.store import _ADVANCE_HEAD, _INSERT_TRANSITION, _READ_HEAD, _UPDATE_LIFECYCLE, Ledger
 
 NOW = datetime(2026, 11, 24, 15, 0, tzinfo=timezone.utc)
 PRICE = Decimal("534.80")
-# The floor's order statements, prebuilt once (the engine builds its UPDATE orders per call).
-_ORDER_PROGRESS = select(orders.c.filled_qty, orders.c.status, orders.c.final).where(
-    orders.c.client_order_id == bindparam("_coid"))
-_UPDATE_ORDER = update(orders).where(orders.c.client_order_id == bindparam("_coid")).values(
-    updated_at=bindparam("updated_at"), status=bindparam("status"), final=bindparam("final"),
-    filled_qty=bindparam("filled_qty"), filled_avg_price=bindparam("filled_avg_price"),
-    broker_order_id=bindparam("broker_order_id"))
-_ORDER_ID = select(orders.c.id).where(orders.c.client_order_id == bindparam("_coid"))
-_SAME_FILL = select(fills.c.id).where(fills.c.order_id == bindparam("_order_id"),
-                                      fills.c.cum_qty == bindparam("_cum_qty"),
-                                      fills.c.execution_id != bindparam("_execution_id"))
 
 
 def coid_of(lc: Lifecycle) -> str:
@@ -119,16 +108,12 @@ def floor_orders_run(ledger: Ledger, lcs: list[Lifecycle], n: int, tag: str) -> 
                                               "from_state": "PARTIALLY_FILLED", "to_state": "PARTIALLY_FILLED",
                                               "source": "stream", "at": NOW,
                                               "payload": fill_facts(cum, execution_id)})
-            conn.execute(_ORDER_PROGRESS, {"_coid": coid}).first()
-            conn.execute(_UPDATE_ORDER, {"_coid": coid, "updated_at": NOW, "status": "partially_filled",
-                                         "final": False, "filled_qty": cum, "filled_avg_price": PRICE,
-                                         "broker_order_id": "b-1"})
-            order_id = conn.execute(_ORDER_ID, {"_coid": coid}).scalar_one()
-            conn.execute(_SAME_FILL, {"_order_id": order_id, "_cum_qty": quantity_key(cum),
-                                      "_execution_id": execution_id}).first()
-            fill_id = conn.execute(_INSERT_FILL, {"order_id": order_id, "execution_id": execution_id,
-                                                  "qty": Decimal(1), "price": PRICE, "at": NOW,
-                                                  "cum_qty": quantity_key(cum)}).scalar_one()
+            order_id = conn.execute(_UPDATE_ORDER, {"_coid": coid, "_at": NOW, "_status": "partially_filled",
+                                                    "_final": False, "_filled_qty": cum, "_filled_avg_price": PRICE,
+                                                    "_broker_order_id": "b-1"}).one().id
+            fill_id = conn.execute(_INSERT_FILL[conn.dialect.name], {
+                "_coid": coid, "_execution_id": execution_id, "_qty": Decimal(1), "_price": PRICE, "_at": NOW,
+                "_cum_qty": quantity_key(cum)}).one().id
             conn.execute(ADVANCE_HEAD[RECORDS], {"_last_id": last_record, "_new_id": last_record + 2,
                                                  "_new_hash": "f" * 64})
             conn.execute(_INSERT_RECORD, [

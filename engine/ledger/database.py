@@ -8,6 +8,7 @@ import logging
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +37,14 @@ def migrations_dir() -> Path:
     return Path(__file__).resolve().parents[2] / "migrations"
 
 
+def money_ge(left: str | None, right: str | None) -> bool | None:
+    """SQLite's `money_ge(a, b)`: `a >= b` of two amounts stored as decimal text, compared as
+    Decimals (text compares "10" below "9"); NULL if either is NULL, as `>=` would be."""
+    if left is None or right is None:
+        return None
+    return Decimal(left) >= Decimal(right)
+
+
 def _sqlite_hooks(engine: Engine, *, foreign_keys: bool) -> None:
     # pysqlite's legacy transaction handling emits no BEGIN for DDL and defers locks; take over,
     # and take the write lock at BEGIN so a read-then-write never fails with SQLITE_BUSY.
@@ -51,6 +60,7 @@ def _sqlite_hooks(engine: Engine, *, foreign_keys: bool) -> None:
         # application's engine turns them on.
         cursor.execute(f"PRAGMA foreign_keys={'ON' if foreign_keys else 'OFF'}")
         cursor.close()
+        dbapi_conn.create_function("money_ge", 2, money_ge, deterministic=True)  # engine.ledger.orders
 
     @event.listens_for(engine, "begin")
     def _on_begin(conn: Any) -> None:
@@ -66,13 +76,22 @@ def make_engine(url: str, *, for_migrations: bool = False, idle_timeout: float |
         engine = create_engine(url, **JSON_CODEC)
         _sqlite_hooks(engine, foreign_keys=not for_migrations)
         return engine
-    options: dict[str, Any] = {}
+    # No pool_pre_ping: each ping is a round trip and, on psycopg, a transaction of its own (one
+    # more commit per checkout). A connection the server dropped fails its first statement
+    # instead: SQLAlchemy invalidates the pool, the transaction surfaces as LedgerUnavailable
+    # (engine.ledger.session.Guarded) and the service retries it on a new connection.
+    connect_args: dict[str, Any] = {}
+    if make_url(url).get_driver_name() == "psycopg":
+        # No server-side prepared statements: psycopg deallocates them all at every ROLLBACK (each
+        # read ends in one), with a DEALLOCATE ALL outside any transaction, which PostgreSQL counts
+        # as one more commit; so they rarely lived to be reused, and cost a statement each time.
+        connect_args["prepare_threshold"] = None
     if idle_timeout is not None:
         # Added to the URL's own options (a ledger's search_path lives there), which these would replace.
         given = make_url(url).query.get("options", "")
         setting = f"-c idle_in_transaction_session_timeout={max(1, round(idle_timeout * 1000))}"
-        options["connect_args"] = {"options": f"{given} {setting}".strip()}
-    return create_engine(url, pool_pre_ping=True, **JSON_CODEC, **options)
+        connect_args["options"] = f"{given} {setting}".strip()
+    return create_engine(url, connect_args=connect_args, **JSON_CODEC)
 
 
 def alembic_config(url: str) -> Config:

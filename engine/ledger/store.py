@@ -14,6 +14,7 @@ from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import Connection, and_, bindparam, func, insert, or_, select, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError, OperationalError
 
 from engine.core.domain import DEFAULT_ACCOUNT, Mode, Signal
@@ -43,9 +44,16 @@ _UPDATE_LIFECYCLE = (
     .values({name: bindparam(name) for name in _MUTABLE})
 )
 _INSERT_TRANSITION = insert(transitions_table)
+# A new signal's row, or nothing if its signal id is recorded (the unique index decides).
+_INSERT_LIFECYCLE = {dialect.__name__.rsplit(".", 1)[-1]: dialect.insert(lifecycles).on_conflict_do_nothing(
+    index_elements=[lifecycles.c.signal_id]).returning(lifecycles.c.id) for dialect in (sqlite, postgresql)}
 _TRANSITIONS = CHAINS["transitions"]
 _ADVANCE_HEAD = ADVANCE_HEAD[_TRANSITIONS]  # the statements a transition issues, for the benchmarks' floors
 _READ_HEAD = READ_HEAD[_TRANSITIONS]
+
+
+class _Recorded(Exception):
+    """open_lifecycle's insert found the signal id recorded: leave the transaction unwritten."""
 
 
 class Ledger(InboxStore, OrphanStore, TradingStore, ExecutionStore, AccountStore, LeaseStore):
@@ -121,11 +129,10 @@ class Ledger(InboxStore, OrphanStore, TradingStore, ExecutionStore, AccountStore
         """Record a new signal as a PENDING lifecycle with its first transition.
 
         Idempotent by signal id: the same signal again returns the recorded lifecycle and False;
-        the same id with different content raises SignalConflict and changes nothing.
+        the same id with different content raises SignalConflict and changes nothing. The insert
+        decides (ON CONFLICT DO NOTHING on the unique signal id): the recorded lifecycle is read
+        only when there is one, so a new signal costs no look-up (the caller has made its own).
         """
-        existing = self.find_by_signal(signal.signal_id)
-        if existing is not None:
-            return self._same_or_conflict(existing, signal), False
         facts = dict(facts or {})
         lc = apply_facts(Lifecycle.opened(signal, mode=mode, extended_hours=extended_hours, at=at,
                                           account=self.account), facts)
@@ -136,14 +143,17 @@ class Ledger(InboxStore, OrphanStore, TradingStore, ExecutionStore, AccountStore
         row["state"] = lc.state.value
         try:
             with self._writing(at) as (conn, journal):
-                lifecycle_id = conn.execute(insert(lifecycles).values(row).returning(lifecycles.c.id)).scalar_one()
+                lifecycle_id = conn.execute(_INSERT_LIFECYCLE[conn.dialect.name], row).scalar()
+                if lifecycle_id is None:
+                    raise _Recorded  # nothing written: the transaction is rolled back
                 lc = replace(lc, id=lifecycle_id)
                 head = self._append_transition(
                     conn, self._transition_row(lc, 1, CREATED, None, source, at, payload))
                 apply_writes(conn, lc.id, at, writes, journal)
-        except IntegrityError:
-            self._head = None
-            # Two intakes raced on one signal id: the loser reads the winner's row.
+        except (_Recorded, IntegrityError) as exc:
+            if isinstance(exc, IntegrityError):  # another unique row of it (an order id) raced
+                self._head = None
+            # Recorded before (a repeat, or two intakes raced on one signal id): read that row.
             winner = self.find_by_signal(signal.signal_id)
             if winner is None:
                 raise

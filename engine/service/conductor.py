@@ -9,6 +9,7 @@ lifecycle as last committed.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 from collections.abc import Awaitable, Callable
 from datetime import datetime
@@ -22,8 +23,8 @@ from engine.core.closing import LegFill
 from engine.core.config import Settings
 from engine.core.decisions import Decision, Then
 from engine.core.domain import Leg
-from engine.core.errors import StaleLifecycle
-from engine.core.lifecycle import Lifecycle, Outcome, State, Trigger
+from engine.core.errors import IllegalTransition, StaleLifecycle
+from engine.core.lifecycle import TERMINAL, Lifecycle, Outcome, State, Trigger, classify
 from engine.core.orders import Kind, OrderIntent, OrderReport, Session
 from engine.core.risk import TradingStateChange
 from engine.ledger import FillRecord, Ledger, Writes
@@ -78,6 +79,10 @@ class Conductor:
         # entry order of the lifecycle, and its re-price check armed with the fill timeout.
         self.entry_report: Callable[[Lifecycle, OrderReport], Awaitable[OrderReport]] = _as_reported
         self.armed: Callable[[Lifecycle], None] = lambda _: None
+        # Per open lifecycle, the orders whose ledger row this engine has written a broker report
+        # to (with the broker's id): a later acknowledgement of one of them changes no decision
+        # and is not committed on its own (`_ack_only`). Dropped when the lifecycle ends.
+        self._acknowledged: dict[int, set[str]] = {}
 
     def emulates(self) -> bool:
         """Whether a position's protection is the engine's now (outside regular hours, with quotes)."""
@@ -138,15 +143,46 @@ class Conductor:
         if decision.trigger is None:
             if writes.intents or writes.updates or writes.fills:
                 await self.workers.persist(self.ledger.save_orders, lc.id, writes, at=self._now())
+                self._written(lc, writes)
         else:
             crash_point(BEFORE_COMMIT.get(decision.trigger))
             lc, outcome = await self._record(lc, decision, writes, source)
+            self._written(lc, writes)
             if outcome is Outcome.IGNORED:
                 return lc
             crash_point(AFTER_COMMIT.get(decision.trigger))
         for then in decision.then:
             lc = await self._act(lc, then)
         return lc
+
+    def _written(self, lc: Lifecycle, writes: Writes) -> None:
+        """Note the orders whose broker report `writes` committed (see `_ack_only`)."""
+        if lc.state in TERMINAL:
+            self._acknowledged.pop(lc.id, None)
+            return
+        for update in writes.updates:
+            if update.broker_order_id is not None:
+                self._acknowledged.setdefault(lc.id, set()).add(update.client_order_id)
+
+    @staticmethod
+    def _moves(lc: Lifecycle, decision: Decision) -> bool:
+        """Whether recording `decision` would move `lc` (not stale news the ledger ignores)."""
+        if decision.trigger is None:
+            return False
+        try:
+            return classify(lc.state, decision.trigger) is not Outcome.IGNORED
+        except IllegalTransition:
+            return True  # the ledger's record() raises it, as before
+
+    def _ack_only(self, lc: Lifecycle, report: OrderReport) -> bool:
+        """Whether `report` is an acknowledgement (`pending_new`, `new`, `accepted`, …: no fill, not
+        final) of an order whose row already holds a broker report this engine wrote. Such news
+        (the stream's events after the submit's reply) moves no state and no quantity; written
+        alone it would cost a commit for a status word, so the row keeps the first one until the
+        order's next real change (a fill, a cancel, its end)."""
+        update = report.update
+        return (report.kind is Kind.ACK and not update.final and report.execution is None
+                and not update.filled_qty and update.client_order_id in self._acknowledged.get(lc.id, ()))
 
     async def _act(self, lc: Lifecycle, then: Then) -> Lifecycle:
         if then is Then.ARM:
@@ -208,14 +244,13 @@ class Conductor:
 
     # --- order reports: one path for replies, stream events and look-ups -----------------------------
 
-    async def _writes(self, report: OrderReport) -> Writes:
-        """The order's status, and the report's execution unless the ledger has it (a replayed event)."""
-        fills = []
+    @staticmethod
+    def _writes(report: OrderReport) -> Writes:
+        """The order's status and the report's execution: the ledger stores an execution it holds
+        already (a replayed event, or one read from the account's activities) no second time."""
         run = report.execution
         coid = report.update.client_order_id
-        if run is not None and not await self.workers.persist(self.ledger.has_fill, run.execution_id, coid,
-                                                              run.cum_qty):
-            fills.append(FillRecord(coid, run.execution_id, run.qty, run.price, run.at, run.cum_qty))
+        fills = [] if run is None else [FillRecord(coid, run.execution_id, run.qty, run.price, run.at, run.cum_qty)]
         return Writes(updates=[report.update], fills=fills)
 
     def heard(self, report: OrderReport) -> None:
@@ -235,7 +270,7 @@ class Conductor:
     async def on_report(self, lc: Lifecycle, leg: Leg, report: OrderReport, *, source: str) -> Lifecycle:
         update = report.update
         self.heard(report)
-        writes = await self._writes(report)
+        writes = self._writes(report)
         if leg is Leg.ENTRY:
             entry = await self.entry_report(lc, report)  # reprice: the fills of every entry order
             decision = decisions.on_entry(lc, entry, self._now(), self.settings)
@@ -257,6 +292,11 @@ class Conductor:
                 if sibling is not None:  # the pair ended because its other leg traded: that is the news
                     lc = await self.carry_out(lc, decisions.NOTHING, source=source, writes=writes)
                     return await self.on_report(lc, *sibling, source="engine")
+        if self._ack_only(lc, report) and not decision.intents and not self._moves(lc, decision):
+            # Nothing to record but a status word: no transaction (with a transition it rides along).
+            writes = Writes()
+            if decision.trigger is not None:  # stale (IGNORED): carry_out would act on none of it
+                decision = dataclasses.replace(decision, trigger=None, facts={}, then=())
         lc = await self.carry_out(lc, decision, source=source, writes=writes)
         if leg is Leg.ENTRY and self.halt is not None:  # acknowledged after the halt was carried out
             lc = await self.obey_halt(lc, self.halt)
@@ -297,7 +337,7 @@ class Conductor:
     async def keep_late_news(self, lifecycle_id: int, report: OrderReport) -> None:
         """A finished lifecycle's order moved: keep its status and fill, change nothing else."""
         self.heard(report)
-        await self.workers.persist(self.ledger.save_orders, lifecycle_id, await self._writes(report), at=self._now())
+        await self.workers.persist(self.ledger.save_orders, lifecycle_id, self._writes(report), at=self._now())
 
     # --- act ---------------------------------------------------------------------------------------
 

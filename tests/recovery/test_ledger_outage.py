@@ -10,18 +10,24 @@ import logging
 import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import datetime, timezone
+from decimal import Decimal
 from typing import Any
 
 import pytest
 from harness import FILL_QUOTE, HAPPY_PATH, TARGET_QUOTE, Rig, a_signal, quote, run, until
-from sqlalchemy import create_engine, event
+from sqlalchemy import create_engine, event, text
 from sqlalchemy.engine import make_url
 
-from engine.core.domain import Leg
-from engine.core.lifecycle import State
+from engine.broker.ratelimit import RateLimiter
+from engine.core.domain import Leg, Mode
+from engine.core.errors import LedgerUnavailable
+from engine.core.lifecycle import Lifecycle, State
 from engine.ledger import Ledger
+from engine.service.workers import Workers
 
 LEDGER_TABLES = "lifecycles, transitions, chain_head, orders, fills"
+AT = datetime(2026, 11, 24, 15, 0, tzinfo=timezone.utc)
 
 
 def impatient(ledger: Ledger) -> None:
@@ -62,11 +68,6 @@ def locked(ledger: Ledger) -> Iterator[None]:
                 holder.rollback()
     finally:
         engine.dispose()
-
-
-def order_status(ledger: Ledger, coid: str) -> str | None:
-    row = ledger.order(coid)
-    return None if row is None else str(row["status"])
 
 
 def outage_reports(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
@@ -118,8 +119,10 @@ def test_a_fill_during_an_outage_is_recorded_once_the_ledger_is_back(
         async with rig.running() as executor:
             lc = await executor.submit(a_signal("outage"))
             await rig.reach(executor, lc.id, State.LIMIT_SUBMITTED)
-            # The entry's own `new` event handled: the writes that fail below are the fill's.
-            await until(lambda: order_status(rig.ledger, rig.coid("outage")) == "new", "the entry's new event")
+            # The entry's own `new` event heard (an acknowledgement after the submit's reply, which
+            # the ledger does not write): the writes that fail below are the fill's.
+            await until(lambda: not executor.router.is_news(rig.coid("outage"), "new", Decimal(0)),
+                        "the entry's new event")
             with locked(rig.ledger):
                 await quote(rig.venue, FILL_QUOTE)
                 await until(lambda: len(outage_reports(caplog)) >= 2, "the engine to retry the ledger")
@@ -134,3 +137,33 @@ def test_a_fill_during_an_outage_is_recorded_once_the_ledger_is_back(
     assert_reported_plainly(caplog)
     assert rig.fills() == rig.executions()
     assert rig.venue.received(exits).statuses == [200]
+
+
+postgres_only = pytest.mark.parametrize("database_url", [pytest.param("postgresql", marks=pytest.mark.postgres)],
+                                        indirect=True)
+
+
+@postgres_only
+def test_a_connection_the_server_dropped_fails_once_as_an_outage_and_the_retry_reconnects(ledger: Ledger) -> None:
+    """Prevents a pooled connection the server has closed (a restart, an idle timeout, a killed
+    backend) from failing in a way the service does not retry, now that no ping precedes each
+    checkout: it surfaces as LedgerUnavailable, which Workers.persist retries, and the retry runs
+    on a new connection."""
+    lc, _ = ledger.open_lifecycle(a_signal("dropped"), mode=Mode.SMART, extended_hours=False, at=AT)
+    with ledger.engine.connect() as conn:  # the pool's one connection, returned to it after
+        pid = conn.execute(text("SELECT pg_backend_pid()")).scalar_one()
+    admin = create_engine(ledger.url)
+    try:
+        with admin.connect() as conn:
+            assert conn.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid}).scalar_one()
+    finally:
+        admin.dispose()
+    with pytest.raises(LedgerUnavailable):
+        ledger.get(lc.id)
+
+    async def retried() -> Lifecycle | None:
+        return await Workers(RateLimiter(), 1).persist(ledger.get, lc.id)
+
+    assert asyncio.run(retried()) == lc
+    moved, _ = ledger.record(lc, "submitted", {}, at=AT, source="engine")  # and writes go on
+    assert ledger.get(lc.id) == moved

@@ -84,7 +84,9 @@ def test_pending_replace_and_replaced_change_nothing_and_the_new_order_fills_the
     lc_id = resting(rig, "rp-2", bid="100.10", ask="100.12")
     en1, en2 = rig.coid("rp-2"), rig.coid("rp-2", Leg.ENTRY, 2)
     rig.venue.advance(1.0)
-    poll(lambda: rows(rig, lc_id).get(en2, ("",))[0] == "new", "the replacement's new")
+    # The replacement's row holds the PATCH's answer (pending_new); its `new` event after it is
+    # not written (an acknowledgement after the first moves nothing).
+    poll(lambda: rows(rig, lc_id).get(en2, ("",))[0] == "pending_new", "the replacement's acknowledgement")
     poll(lambda: rows(rig, lc_id)[en1][0] == "replaced", "the old order's replaced")
     for _ in range(2):  # the second check: the market offers nothing within the budget
         rig.venue.advance(1.0)
@@ -114,7 +116,7 @@ def test_the_fill_timeout_runs_from_the_first_submission_and_cancels_the_replace
     assert first.entry_deadline == submitted_at + timedelta(seconds=3)
     en1, en2 = rig.coid("rp-3"), rig.coid("rp-3", Leg.ENTRY, 2)
     rig.venue.advance(1.0)
-    poll(lambda: rows(rig, lc_id).get(en2, ("",))[0] == "new", "the replacement")
+    poll(lambda: rows(rig, lc_id).get(en2, ("",))[0] == "pending_new", "the replacement")  # the PATCH's answer
     assert rig.ledger.get(lc_id).entry_deadline == first.entry_deadline  # type: ignore[union-attr]
     rig.venue.advance(2.0)
     lc = rig.settle(first)
@@ -212,8 +214,10 @@ def test_an_ambiguous_replace_is_resolved_by_looking_it_up(make_rig: Callable[..
     en1, en2 = rig.coid("rp-8"), rig.coid("rp-8", Leg.ENTRY, 2)
     rig.venue.faults.fail_route("PATCH", "/v2/orders/*", 500, after_handler=made)
     rig.venue.advance(1.0)
+    # Made: the replacement's row holds its look-up (new). Not made: the first order's row keeps
+    # its POST's answer (pending_new; its `new` event after it is not written).
     expected = {en1: ("replaced", 0, None), en2: ("new", 0, None)} if made else \
-        {en1: ("new", 0, None), en2: ("not_sent", 0, None)}
+        {en1: ("pending_new", 0, None), en2: ("not_sent", 0, None)}
     poll(lambda: rows(rig, lc_id) == expected, lambda: f"the replace resolved: {rows(rig, lc_id)}")
     assert [o.client_order_id for o in rig.venue.orders(SYMBOL) if o.is_open] == [en2 if made else en1]
     rig.venue.advance(2.0)
