@@ -99,6 +99,7 @@ class Result:
     floor_seconds: float
     requests: Counter[str]  # during the engine's resume
     lost: int  # executions made while the engine was down (their events lost)
+    listing: tuple[float, float, int]  # the engine's listing calls: first began, last ended (s from start), calls
 
 
 def role(i: int) -> str:
@@ -158,11 +159,27 @@ class FillCount:
         self.engine.dispose()
 
 
-async def resume(venue: ProbedVenue, url: str, plan: Plan, timeout: float) -> tuple[float, Counter[str]]:
+class TimedBroker(AlpacaBroker):
+    """Stamps the engine's listing calls (GET /v2/orders), to tell the listing from the rest."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.calls: list[tuple[float, float]] = []
+
+    def list_orders(self, *, after: datetime, limit: int = 500) -> list[Any]:
+        began = time.perf_counter()
+        try:
+            return super().list_orders(after=after, limit=limit)
+        finally:
+            self.calls.append((began, time.perf_counter()))
+
+
+async def resume(venue: ProbedVenue, url: str, plan: Plan, timeout: float,
+                 ) -> tuple[float, Counter[str], tuple[float, float, int]]:
     ledger = Ledger(url)
     states = StateCounts(url)
     recorded = FillCount(url)
-    broker = AlpacaBroker(KEY, SECRET, rest_url=venue.rest_url, stream_url=venue.stream_url)
+    broker = TimedBroker(KEY, SECRET, rest_url=venue.rest_url, stream_url=venue.stream_url)
     executor = Executor(replace(Settings.from_env({}), database_url=url), ledger, broker, clock=venue.clock.now)
 
     def resumed(counts: Counter[str], fill_rows: int) -> bool:
@@ -191,7 +208,9 @@ async def resume(venue: ProbedVenue, url: str, plan: Plan, timeout: float) -> tu
         ledger.close()
         states.close()
         recorded.close()
-    return seconds, requests
+    calls = [c for c in broker.calls if c[0] - start <= seconds]
+    listing = (min(c[0] for c in calls) - start, max(c[1] for c in calls) - start, len(calls)) if calls else (0, 0, 0)
+    return seconds, requests, listing
 
 
 # --- the floor: the same listing and one commit per changed lifecycle --------------------------
@@ -248,11 +267,14 @@ def run_round(base_url: str | None, tmp: Path, n: int, r: int, timeout: float) -
             floor_seconds = asyncio.run(floor_run(venue, ledger, rows, plan.since))
         finally:
             ledger.close()
-        engine_seconds, requests = asyncio.run(resume(venue, url, plan, timeout))
+        engine_seconds, requests, listing = asyncio.run(resume(venue, url, plan, timeout))
     print(f"round {r + 1}: {n} lifecycles ({len(plan.filled)} filled and {len(plan.canceled)} canceled while down, "
           f"{len(plan.resting)} resting), built in {built:.1f} s; resumed in {engine_seconds:.2f} s, "
           f"floor {floor_seconds:.2f} s")
-    return Result(engine_seconds, floor_seconds, requests, len(plan.filled))
+    print(f"         listing: {listing[2]} GET /v2/orders from {listing[0]:.2f} s to {listing[1]:.2f} s "
+          f"(pacing floor for them {RateLimiter().floor(listing[2]):.2f} s), the rest of the resume "
+          f"{engine_seconds - listing[1]:.2f} s")
+    return Result(engine_seconds, floor_seconds, requests, len(plan.filled), listing)
 
 
 def main() -> None:
