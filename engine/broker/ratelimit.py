@@ -32,6 +32,11 @@ class RateLimiter:
         self._pump: asyncio.Task[None] | None = None
         self.granted: list[Priority] = []  # grant order, for tests and diagnostics (bounded)
 
+    def floor(self, calls: int) -> float:
+        """The fewest seconds this limiter takes to grant `calls` tokens from a full bucket: the
+        burst at once, the rest at its rate (a bound for any paced sequence of calls)."""
+        return max(0.0, calls - self.burst) / self.rate
+
     def _refill(self) -> None:
         now = time.monotonic()
         self._tokens = min(self.burst, self._tokens + (now - self._stamp) * self.rate)

@@ -7,6 +7,7 @@ Pure: no I/O and no clock. `step` returns the next lifecycle with the trigger's 
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, fields, replace
 from datetime import datetime
@@ -201,14 +202,19 @@ class Lifecycle:
 
     @classmethod
     def from_row(cls, row: Mapping[Any, Any]) -> Lifecycle:
-        """From a `lifecycles` row (the ledger's projection), column for column."""
-        return cls(**{**row, "state": State(row["state"])})
+        """From a `lifecycles` row (the ledger's projection), column for column. The words that
+        repeat over thousands of rows (symbol, side, mode, account) are interned: a resume holds one
+        copy of each, not one per lifecycle."""
+        words = {name: sys.intern(row[name]) for name in _WORDS if isinstance(row.get(name), str)}
+        return cls(**{**row, **words, "state": State(row["state"])})
 
     def signal(self) -> Signal:
         """The signal this lifecycle was opened for (to compare a re-submitted one against)."""
         return Signal(self.signal_id, self.symbol, Side(self.side), self.qty, self.signal_price, self.stop,
                       self.target, account=self.account)
 
+
+_WORDS = ("symbol", "side", "mode", "account")
 
 # Facts a transition's payload may carry that the projection keeps, and how to read them back
 # from JSON (decimals travel as strings so no float ever touches money).

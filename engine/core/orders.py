@@ -33,7 +33,7 @@ class Kind(str, Enum):
     INFO = "info"  # nothing to act on (pending_cancel, replaced, calculated, …)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)  # slots: held per in-flight order, tens of thousands at once
 class OrderIntent:
     """A broker order the engine is about to send: recorded before the call (persist, then act).
 

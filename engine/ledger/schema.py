@@ -42,6 +42,27 @@ NAMING_CONVENTION = {
 }
 
 
+# One Decimal per distinct stored text (issue 16): a resume loads tens of thousands of rows whose
+# quantities and prices repeat (10, 0, the same limit), and each Decimal costs ~100 bytes. Keyed by
+# the text, not the value, so 10 and 10.00 stay the distinct Decimals they were stored as.
+DECIMAL_CACHE = 8192
+_DECIMALS: dict[str, Decimal] = {}
+
+
+def shared_decimal(value: Any) -> Any:
+    """`value` as the one shared Decimal of its text (None and non-Decimals unchanged, except a
+    string, which is read as a Decimal)."""
+    if value is None or not isinstance(value, (str, Decimal)):
+        return value
+    text = value if isinstance(value, str) else str(value)
+    found = _DECIMALS.get(text)
+    if found is None:
+        if len(_DECIMALS) >= DECIMAL_CACHE:  # bounded: many distinct prices just cycle through it
+            _DECIMALS.clear()
+        found = _DECIMALS[text] = value if isinstance(value, Decimal) else Decimal(text)
+    return found
+
+
 class Money(TypeDecorator[Decimal]):
     """Exact decimals: NUMERIC on PostgreSQL, decimal text on SQLite (whose NUMERIC is a float)."""
 
@@ -61,7 +82,7 @@ class Money(TypeDecorator[Decimal]):
         return str(value) if dialect.name == "sqlite" else value
 
     def process_result_value(self, value: Any, dialect: Dialect) -> Decimal | None:
-        return None if value is None else Decimal(str(value))
+        return None if value is None else shared_decimal(value if isinstance(value, Decimal) else str(value))
 
 
 class UTCDateTime(TypeDecorator[datetime]):

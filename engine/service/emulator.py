@@ -59,6 +59,10 @@ class Emulator:
         conductor.moved = self.track
         conductor.follow = lambda lifecycle_id, delay: conductor.timers.schedule(lifecycle_id, FOLLOW, delay)
 
+    def forget(self, lifecycle_id: int) -> None:
+        """A finished lifecycle (its symbol's index entry went with its last move, `track`)."""
+        self._alerted.discard(lifecycle_id)
+
     # --- what is watched ----------------------------------------------------------------------
 
     def _wants_quotes(self, lc: Lifecycle) -> bool:

@@ -129,6 +129,10 @@ class Executor:
                                                                        session_recheck=session_recheck)
         self.repricer = Repricer.install(self.conductor, self._read_quote, has_market_data=market_data is not None,
                                          clock=clock)  # reprice
+        # A finished lifecycle is let go everywhere it was held (after the book's linger, for late news).
+        self.book.finished.extend([self.router.forget, self.timers.cancel, self.repricer.forget])
+        if self.emulator is not None:
+            self.book.finished.append(self.emulator.forget)
         self._tasks: list[asyncio.Task[Any]] = []
         self._session: tuple[float, Session] | None = None
         self._session_lock = asyncio.Lock()  # a burst of signals asks the clock once, not once each

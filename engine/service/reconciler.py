@@ -9,9 +9,10 @@ single look-ups only for what the listing cannot settle.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-from collections import defaultdict
-from collections.abc import Callable
+from collections import Counter, defaultdict
+from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -48,6 +49,10 @@ class Reconciler:
         # Orders under our prefix placed since this instant have not been checked for orphans yet.
         self._scanned_to = clock()
         self._foreign: set[str] = set()  # other ledgers' orders already reported (once each)
+        # Lifecycles a running reconcile (the resume's among them) is bringing up to date: the
+        # poller leaves them to it. A second listing while the first is still paced by the rate
+        # limiter doubled the resume's REST reads at 50,000 (issue 16).
+        self._covered: Counter[int] = Counter()
 
     # --- restart ---------------------------------------------------------------------------------
 
@@ -60,15 +65,11 @@ class Reconciler:
         last = await persist(ledger.last_activity)
         if last is not None:  # orders placed under our prefix while no engine ran are looked for too
             self._scanned_to = min(self._scanned_to, last)
-        rows: defaultdict[int, list[dict[str, Any]]] = defaultdict(list)
-        for row in await persist(ledger.orders_of_open):
-            rows[row["lifecycle_id"]].append(row)
-        for lc in open_lifecycles:
-            self.c.book.put(lc)
-            self.c.router.register(lc, self.c.ledger_id, rows[lc.id])
-        if open_lifecycles:
-            log.info("resuming %d open lifecycles", len(open_lifecycles))
-        await self.reconcile(open_lifecycles, strict=strict)
+        with self._covering(open_lifecycles):  # from the moment they are in the book
+            self._register(open_lifecycles, await persist(ledger.orders_of_open))
+            if open_lifecycles:
+                log.info("resuming %d open lifecycles", len(open_lifecycles))
+            await self.reconcile(open_lifecycles, strict=strict)
         for lc in open_lifecycles:
             if lc.state is State.CANCEL_REQUESTED:
                 # Its verification died with the last process, and a crash right after the commit
@@ -77,6 +78,36 @@ class Reconciler:
             moves = lc.break_even or lc.trail_pct is not None
             if moves and lc.state is State.EXITS_PLACED and self.c.move_stop is not None:
                 self.c.workers.spawn(self._resume_stop(lc.id))
+
+    def _register(self, open_lifecycles: list[Lifecycle], order_rows: list[dict[str, Any]]) -> None:
+        """The resumed lifecycles in the book and their orders in the router. The rows are
+        dropped here (the caller passes them in, keeping no name for them): the router keeps the
+        few values it needs, not the rows."""
+        rows: defaultdict[int, list[dict[str, Any]]] = defaultdict(list)
+        for row in order_rows:
+            rows[row["lifecycle_id"]].append(row)
+        order_rows.clear()
+        for lc in open_lifecycles:
+            self.c.book.put(lc)
+            self.c.router.register(lc, self.c.ledger_id, rows.pop(lc.id, ()))
+
+    @contextlib.contextmanager
+    def _covering(self, lifecycles: list[Lifecycle]) -> Iterator[None]:
+        ids = [lc.id for lc in lifecycles]
+        self._covered.update(ids)
+        try:
+            yield
+        finally:
+            self._covered.subtract(ids)
+            for lifecycle_id in ids:
+                if self._covered[lifecycle_id] <= 0:
+                    del self._covered[lifecycle_id]
+            if not self._covered:  # a dict never shrinks: the resume's 50,000 slots are let go
+                self._covered = Counter()
+
+    def covered(self, lifecycle_id: int) -> bool:
+        """Whether a running reconcile is bringing this lifecycle up to date."""
+        return self._covered.get(lifecycle_id, 0) > 0
 
     async def _resume_stop(self, lifecycle_id: int) -> None:
         """A broker-held pair whose stop moves (break-even, trailing): watched for quotes again, and
@@ -95,6 +126,10 @@ class Reconciler:
     async def reconcile(self, lifecycles: list[Lifecycle], *, strict: bool = False) -> None:
         """Bring lifecycles up to date with the broker (after a restart, a reconnect, a mute stream),
         and flag orders under our prefix that the ledger never intended, even with nothing open."""
+        with self._covering(lifecycles):
+            await self._reconcile(lifecycles, strict=strict)
+
+    async def _reconcile(self, lifecycles: list[Lifecycle], *, strict: bool) -> None:
         started = self._now()
         since = min([self._scanned_to, *(lc.created_at for lc in lifecycles)]) - LISTING_MARGIN
         snapshot = await self.listing(since)
@@ -279,7 +314,8 @@ class Reconciler:
         while True:
             await asyncio.sleep(self.policy.tick)
             now = self._monotonic()
+            # Not what a running reconcile covers: its listing is already the look-up.
             quiet = [lc for lc in self.c.book.open.values()
-                     if self.policy.due(lc.state, self.c.book.last_news(lc.id), now)]
+                     if self.policy.due(lc.state, self.c.book.last_news(lc.id), now) and not self.covered(lc.id)]
             if quiet:
                 await self.c.workers.guarded(self.reconcile(quiet))

@@ -75,6 +75,10 @@ class Repricer:
         conductor.armed = repricer.arm
         return repricer
 
+    def forget(self, lifecycle_id: int) -> None:
+        """A finished lifecycle's pending check is void."""
+        self._next.pop(lifecycle_id, None)
+
     # --- the timer -----------------------------------------------------------------------------
 
     def arm(self, lc: Lifecycle) -> None:
