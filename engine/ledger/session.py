@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import DBAPIError, OperationalError
@@ -14,6 +16,41 @@ from engine.core.errors import LedgerUnavailable
 from engine.ledger.chain import CHAINS, ChainHead, record_hash
 from engine.ledger.journal import Journal, link
 from engine.ledger.schema import records
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def batchable(fn: F) -> F:
+    """Marks a write that may share a transaction with others (`Store.batch`): it writes only
+    through `_writing` and reads only through `_read`, so inside a batch it runs on the batch's
+    connection, and a failure of any kind is one the batch can roll back and repeat alone."""
+    fn.__batchable__ = True  # type: ignore[attr-defined]
+    return fn
+
+
+@dataclass
+class Batch:
+    """A batch's transaction: its connection, the records its writes owe the chain, and whether
+    a write failed in it (then it must not commit, even if the caller caught the failure: a lone
+    transaction would have rolled back what that write had done so far)."""
+
+    conn: Connection
+    journal: Journal
+    failed: bool = False
+
+
+class _Open(threading.local):
+    """The batch open on this thread, and its ledger."""
+
+    store: Store | None = None
+    batch: Batch | None = None
+
+
+_BATCH = _Open()
+
+
+class BatchFailed(RuntimeError):
+    """A batch rolled back because one of its writes failed (that write's caller may have caught it)."""
 
 
 def _unavailable(exc: BaseException | None) -> bool:
@@ -73,11 +110,51 @@ class Store:
         """A write transaction whose writes to chained tables, noted in the journal, are appended
         to the records chain just before it commits."""
         journal = Journal(at or datetime.now(timezone.utc))
+        batch = _BATCH.batch if _BATCH.store is self else None
+        if batch is not None:  # inside `batch`: its transaction, fenced once; records linked at its end
+            try:
+                yield batch.conn, journal
+            except BaseException:
+                batch.failed = True
+                raise
+            batch.journal.rows.extend(journal.rows)
+            return
         with self._begin() as conn:
             if self.fence is not None:
                 self.fence.check_in(conn)
             yield conn, journal
             self._chain(conn, journal)
+
+    @contextmanager
+    def batch(self) -> Iterator[Batch]:
+        """One transaction for every `_writing` (and `_read`) this thread makes inside the block:
+        group commit, one fsync for several lifecycles' writes. The fence is checked once, first;
+        the records all those writes owe are linked in one move of the chain's head just before
+        the commit (so the heads are taken in the order a lone write takes them: transitions,
+        then records). On any failure, or a failed commit, nothing is written and the cached
+        chain heads are forgotten: the caller repeats each write alone (engine.service.group_commit)."""
+        if _BATCH.store is not None:
+            raise RuntimeError("a ledger batch is already open on this thread")
+        try:
+            with self._begin() as conn:
+                if self.fence is not None:
+                    self.fence.check_in(conn)
+                batch = Batch(conn, Journal(datetime.now(timezone.utc)))
+                _BATCH.store, _BATCH.batch = self, batch
+                try:
+                    yield batch
+                    if batch.failed:
+                        raise BatchFailed("a write in the batch failed; repeat each alone")
+                    self._chain(conn, batch.journal)
+                finally:
+                    _BATCH.store = _BATCH.batch = None
+        except BaseException:
+            self._forget_heads()
+            raise
+
+    def _forget_heads(self) -> None:
+        """After a rollback the cached heads may name rows that were never committed."""
+        self._record_head = None
 
     def _chain(self, conn: Connection, journal: Journal) -> None:
         if journal.rows:
@@ -86,4 +163,7 @@ class Store:
     def _read(self) -> Guarded:
         # A read can meet a locked or unreachable database as well as a write can (on SQLite every
         # transaction takes the write lock at BEGIN): the caller's retry must see the same error.
+        if _BATCH.store is self and _BATCH.batch is not None:
+            # Inside `batch`: a second connection would wait for its lock and see none of its writes.
+            return Guarded(nullcontext(_BATCH.batch.conn))
         return Guarded(self.engine.connect())

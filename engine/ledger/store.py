@@ -34,7 +34,7 @@ from engine.ledger.orders import apply_writes, quantity_key
 from engine.ledger.orphans import OrphanStore
 from engine.ledger.records import TransitionRecord, Writes
 from engine.ledger.schema import fills, ledger_identity, lifecycles, orders, transitions_table
-from engine.ledger.session import Guarded
+from engine.ledger.session import Guarded, batchable
 from engine.ledger.trading import TradingStore
 
 _MUTABLE = ("state", "version", "updated_at", *PROJECTED)
@@ -113,8 +113,13 @@ class Ledger(InboxStore, OrphanStore, TradingStore, ExecutionStore, AccountStore
     def close(self) -> None:
         self.engine.dispose()
 
+    def _forget_heads(self) -> None:
+        super()._forget_heads()
+        self._head = None
+
     # --- writes ---------------------------------------------------------------------------
 
+    @batchable
     def open_lifecycle(
         self,
         signal: Signal,
@@ -164,6 +169,7 @@ class Ledger(InboxStore, OrphanStore, TradingStore, ExecutionStore, AccountStore
         self._head = head
         return lc, True
 
+    @batchable
     def record(
         self,
         lc: Lifecycle,
@@ -202,6 +208,7 @@ class Ledger(InboxStore, OrphanStore, TradingStore, ExecutionStore, AccountStore
         self._head = head
         return moved, Outcome.MOVED
 
+    @batchable
     def save_orders(self, lifecycle_id: int, writes: Writes, *, at: datetime) -> None:
         """Order rows and fills that change no lifecycle state (e.g. an exit leg became `new`)."""
         with self._writing(at) as (conn, journal):

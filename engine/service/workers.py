@@ -15,6 +15,7 @@ from typing import Any, Protocol, TypeVar
 
 from engine.broker.ratelimit import Priority, RateLimiter
 from engine.core.errors import Deposed, LedgerUnavailable
+from engine.service.group_commit import GroupCommit, batchable
 
 log = logging.getLogger("smartexec")
 T = TypeVar("T")
@@ -31,10 +32,13 @@ class Workers:
         self.limiter = limiter
         self.fence = fence
         self._writer = ThreadPoolExecutor(1, thread_name_prefix="ledger")
+        self.group = GroupCommit(self._writer)  # writes waiting together commit together
         self._io = ThreadPoolExecutor(broker_workers, thread_name_prefix="broker")
         self._background: set[asyncio.Future[None]] = set()
 
     async def db(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        if batchable(fn):
+            return await self.group.write(fn, *args, **kwargs)
         return await asyncio.get_running_loop().run_in_executor(self._writer, partial(fn, *args, **kwargs))
 
     async def persist(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
