@@ -25,8 +25,14 @@ venue's rate limit off and the engine's RateLimiter at 6,000,000/min with a burs
 neither throttles the run (Alpaca's real limit would cap both sides at 200 calls/min). Each round
 starts a fresh venue and a fresh ledger for each side; rounds alternate floor and engine.
 
+Unloaded (`--unloaded K`, after the burst rounds): K signals handed over one at a time, each
+after the one before is EXITS_PLACED, on each side in the same run: fill -> exit p50/p99 of the
+engine against the bare script's, whose path is the physical floor of that hop on this machine (the
+stream event's hop, the fill's and the guards' commits, one keep-alive REST round trip). Goal:
+engine p99 <= floor p99 + 2 ms.
+
     python bench/service_throughput.py [--url sqlite:///bench.db | --url postgresql+psycopg://...]
-                                       [--n 200] [--rounds 3]
+                                       [--n 200] [--rounds 3] [--unloaded 50]
 """
 
 from __future__ import annotations
@@ -186,7 +192,7 @@ async def listening(venue: ProbedVenue) -> None:
 
 # --- the engine --------------------------------------------------------------------------------
 
-async def engine_run(venue: ProbedVenue, url: str, ids: list[str]) -> Run:
+async def engine_run(venue: ProbedVenue, url: str, ids: list[str], one_at_a_time: bool = False) -> Run:
     ledger = Ledger(url)
     states = StateCounts(url)
     commits = Commits(url)
@@ -200,12 +206,16 @@ async def engine_run(venue: ProbedVenue, url: str, ids: list[str]) -> Run:
         await asyncio.to_thread(states)  # its first connection's set-up commits before the count starts
         await asyncio.to_thread(commits.start)
         start = time.perf_counter()
-        await asyncio.gather(*(executor.submit(Signal.parse(
-            {"signal_id": s, "symbol": SYMBOL, "side": "buy", "qty": QTY, "price": PRICE, "stop": STOP})) for s in ids))
-        while (counts := await asyncio.to_thread(states))[State.EXITS_PLACED.value] < len(ids):
-            if time.perf_counter() - start > 120:
-                raise TimeoutError(f"not all EXITS_PLACED after 120 s: {dict(counts)}")
-            await asyncio.sleep(0.01)
+        batches = [[s] for s in ids] if one_at_a_time else [ids]
+        for batch in batches:
+            await asyncio.gather(*(executor.submit(Signal.parse(
+                {"signal_id": s, "symbol": SYMBOL, "side": "buy", "qty": QTY, "price": PRICE, "stop": STOP}))
+                for s in batch))
+            placed = ids.index(batch[-1]) + 1
+            while (counts := await asyncio.to_thread(states))[State.EXITS_PLACED.value] < placed:
+                if time.perf_counter() - start > 120:
+                    raise TimeoutError(f"not all EXITS_PLACED after 120 s: {dict(counts)}")
+                await asyncio.sleep(0.01)
         seconds = time.perf_counter() - start
     finally:
         await executor.stop()
@@ -218,9 +228,11 @@ async def engine_run(venue: ProbedVenue, url: str, ids: list[str]) -> Run:
 # --- the floor: no engine, the same calls and commits ------------------------------------------
 
 class Floor:
-    def __init__(self, venue: ProbedVenue, url: str, ids: list[str]) -> None:
+    def __init__(self, venue: ProbedVenue, url: str, ids: list[str], one_at_a_time: bool = False) -> None:
         self.venue = venue
         self.ids = ids
+        self.one_at_a_time = one_at_a_time
+        self.placed = asyncio.Condition()
         self.client = TradingClient(KEY, SECRET, url_override=venue.rest_url)
         self.client._retry = 0  # as the engine's adapter: no blind resends
         self.ledger = RawLedger(url, venue.clock.now)
@@ -276,8 +288,13 @@ class Floor:
         await self.call(self.writer, self.ledger.step, lifecycle_id, State.EXITS_PLACED, "exits_placed",
                         new_order=order_row(oco.legs[0].client_order_id, Leg.STOP, "sell", "stop", QTY, None, STOP))
         self.finished += 1
+        async with self.placed:
+            self.placed.notify_all()
         if self.finished == len(self.ids):
             self.done.set()
+
+    def _placed(self, n: int) -> bool:
+        return self.finished >= n
 
     async def run(self) -> Run:
         stream = TradingStream(KEY, SECRET, url_override=self.venue.stream_url)
@@ -287,7 +304,13 @@ class Floor:
             await listening(self.venue)
             await asyncio.to_thread(self.commits.start)
             start = time.perf_counter()
-            await asyncio.gather(*(self.submit(s) for s in self.ids))
+            if self.one_at_a_time:
+                for i, signal_id in enumerate(self.ids, start=1):
+                    await self.submit(signal_id)
+                    async with self.placed:
+                        await asyncio.wait_for(self.placed.wait_for(partial(self._placed, i)), 120)
+            else:
+                await asyncio.gather(*(self.submit(s) for s in self.ids))
             await asyncio.wait_for(self.done.wait(), 120)
             seconds = time.perf_counter() - start
         finally:  # stopped as the engine's adapter stops it (a bare cancel can be lost on Python 3.11)
@@ -316,6 +339,8 @@ def main() -> None:
     parser.add_argument("--url", help="database server URL (default: fresh SQLite files)")
     parser.add_argument("--n", type=int, default=200, help="concurrent signals per round")
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--unloaded", type=int, default=0, metavar="K",
+                        help="then K signals one at a time on each side: unloaded fill -> exit (default: none)")
     args = parser.parse_args()
     runs: dict[str, list[Run]] = {"floor": [], "engine": []}
     with tempfile.TemporaryDirectory() as tmp:
@@ -324,7 +349,15 @@ def main() -> None:
                 runs["floor"].append(asyncio.run(Floor(venue, url, signal_ids(f"f{r}", args.n)).run()))
             with fresh(args.url, Path(tmp), f"engine{r}") as (venue, url):
                 runs["engine"].append(asyncio.run(engine_run(venue, url, signal_ids(f"e{r}", args.n))))
+        unloaded: dict[str, Run] = {}
+        if args.unloaded:
+            with fresh(args.url, Path(tmp), "floor-unloaded") as (venue, url):
+                unloaded["floor"] = asyncio.run(Floor(venue, url, signal_ids("fu", args.unloaded), True).run())
+            with fresh(args.url, Path(tmp), "engine-unloaded") as (venue, url):
+                unloaded["engine"] = asyncio.run(engine_run(venue, url, signal_ids("eu", args.unloaded), True))
     report(args, runs)
+    if unloaded:
+        report_unloaded(unloaded)
 
 
 def report(args: argparse.Namespace, runs: dict[str, list[Run]]) -> None:
@@ -347,6 +380,18 @@ def report(args: argparse.Namespace, runs: dict[str, list[Run]]) -> None:
     for side in ("floor", "engine"):  # per round, for the spread
         print(f"{side:<6} rounds       : lifecycles/s " + " ".join(f"{args.n / run.seconds:.1f}" for run in runs[side])
               + "; commits/lifecycle " + " ".join(f"{run.commits / args.n:.2f}" for run in runs[side]))
+
+
+def report_unloaded(runs: dict[str, Run]) -> None:
+    floor, engine = (runs[side].latencies for side in ("floor", "engine"))
+    print(f"unloaded             : {len(floor)} signals one at a time on each side")
+    for side, values in (("floor", floor), ("engine", engine)):
+        ms = [v * 1e3 for v in values]
+        print(f"unloaded {side:<6} (ms) : p50 {percentile(ms, 0.50):7.2f}  p99 {percentile(ms, 0.99):7.2f}  "
+              f"(min {min(ms):.2f}, median {statistics.median(ms):.2f}, max {max(ms):.2f})")
+    excess = (percentile(engine, 0.99) - percentile(floor, 0.99)) * 1e3
+    print(f"unloaded fill->exit  : engine p99 - floor p99 = {excess:+.2f} ms "
+          f"(goal <= floor + 2 ms: {'met' if excess <= 2.0 else 'NOT met'})")
 
 
 if __name__ == "__main__":
