@@ -18,15 +18,14 @@ from __future__ import annotations
 import os
 import random
 import time
-from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping
 from decimal import Decimal
 from pathlib import Path
 
 import pytest
 from crash_cases import EN, EX, TP, check_invariants
 from crash_rig import WAIT, Cell, Process
-from harness import poll
+from harness import noted, poll
 from sqlalchemy.engine import RowMapping, make_url
 
 from engine.core.domain import Leg, client_order_id
@@ -60,18 +59,6 @@ EMULATED_STEP, EMULATED_UNTIL = 2.0, 64.0
 # and is re-priced (EMULATED_EXIT again) until one fills; the entry as in POSSIBLE.
 EMULATED_PATHS = {(*SENT, S.FILLED, S.VALIDATED, S.EMULATING, *(S.EMULATED_EXIT,) * n, S.CLOSED) for n in range(1, 6)}
 EMULATED_POSSIBLE = EMULATED_PATHS | {tuple(s for s in path if s is not S.LIMIT_SUBMITTED) for path in EMULATED_PATHS}
-
-
-@contextmanager
-def noted(why: str) -> Iterator[None]:
-    """Any failure inside names the seed (`why`), also one that no assertion here words: a wait of
-    the rig's that timed out, an error from the venue or the database."""
-    try:
-        yield
-    except BaseException as error:
-        if why not in str(error):
-            error.add_note(why)
-        raise
 
 
 def scenario_of(seed: int) -> str:

@@ -31,8 +31,8 @@ import subprocess
 import sys
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import ExitStack, contextmanager
+from collections.abc import Callable, Mapping, Sequence
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
@@ -45,7 +45,7 @@ for _folder in (_TESTS, _TESTS / "crash"):  # the harness and the crash rig, als
         sys.path.insert(0, str(_folder))
 
 import crash_rig  # noqa: E402
-from harness import PG_URL, SMARTEXEC, poll, product_environment  # noqa: E402
+from harness import PG_URL, SMARTEXEC, noted, poll, product_environment  # noqa: E402
 from sqlalchemy import create_engine, text  # noqa: E402
 from sqlalchemy.engine import Engine  # noqa: E402
 
@@ -470,17 +470,6 @@ class Market:
             self.tick(signals)
             time.sleep(0.02)
         return value
-
-
-@contextmanager
-def noted(why: str) -> Iterator[None]:
-    """Any failure inside carries `why` (the seed), also one no assertion here words."""
-    try:
-        yield
-    except BaseException as error:
-        if why not in str(error):
-            error.add_note(why)
-        raise
 
 
 def seeded(variable: str = "SMART_EXECUTOR_FLEET_SEED") -> tuple[int, str, random.Random]:

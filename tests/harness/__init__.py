@@ -36,7 +36,7 @@ from .venues import (
     scenario_venue,
     signal_of,
 )
-from .waiting import WAIT, poll, run, until
+from .waiting import WAIT, noted, poll, run, until
 
 __all__ = [
     "API_KEY",
@@ -61,6 +61,7 @@ __all__ = [
     "database",
     "errors",
     "migrated_ledger",
+    "noted",
     "poll",
     "product_environment",
     "quote",

@@ -6,7 +6,8 @@ from __future__ import annotations
 import asyncio
 import inspect
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Iterator
+from contextlib import contextmanager
 from typing import Any, TypeVar
 
 from engine.sim import Venue
@@ -62,3 +63,15 @@ def run(test: Callable[[], Coroutine[Any, Any, T]], timeout: float = 120.0) -> T
             return await test()
 
     return asyncio.run(bounded())
+
+
+@contextmanager
+def noted(why: str) -> Iterator[None]:
+    """Any failure inside carries `why` (a random scenario's seed), also one that no assertion words:
+    a wait that timed out, an error from the venue or the database."""
+    try:
+        yield
+    except BaseException as error:
+        if why not in str(error):
+            error.add_note(why)
+        raise
