@@ -11,7 +11,6 @@ from engine.audit.queries import (
     VIEWS,
     LifecycleFilter,
     Story,
-    Verification,
     export_csv,
     lifecycle_story,
     list_lifecycles,
@@ -19,8 +18,8 @@ from engine.audit.queries import (
     parse_when,
     read_engine,
     row_counts,
-    verify,
 )
+from engine.audit.verification import Verification, verify
 
 __all__ = [
     "EXPORTABLE", "TABLES", "VIEWS", "AnchorCheck", "LifecycleFilter", "Story", "Verification", "check_anchor_log",

@@ -16,11 +16,13 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from decimal import Decimal, InvalidOperation
+from json.scanner import make_scanner
+from operator import itemgetter
 from typing import Any
 
-from sqlalchemy import JSON, Boolean, Column, Connection, Table, Text, cast, select
+from sqlalchemy import JSON, Boolean, Column, Connection, Table, Text, cast, literal_column, select
 
-from engine.ledger.chain import Problem
+from engine.ledger.chain import Problem, around_fields, utc_time
 from engine.ledger.codec import DuplicateKey, dumps, loads
 from engine.ledger.schema import CHAINED, Money, UTCDateTime
 
@@ -49,7 +51,18 @@ class _FloatSpy:
 
 
 _SPY = _FloatSpy()
-_DECODE = json.JSONDecoder(parse_float=_SPY).decode
+_DECODER = json.JSONDecoder(parse_float=_SPY)
+# The C scanner alone: `decode` wraps it in two whitespace regexes, which a canonical text (no
+# whitespace) never needs; any other text is read by `decode`, which also words its errors.
+_SCAN = make_scanner(_DECODER)  # type: ignore[arg-type]  # typeshed names the class, not its argument
+
+
+def _decoded(raw: str) -> Any:
+    try:
+        value, end = _SCAN(raw, 0)
+    except (StopIteration, ValueError):  # the full decoder says what is wrong, with its position
+        end = -1
+    return value if end == len(raw) else _DECODER.decode(raw)
 
 
 def read_payload(raw: Any, exact_text: bool) -> tuple[Any, str | None, str | None]:
@@ -65,7 +78,7 @@ def read_payload(raw: Any, exact_text: bool) -> tuple[Any, str | None, str | Non
         return raw, None, None
     _SPY.seen = False
     try:
-        value = _DECODE(raw)
+        value = _decoded(raw)
     except ValueError as exc:
         return None, f"payload is not JSON ({exc})", None
     text = dumps(value)
@@ -90,13 +103,41 @@ def payload_text(column: Column[Any]) -> Any:
     return cast(column, Text).label(column.name)
 
 
-@dataclass
-class Image:
-    """A row as its records say it is: each column's value and the record that last set it."""
+def _json_sql(column: str, dialect: str) -> str:
+    """SQL for a column's canonical JSON text (null included) as the chain hashes it; `at` as the
+    ISO-8601 UTC text with microseconds."""
+    if dialect == "sqlite":
+        # SQLAlchemy stores SQLite times as `2026-11-24 15:00:00.000000`, UTC.
+        return "'\"' || replace(at, ' ', 'T') || '+00:00\"'" if column == "at" else f"json_quote({column})"
+    if column == "at":
+        return "'\"' || to_char(at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US') || '+00:00\"'"
+    return f"coalesce(to_json({column})::text, 'null')"
 
+
+def around_sql(fields: tuple[str, ...], dialect: str) -> tuple[Any, Any] | None:
+    """Two columns of SQL that write a chained row's canonical text before and after its payload
+    (chain.AROUND_TEXT), so that verify hashes without formatting every field in Python; None on a
+    backend it has no SQL for. The hash decides whether the text is the writer's (check_chain)."""
+    if dialect not in ("sqlite", "postgresql"):
+        return None
+    before, after = around_fields(fields)
+    head = " || ',' || ".join(f"'\"{name}\":' || {_json_sql(name, dialect)}" for name in before)
+    tail = " || ',' || ".join(f"'\"{name}\":' || {_json_sql(name, dialect)}" for name in after)
+    return (literal_column(f"'{{' || {head} || ',\"payload\":'").label("_head"),
+            literal_column(f"',' || {tail} || '}}'").label("_tail"))
+
+
+@dataclass(slots=True)
+class Image:
+    """A row as its records say it is: each column's value, and the records that wrote it."""
+
+    created_by: int
     values: dict[str, Any] = field(default_factory=dict)
-    set_by: dict[str, int] = field(default_factory=dict)
-    created_by: int = 0
+    writes: list[tuple[int, Mapping[str, Any]]] = field(default_factory=list)  # (record id, payload)
+
+    def set_by(self, column: str) -> int:
+        """The record that last set `column` (asked only for a message: the fold keeps no index)."""
+        return next((record for record, payload in reversed(self.writes) if column in payload), self.created_by)
 
 
 @dataclass
@@ -108,31 +149,18 @@ class Fold:
 
     def add(self, record: Mapping[str, Any]) -> None:
         table, row_id, op, payload = record["table_name"], record["row_id"], record["op"], record["payload"]
-        where = {"record_id": record["id"], "table": table, "row_id": row_id}
         rows = self.images.get(table)
-        if rows is None:
-            self.problems.append(Problem(None, None, None, f"names the table {table!r}, which the records chain "
-                                                           "does not cover", **where))
-            return
-        if not isinstance(payload, Mapping):
-            self.problems.append(Problem(None, None, None, "payload is not an object of column values", **where))
-            return
-        image = rows.get(row_id)
-        if op in ("insert", "adopt"):
-            if image is not None:
-                self.problems.append(Problem(None, None, None, f"{op} of a row record {image.created_by} already "
-                                                               "wrote: a record was copied or replayed", **where))
+        image = None if rows is None else rows.get(row_id)
+        if rows is not None and isinstance(payload, Mapping):
+            if op == "update" and image is not None:
+                image.values.update(payload)
+                image.writes.append((record["id"], payload))
                 return
-            image = rows[row_id] = Image(created_by=record["id"])
-        elif op != "update":
-            self.problems.append(Problem(None, None, None, f"unknown op {op!r}", **where))
-            return
-        elif image is None:
-            self.problems.append(Problem(None, None, None, "updates a row no earlier record wrote: the record "
-                                                           "that wrote it was deleted", **where))
-            return
-        image.values.update(payload)
-        image.set_by.update(dict.fromkeys(payload, record["id"]))
+            if op in ("insert", "adopt") and image is None:
+                rows[row_id] = Image(record["id"], dict(payload), [(record["id"], payload)])
+                return
+        self.problems.append(Problem(None, None, None, _misfit(table, op, payload, rows is None, image),
+                                     record_id=record["id"], table=table, row_id=row_id))
 
     def check_tables(self, conn: Connection, exact_text: bool) -> list[Problem]:
         problems = list(self.problems)
@@ -141,63 +169,123 @@ class Fold:
         return problems
 
 
+def _misfit(table: str, op: str, payload: Any, unknown_table: bool, image: Image | None) -> str:
+    """Why a record does not fold into its row."""
+    if unknown_table:
+        return f"names the table {table!r}, which the records chain does not cover"
+    if not isinstance(payload, Mapping):
+        return "payload is not an object of column values"
+    if op in ("insert", "adopt") and image is not None:
+        return f"{op} of a row record {image.created_by} already wrote: a record was copied or replayed"
+    if op != "update":
+        return f"unknown op {op!r}"
+    return "updates a row no earlier record wrote: the record that wrote it was deleted"
+
+
 def _check_table(conn: Connection, name: str, table: Table, images: dict[int, Image],
                  exact_text: bool) -> Iterator[Problem]:
+    """Each row against its fold, read raw with the driver's cursor, times and decimals as the
+    database writes them in the records' own text: a row whose plain columns all equal its fold's
+    agrees in one comparison, and only the others are read column by column (and JSON columns
+    always, their text being checked too)."""
     json_columns = {c.name for c in table.c if isinstance(c.type, JSON)}
-    columns = [payload_text(c) if c.name in json_columns else c for c in table.c]
-    compared = [(c.name, c.name in json_columns, _comparator(c)) for c in table.c]
+    dialect = conn.dialect.name
+    columns = [payload_text(c) if c.name in json_columns else _as_record_text(c, dialect) for c in table.c]
+    compared = [(index, c, c.name in json_columns, _comparator(c)) for index, c in enumerate(table.c)]
+    id_index = next(index for index, c in enumerate(table.c) if c.name == "id")
+    plain = [(index, c.name) for index, c in enumerate(table.c) if c.name not in json_columns]
+    stored_plain = itemgetter(*(index for index, _ in plain))
+    plain_names = [column for _, column in plain]
     remaining = dict(images)
-    for row in conn.execution_options(yield_per=1000).execute(select(*columns).order_by(table.c.id)).mappings():
-        row_id = row["id"]
-        where = {"table": name, "row_id": row_id}
-        image = remaining.pop(row_id, None)
-        if image is None:
-            yield Problem(None, None, None, "is not in the records chain: it was written outside the engine", **where)
-            continue
-        differences = []
-        for column, is_json, same in compared:
-            have, want = row[column], image.values.get(column)
-            if is_json and have is not None:
-                have, wrong, _ = read_payload(have, exact_text)
-                if wrong is not None:
-                    yield Problem(None, None, None, wrong.replace("payload", column, 1), **where)
-            if have is None or want is None:
-                agree = have is None and want is None
-            else:
-                try:
-                    agree = same(have, want)
-                except (InvalidOperation, ValueError, TypeError):
-                    agree = False
-            if not agree:
-                differences.append(f"{column} is {_shown(have)}, the records chain says {_shown(want)} "
-                                   f"(record {image.set_by.get(column, image.created_by)})")
-        if differences:
-            yield Problem(None, None, None, "; ".join(differences) + ": the row was edited after it was written",
-                          **where)
+    cursor = conn.connection.cursor()
+    try:
+        cursor.execute(str(select(*columns).order_by(table.c.id).compile(dialect=conn.dialect)))
+        while batch := cursor.fetchmany(2000):
+            for values in batch:
+                row_id = values[id_index]
+                image = remaining.pop(row_id, None)
+                if image is None:
+                    yield Problem(None, None, None, "is not in the records chain: it was written outside the engine",
+                                  table=name, row_id=row_id)
+                    continue
+                if not json_columns and stored_plain(values) == tuple(map(image.values.get, plain_names)):
+                    continue
+                differences = []
+                wanted = image.values
+                for index, column, is_json, same in compared:
+                    have, want = values[index], wanted.get(column.name)
+                    if is_json and have is not None:
+                        have, wrong, _ = read_payload(have, exact_text)
+                        if wrong is not None:
+                            yield Problem(None, None, None, wrong.replace("payload", column.name, 1), table=name,
+                                          row_id=row_id)
+                    elif have == want and have is not None:
+                        continue
+                    if have is None or want is None:
+                        agree = have is None and want is None
+                    else:
+                        try:
+                            agree = same(have, want)
+                        except (InvalidOperation, ValueError, TypeError):
+                            agree = False
+                    if not agree:
+                        differences.append(f"{column.name} is {_shown(_read(column, have))}, the records chain says "
+                                           f"{_shown(want)} (record {image.set_by(column.name)})")
+                if differences:
+                    yield Problem(None, None, None, "; ".join(differences) + ": the row was edited after it was "
+                                  "written", table=name, row_id=row_id)
+    finally:
+        cursor.close()
     for row_id, image in remaining.items():
         yield Problem(None, None, None, f"is missing, though record {image.created_by} wrote it: the row was deleted",
                       table=name, row_id=row_id)
 
 
+def _as_record_text(column: Column[Any], dialect: str) -> Any:
+    """A time or decimal column selected as the text its records carry (`plain`: ISO-8601 UTC,
+    fraction only when there is one; the decimal's own digits), so that an untouched row equals its
+    fold as read; anything else as stored. A value the SQL writes differently is compared typed."""
+    name = column.name
+    if isinstance(column.type, UTCDateTime):
+        if dialect == "sqlite":  # stored as `2026-11-24 15:00:00.000000`, UTC
+            sql = (f"CASE WHEN substr({name}, 21) = '000000' THEN substr({name}, 1, 10) || 'T' || "
+                   f"substr({name}, 12, 8) || '+00:00' ELSE substr({name}, 1, 10) || 'T' || "
+                   f"substr({name}, 12) || '+00:00' END")
+        elif dialect == "postgresql":
+            utc = f"({name} AT TIME ZONE 'UTC')"
+            sql = (f"to_char({utc}, 'YYYY-MM-DD\"T\"HH24:MI:SS') || CASE WHEN to_char({utc}, 'US') = '000000' "
+                   f"THEN '' ELSE '.' || to_char({utc}, 'US') END || '+00:00'")
+        else:
+            return column
+        return literal_column(sql).label(name)
+    if isinstance(column.type, Money) and dialect == "postgresql":
+        return cast(column, Text).label(name)
+    return column
+
+
 def _comparator(column: Column[Any]) -> Callable[[Any, Any], bool]:
-    """How a stored value compares with a record's (decimals and times travel as strings)."""
+    """How a stored value, as the driver reads it raw, compares with a record's (decimals and times
+    travel as strings)."""
     kind = column.type
     if isinstance(kind, Money):
-        return lambda have, want: bool(have == Decimal(str(want)))
+        return lambda have, want: bool(Decimal(str(have)) == Decimal(str(want)))
     if isinstance(kind, UTCDateTime):
-        return lambda have, want: bool(have == utc_time(want))
+        return lambda have, want: bool(utc_time(have) == utc_time(want))
     if isinstance(kind, Boolean):
         return lambda have, want: bool(have) == bool(want)
     return lambda have, want: bool(have == want)
 
 
-def utc_time(at: Any) -> datetime:
-    """A stored or recorded time as an aware UTC time: ISO text (a record's value, or the text
-    SQLAlchemy stored on SQLite, `2026-11-24 15:00:00.000000`, UTC) or a driver's datetime."""
-    when = datetime.fromisoformat(at) if isinstance(at, str) else at
-    if not isinstance(when, datetime):
-        raise TypeError(f"not a time: {at!r}")
-    return when.replace(tzinfo=timezone.utc) if when.tzinfo is None else when.astimezone(timezone.utc)
+def _read(column: Column[Any], have: Any) -> Any:
+    """A raw stored value as its column type reads it, for a message (the raw value if it cannot be)."""
+    try:
+        if isinstance(column.type, Money):
+            return Decimal(str(have))
+        if isinstance(column.type, UTCDateTime):
+            return utc_time(have)
+    except (InvalidOperation, ValueError, TypeError):
+        pass
+    return have
 
 
 def _shown(value: Any) -> str:

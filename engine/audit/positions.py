@@ -16,11 +16,11 @@ from decimal import Decimal
 
 from sqlalchemy import Connection, func, select
 
-from engine.audit.chained import utc_time
 from engine.core.decisions import remaining
 from engine.core.domain import Leg, Side
 from engine.core.lifecycle import TERMINAL, Lifecycle, State
 from engine.core.quotes import shown
+from engine.ledger.chain import utc_time
 from engine.ledger.schema import fills, lifecycles, orders, transitions_table
 
 STOP_AND_TARGET = "stop+target at venue"  # the OCO pair the engine places after a fill

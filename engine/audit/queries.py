@@ -8,43 +8,24 @@ reordered row, or a `lifecycles` row that disagrees with its history is named.
 from __future__ import annotations
 
 import csv
-import dataclasses
 import json
-from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta, timezone
 from decimal import Decimal
 from typing import IO, Any
 
-from sqlalchemy import Connection, Engine, Table, create_engine, event, exists, func, select, text
+from sqlalchemy import Connection, Engine, create_engine, event, exists, func, select, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.sql import Select
 
-from engine.audit.chained import Fold, payload_text, read_payload, utc_time
 from engine.audit.dataclass_rows import write_csv
-from engine.audit.emulation import check_emulation
 from engine.audit.outcomes import OutcomeRow
 from engine.audit.refusals import Refusal, refused_signals
-from engine.audit.trading import check_trading_state
-from engine.core.errors import IllegalTransition
-from engine.core.lifecycle import Lifecycle, Outcome, State, classify, destination, snapshot
-from engine.core.replay import CREATED, replay
 from engine.ledger import reads
-from engine.ledger.chain import (
-    CHAINS,
-    PAYLOAD_TEXT,
-    RECORD_LINKS,
-    TRANSITION_LINKS,
-    ChainHead,
-    Links,
-    Problem,
-    check_chain,
-)
 from engine.ledger.codec import plain
 from engine.ledger.database import JSON_CODEC
-from engine.ledger.records import TransitionRecord
 from engine.ledger.schema import (
-    chain_head,
     fills,
     inbox,
     lifecycles,
@@ -61,7 +42,6 @@ _TABLES = {"lifecycles": lifecycles, "transitions": transitions_table, "orders":
 TABLES = tuple(_TABLES)
 REFUSALS = "refused_signals"  # the inbox's refusals and the FAILED lifecycles (engine/audit/refusals.py)
 EXPORTABLE = (*VIEWS, *TABLES, REFUSALS)
-LIFECYCLE_COLUMNS = tuple(f.name for f in dataclasses.fields(Lifecycle))  # a stable order for messages
 
 
 def read_engine(url: str) -> Engine:
@@ -277,178 +257,6 @@ def _judged_stops(conn: Connection, which: LifecycleFilter) -> dict[int, Decimal
     query = select(t.lifecycle_id, t.payload).where(t.trigger.in_(GUARDED), t.lifecycle_id.in_(chosen))
     return {row.lifecycle_id: Decimal(str(row.payload["exit_stop"])) for row in conn.execute(query)
             if row.payload.get("exit_stop") is not None}
-
-
-# --- verify ----------------------------------------------------------------------------------
-
-
-@dataclass
-class Verification:
-    transitions: int = 0
-    lifecycles: int = 0
-    head: ChainHead | None = None
-    records: int = 0
-    record_head: ChainHead | None = None
-    problems: list[Problem] = field(default_factory=list)
-
-    @property
-    def ok(self) -> bool:
-        return not self.problems
-
-
-def _shown(value: Any) -> str:
-    return "null" if value is None else str(value.value if isinstance(value, State) else value)
-
-
-def _check_history(lifecycle_id: int, rows: Sequence[TransitionRecord]) -> list[Problem]:
-    """Each row must follow from the one before it by a legal edge of the state machine."""
-    problems: list[Problem] = []
-    state: State | None = None
-    for expected_seq, row in enumerate(rows, start=1):
-        def problem(what: str, row: TransitionRecord = row) -> Problem:
-            return Problem(row.id, lifecycle_id, row.seq, what)
-
-        if row.seq != expected_seq:
-            problems.append(problem(f"seq {row.seq} where {expected_seq} was expected: a row is missing or moved"))
-            break
-        if state is None:
-            if row.trigger != CREATED or row.from_state is not None or row.to_state != State.PENDING.value:
-                problems.append(problem(f"the first row must be created -> PENDING, "
-                                        f"is {row.trigger} -> {row.to_state}"))
-                break
-            state = State.PENDING
-            continue
-        if row.from_state != state.value:
-            problems.append(problem(f"from_state {row.from_state} but the row before left it in {state.value}"))
-            break
-        try:
-            moved = classify(state, row.trigger) is Outcome.MOVED
-        except IllegalTransition:
-            moved = False
-        if not moved:
-            problems.append(problem(f"{row.trigger} is not a move from {state.value}"))
-            break
-        reached = destination(state, row.trigger)
-        if row.to_state != reached.value:
-            problems.append(problem(f"to_state {row.to_state} but {row.trigger} from {state.value} reaches "
-                                    f"{reached.value}"))
-            break
-        state = reached
-    return problems
-
-
-def _check_projection(stored: Lifecycle, rows: Sequence[TransitionRecord]) -> list[Problem]:
-    last = rows[-1]
-    try:
-        rebuilt = replay(rows, stored.id)
-    except Exception as exc:  # a payload the replay cannot read is itself evidence
-        return [Problem(last.id, stored.id, last.seq, f"the history cannot be replayed: {exc}")]
-    wanted, have = snapshot(rebuilt), snapshot(stored)
-    differences = [f"{name} is {_shown(have[name])}, the transitions say {_shown(wanted[name])}"
-                   for name in LIFECYCLE_COLUMNS if wanted[name] != have[name]]
-    if not differences:
-        return []
-    return [Problem(last.id, stored.id, last.seq,
-                    "the lifecycles row disagrees with its replay: " + "; ".join(differences))]
-
-
-def verify(conn: Connection, anchors: Iterable[ChainHead] = ()) -> Verification:
-    """Walk the chain, then replay every lifecycle; `problems[0]` names the first bad row.
-
-    Give it a connection from `read_engine`, so the head and the rows it reads are one snapshot.
-    """
-    result = Verification()
-    histories: dict[int, list[TransitionRecord]] = {}
-    exact_text = conn.dialect.name == "sqlite"  # PostgreSQL's JSONB keeps the value, not the text
-    stored_form: list[Problem] = []
-
-    def parsed(rows: Iterable[dict[str, Any]], links: Links) -> Iterator[dict[str, Any]]:
-        for row in rows:
-            row["payload"], wrong, row[PAYLOAD_TEXT] = read_payload(row["payload"], exact_text)
-            if wrong is not None:
-                stored_form.append(Problem(what=wrong, **links.locate(row)))
-            yield row
-
-    def walked(rows: Iterable[dict[str, Any]]) -> Iterator[dict[str, Any]]:
-        for row in rows:
-            result.transitions += 1
-            histories.setdefault(row["lifecycle_id"], []).append(TransitionRecord(
-                row["id"], row["lifecycle_id"], row["seq"], row["trigger"], row["from_state"], row["to_state"],
-                row["source"], row["at"], row["payload"], row["prev_hash"], row["row_hash"]))
-            yield row
-
-    def folded(rows: Iterable[dict[str, Any]]) -> Iterator[dict[str, Any]]:
-        for row in rows:
-            result.records += 1
-            fold.add(row)
-            yield row
-
-    result.head = _head(conn, "transitions")
-    result.record_head = _head(conn, "records")
-    chain_problems = list(check_chain(walked(parsed(_chain_rows(conn, transitions_table), TRANSITION_LINKS)),
-                                      result.head))
-    fold = Fold()
-    chain_problems += check_chain(folded(parsed(_chain_rows(conn, records), RECORD_LINKS)), result.record_head,
-                                  RECORD_LINKS)
-    stored = {row["id"]: Lifecycle.from_row(row) for row in conn.execute(select(lifecycles)).mappings()}
-    anchor_hashes = {
-        anchor: conn.execute(select(transitions_table.c.row_hash)
-                             .where(transitions_table.c.id == anchor.last_id)).scalar()
-        for anchor in anchors
-    }
-    table_problems = fold.check_tables(conn, exact_text)
-
-    result.lifecycles = len(stored)
-    other: list[Problem] = []
-    for anchor, found in anchor_hashes.items():
-        if found != anchor.last_hash:
-            seen = "is gone" if found is None else f"now hashes to {found}"
-            other.append(Problem(anchor.last_id, None, None,
-                                 f"the anchor recorded {anchor.last_hash} for this row, which {seen}: "
-                                 "the chain was rewritten up to here"))
-    for lifecycle_id, rows in histories.items():
-        if lifecycle_id not in stored:
-            other.append(Problem(rows[0].id, lifecycle_id, rows[0].seq, "no lifecycles row for these transitions"))
-            continue
-        found_problems = _check_history(lifecycle_id, rows)
-        other.extend(found_problems or _check_projection(stored[lifecycle_id], rows))
-        other.extend(check_emulation(lifecycle_id, rows))
-    other.extend(check_trading_state(conn, (record for rows in histories.values() for record in rows)))
-    for lifecycle_id in stored.keys() - histories.keys():
-        other.append(Problem(None, lifecycle_id, None,
-                             "the lifecycles row has no transitions: its history was deleted"))
-
-    # Chain breaks are the primary evidence and come first, in chain order; what the replay found
-    # follows, in transition order (rows the chain already named often fail the replay too).
-    other.sort(key=lambda p: (p.transition_id is None, p.transition_id or 0))
-    stored_form.sort(key=lambda p: (p.transition_id is None, p.transition_id or 0, p.record_id or 0))
-    result.problems = chain_problems + stored_form + table_problems + other
-    return result
-
-
-def _head(conn: Connection, chain: str) -> ChainHead | None:
-    row = conn.execute(select(chain_head.c.last_id, chain_head.c.last_hash)
-                       .where(chain_head.c.id == CHAINS[chain])).first()
-    return None if row is None else ChainHead(row.last_id, row.last_hash)
-
-
-def _chain_rows(conn: Connection, table: Table) -> Iterator[dict[str, Any]]:
-    """Every row of a chain in id order, its payload as the stored text and `at` as an aware UTC
-    time, read with the driver's own cursor in verify's transaction: the chains are most of what a
-    verify reads, and SQLAlchemy's row objects would cost more than the hashing."""
-    columns = [payload_text(c) if c.name == "payload" else c for c in table.c]
-    names = [c.name for c in table.c]
-    sql = str(select(*columns).order_by(table.c.id).compile(dialect=conn.dialect))
-    cursor = conn.connection.cursor()
-    try:
-        cursor.execute(sql)
-        while batch := cursor.fetchmany(2000):
-            for values in batch:
-                row = dict(zip(names, values, strict=True))
-                row["at"] = utc_time(row["at"])
-                yield row
-    finally:
-        cursor.close()
 
 
 def row_counts(conn: Connection) -> dict[str, int]:

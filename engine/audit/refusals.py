@@ -20,8 +20,9 @@ from datetime import datetime
 
 from sqlalchemy import Connection, select
 
-from engine.audit.chained import payload_text, utc_time
+from engine.audit.chained import payload_text
 from engine.core.lifecycle import State
+from engine.ledger.chain import utc_time
 from engine.ledger.schema import inbox, lifecycles, transitions_table
 
 # "qty: must be a whole number" names its field; "signal_id 'x' is already recorded …" does not.

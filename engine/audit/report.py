@@ -39,7 +39,7 @@ from decimal import ROUND_HALF_EVEN, Decimal, InvalidOperation
 from engine.audit.anchors import AnchorCheck
 from engine.audit.blotter import Trade, initial_r, trade_of
 from engine.audit.outcomes import OutcomeRow
-from engine.audit.queries import Verification
+from engine.audit.verification import Verification
 from engine.ledger.chain import ChainHead
 
 __all__ = ["OutcomeRow", "Report", "build_report"]

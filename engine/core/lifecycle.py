@@ -8,7 +8,7 @@ Pure: no I/O and no clock. `step` returns the next lifecycle with the trigger's 
 from __future__ import annotations
 
 import sys
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, fields, replace
 from datetime import datetime
 from decimal import Decimal
@@ -297,6 +297,12 @@ def destination(state: State, trigger: str) -> State:
     return _EDGES[(state, Trigger(trigger))]
 
 
+def edge(state: State, trigger: str) -> State | None:
+    """Where `trigger` moves `state` along the table, None when it is no move from there: `classify`
+    and `destination` in one look-up, for a walk over a whole ledger's recorded moves."""
+    return _EDGES.get((state, trigger))  # type: ignore[arg-type]  # a StrEnum key matches its text
+
+
 @dataclass(slots=True)
 class _Cursor:
     """The machine's model for one step: a lifecycle is immutable, the cursor is thrown away."""
@@ -331,6 +337,25 @@ def replayed(lifecycle: Lifecycle, trigger: str, facts: Mapping[str, Any], at: d
     if state is None:
         return step(lifecycle, trigger, facts, at)[0]
     return replace(lifecycle, state=state, version=lifecycle.version + 1, updated_at=at, **_projected(facts))
+
+
+def replayed_columns(lifecycle: Lifecycle, moves: Iterable[tuple[str, Mapping[str, Any], datetime]],
+                     facts: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The columns of `apply_facts(lifecycle, facts)` after `replayed` over (trigger, facts, at)
+    moves in order, built without a frozen lifecycle per move (verify replays every lifecycle of
+    the ledger and compares columns); a move off the table goes through `replayed`, which refuses
+    it the same way."""
+    values = snapshot(lifecycle)
+    if facts:
+        values.update(_projected(facts))
+    for trigger, moved_facts, at in moves:
+        state = edge(values["state"], trigger)
+        if state is None:
+            values = snapshot(replayed(Lifecycle(**values), trigger, moved_facts, at))
+            continue
+        values.update(state=state, version=values["version"] + 1, updated_at=at)
+        values.update(_projected(moved_facts))
+    return values
 
 
 def snapshot(lifecycle: Lifecycle) -> dict[str, Any]:

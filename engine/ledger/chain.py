@@ -70,10 +70,19 @@ def utc_text(at: datetime) -> str:
     return at.astimezone(timezone.utc).isoformat(timespec="microseconds")
 
 
+def utc_time(at: Any) -> datetime:
+    """A stored or recorded time as an aware UTC time: ISO text (a record's value, or the text
+    SQLAlchemy stored on SQLite, `2026-11-24 15:00:00.000000`, UTC) or a driver's datetime."""
+    when = datetime.fromisoformat(at) if isinstance(at, str) else at
+    if not isinstance(when, datetime):
+        raise TypeError(f"not a time: {at!r}")
+    return when.replace(tzinfo=timezone.utc) if when.tzinfo is None else when.astimezone(timezone.utc)
+
+
 def canonical(row: Mapping[str, Any], fields: tuple[str, ...] = HASHED_FIELDS) -> bytes:
     """The bytes a row's hash covers (see the module docstring): a transition's by default."""
     record = {name: row[name] for name in fields}
-    record["at"] = utc_text(row["at"])
+    record["at"] = utc_text(utc_time(row["at"]))  # a verifier may hand over the database's text
     record["payload"] = _stable_numbers(row["payload"])
     return dumps(record).encode("ascii")
 
@@ -105,12 +114,28 @@ def _scalar(value: Any) -> str:
     return dumps(value)
 
 
+# A verifier may also hand over, under this key, the canonical text of the row's other fields as
+# the database wrote it (the part before the payload and the part after it): a hash that matches
+# over it proves those are the bytes the writer hashed; one that does not is decided again from the
+# row's values (check_chain), so the database's formatting can only cost time, never hide an edit.
+AROUND_TEXT = "_around_text"
+
+
+def around_fields(fields: tuple[str, ...]) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """The hashed fields before and after `payload` in the canonical (sorted) order."""
+    return _AROUND[fields]
+
+
 def _hashed_bytes(row: Mapping[str, Any], fields: tuple[str, ...]) -> bytes:
     text = row.get(PAYLOAD_TEXT)
     if text is None:
         return canonical(row, fields)
+    around = row.get(AROUND_TEXT)
+    if around is not None:
+        return f"{around[0]}{text}{around[1]}".encode("ascii")
     before, after = _AROUND[fields]
-    head = ",".join(f'"{name}":{_scalar(utc_text(row[name]) if name == "at" else row[name])}' for name in before)
+    head = ",".join(f'"{name}":{_scalar(utc_text(utc_time(row[name])) if name == "at" else row[name])}'
+                    for name in before)
     tail = ",".join(f'"{name}":{_scalar(row[name])}' for name in after)
     return f'{{{head},"payload":{text},{tail}}}'.encode("ascii")
 
@@ -183,37 +208,41 @@ def check_chain(rows: Iterable[Mapping[str, Any]], head: ChainHead | None,
     as `prev_hash` (else a row before it was deleted, inserted or moved); the last row must be
     the one `chain_head` names (else rows were cut off the end or appended outside the engine).
     """
-    noun = links.noun
-    expected_prev, last = GENESIS, EMPTY
+    noun, digest, locate = links.noun, links.digest, links.locate
+    last_id, last_hash = EMPTY.last_id, EMPTY.last_hash  # plain locals: this loop runs once per row
     past_head: int | None = None
     for row in rows:
-        where = links.locate(row)
+        row_id, prev_hash, stored_hash = row["id"], row["prev_hash"], row["row_hash"]
         try:
-            recomputed: str | None = links.digest(row["prev_hash"] or "", row)
+            recomputed: str | None = digest(prev_hash or "", row)
+            if recomputed != stored_hash and row.get(AROUND_TEXT) is not None:
+                # The values decide, not the database's text.
+                recomputed = digest(prev_hash or "", {**row, AROUND_TEXT: None})
         except (TypeError, ValueError) as exc:
-            yield Problem(what=f"cannot be hashed ({exc})", **where)
+            yield Problem(what=f"cannot be hashed ({exc})", **locate(row))
             recomputed = None
-        if recomputed is not None and recomputed != row["row_hash"]:
+        if recomputed is not None and recomputed != stored_hash:
             yield Problem(what="content does not match its row_hash: the row was edited after it was written",
-                          **where)
-        if row["prev_hash"] != expected_prev:
+                          **locate(row))
+        if prev_hash != last_hash:
             # The engine allocates ids one by one from the head, so a gap next to a broken link
             # says which rows went missing (rows chained by the migration may have older gaps).
-            if row["id"] > last.last_id + 1:
-                first, final = last.last_id + 1, row["id"] - 1
+            if row_id > last_id + 1:
+                first, final = last_id + 1, row_id - 1
                 missing = f"{first}" if first == final else f"{first}-{final}"
-                what = f"prev_hash does not match {noun} {last.last_id or 'none'} before it, and {noun} " \
+                what = f"prev_hash does not match {noun} {last_id or 'none'} before it, and {noun} " \
                        f"id(s) {missing} are absent: rows were deleted here"
             else:
-                what = f"prev_hash does not match {noun} {last.last_id or 'none'} before it: " \
+                what = f"prev_hash does not match {noun} {last_id or 'none'} before it: " \
                        "a row was inserted, replaced or moved here"
-            yield Problem(what=what, **where)
-        if head is not None and past_head is None and row["id"] > head.last_id:
-            past_head = row["id"]
+            yield Problem(what=what, **locate(row))
+        if head is not None and past_head is None and row_id > head.last_id:
+            past_head = row_id
             yield Problem(what=f"comes after chain_head's {noun} {head.last_id}: "
-                               "rows were appended outside the engine", **where)
-        expected_prev = row["row_hash"] or ""
-        last = ChainHead(row["id"], expected_prev)
+                               "rows were appended outside the engine", **locate(row))
+        last_id, last_hash = row_id, stored_hash or ""
+    last = ChainHead(last_id, last_hash)
+
     def at(row_id: int | None, what: str) -> Problem:
         return chain_problem(f"{noun}s", row_id, what)
 
