@@ -12,10 +12,11 @@ so an edit, a deleted row or a row written outside the engine is named at that r
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from decimal import Decimal, InvalidOperation
+from json.encoder import encode_basestring_ascii
 from json.scanner import make_scanner
 from operator import itemgetter
 from typing import Any
@@ -103,28 +104,69 @@ def payload_text(column: Column[Any]) -> Any:
     return cast(column, Text).label(column.name)
 
 
-def _json_sql(column: str, dialect: str) -> str:
-    """SQL for a column's canonical JSON text (null included) as the chain hashes it; `at` as the
-    ISO-8601 UTC text with microseconds."""
-    if dialect == "sqlite":
-        # SQLAlchemy stores SQLite times as `2026-11-24 15:00:00.000000`, UTC.
-        return "'\"' || replace(at, ' ', 'T') || '+00:00\"'" if column == "at" else f"json_quote({column})"
+# The canonical text around a chained row's payload (chain.AROUND_TEXT), written by whichever side
+# writes it cheaper: PostgreSQL's server (another process: its formatting costs verify nothing) or
+# Python on SQLite (whose SQL string functions cost more than Python's). Either is only a
+# candidate: the hash decides whether it is the writer's text, and the row's values decide when it
+# is not (check_chain), so a value written in an unexpected form can cost time, never hide an edit.
+
+def _json_sql(column: str) -> str:
     if column == "at":
         return "'\"' || to_char(at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US') || '+00:00\"'"
     return f"coalesce(to_json({column})::text, 'null')"
 
 
 def around_sql(fields: tuple[str, ...], dialect: str) -> tuple[Any, Any] | None:
-    """Two columns of SQL that write a chained row's canonical text before and after its payload
-    (chain.AROUND_TEXT), so that verify hashes without formatting every field in Python; None on a
-    backend it has no SQL for. The hash decides whether the text is the writer's (check_chain)."""
-    if dialect not in ("sqlite", "postgresql"):
+    """Two columns of PostgreSQL that write the text before and after each row's payload; None
+    elsewhere."""
+    if dialect != "postgresql":
         return None
     before, after = around_fields(fields)
-    head = " || ',' || ".join(f"'\"{name}\":' || {_json_sql(name, dialect)}" for name in before)
-    tail = " || ',' || ".join(f"'\"{name}\":' || {_json_sql(name, dialect)}" for name in after)
+    head = " || ',' || ".join(f"'\"{name}\":' || {_json_sql(name)}" for name in before)
+    tail = " || ',' || ".join(f"'\"{name}\":' || {_json_sql(name)}" for name in after)
     return (literal_column(f"'{{' || {head} || ',\"payload\":'").label("_head"),
             literal_column(f"',' || {tail} || '}}'").label("_tail"))
+
+
+def _sqlite_time(value: str) -> str:
+    return '"' + value.replace(" ", "T") + '+00:00"'  # SQLAlchemy stores `2026-11-24 15:00:00.000000`, UTC
+
+
+def _text_or_null(value: str | None) -> str:
+    return "null" if value is None else encode_basestring_ascii(value)
+
+
+def around_python(table: Table) -> Callable[[Sequence[Any]], tuple[str, str] | None]:
+    """For SQLite: the text before and after a row's payload from its values as the cursor returns
+    them (`table`'s columns in order), or None for a value of an unexpected type. Written out per
+    chain, in HASHED_FIELDS and RECORD_FIELDS sorted order: this runs once per row of the ledger.
+    int.__repr__ refuses anything but an int (SQLite never returns a bool)."""
+    at = {c.name: i for i, c in enumerate(table.c)}
+    number = int.__repr__
+    if table.name == "transitions":
+        i_at, i_from, i_id, i_lc = at["at"], at["from_state"], at["id"], at["lifecycle_id"]
+        i_seq, i_source, i_to, i_trigger = at["seq"], at["source"], at["to_state"], at["trigger"]
+
+        def around(v: Sequence[Any]) -> tuple[str, str] | None:
+            try:
+                return ('{"at":' + _sqlite_time(v[i_at]) + ',"from_state":' + _text_or_null(v[i_from]) + ',"id":'
+                        + number(v[i_id]) + ',"lifecycle_id":' + number(v[i_lc]) + ',"payload":',
+                        ',"seq":' + number(v[i_seq]) + ',"source":' + _text_or_null(v[i_source]) + ',"to_state":'
+                        + _text_or_null(v[i_to]) + ',"trigger":' + _text_or_null(v[i_trigger]) + "}")
+            except (TypeError, AttributeError):
+                return None
+    else:
+        i_at, i_id, i_op, i_row, i_table = at["at"], at["id"], at["op"], at["row_id"], at["table_name"]
+
+        def around(v: Sequence[Any]) -> tuple[str, str] | None:
+            try:
+                return ('{"at":' + _sqlite_time(v[i_at]) + ',"id":' + number(v[i_id]) + ',"op":'
+                        + _text_or_null(v[i_op]) + ',"payload":',
+                        ',"row_id":' + number(v[i_row]) + ',"table_name":' + _text_or_null(v[i_table]) + "}")
+            except (TypeError, AttributeError):
+                return None
+
+    return around
 
 
 @dataclass(slots=True)

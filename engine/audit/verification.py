@@ -23,7 +23,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Table, select
 
-from engine.audit.chained import Fold, around_sql, payload_text, read_payload
+from engine.audit.chained import Fold, around_python, around_sql, payload_text, read_payload
 from engine.audit.emulation import check_emulation
 from engine.audit.queries import read_engine
 from engine.audit.trading import check_trading_state
@@ -283,14 +283,15 @@ def _head(conn: Connection, chain: str) -> ChainHead | None:
 
 
 def _chain_rows(conn: Connection, table: Table, fields: tuple[str, ...]) -> Iterator[dict[str, Any]]:
-    """Every row of a chain in id order, its payload and `at` as stored, read with the driver's own
-    cursor in verify's transaction: the chains are most of what a verify reads, and SQLAlchemy's
-    row objects would cost more than the hashing. The database also writes the canonical text
-    around each payload (AROUND_TEXT), which Python would format slower."""
+    """Every row of a chain in id order, its payload and `at` as stored, with the canonical text
+    around its payload (AROUND_TEXT), read with the driver's own cursor in verify's transaction:
+    the chains are most of what a verify reads, and SQLAlchemy's row objects would cost more than
+    the hashing."""
     columns = [payload_text(c) if c.name == "payload" else c for c in table.c]
     names = [c.name for c in table.c]
-    around = around_sql(fields, conn.dialect.name)
-    sql = str(select(*columns, *(around or ())).order_by(table.c.id).compile(dialect=conn.dialect))
+    in_sql = around_sql(fields, conn.dialect.name)
+    in_python = around_python(table) if conn.dialect.name == "sqlite" else None
+    sql = str(select(*columns, *(in_sql or ())).order_by(table.c.id).compile(dialect=conn.dialect))
     width = len(names)
     cursor = conn.connection.cursor()
     try:
@@ -298,7 +299,9 @@ def _chain_rows(conn: Connection, table: Table, fields: tuple[str, ...]) -> Iter
         while batch := cursor.fetchmany(2000):
             for values in batch:
                 row = dict(zip(names, values))  # the around columns follow the named ones: zip stops there
-                if around is not None:
+                if in_python is not None:
+                    row[AROUND_TEXT] = in_python(values)
+                elif in_sql is not None:
                     head, tail = values[width], values[width + 1]
                     # NULL or non-ASCII: the values decide (a writer's text is always ASCII).
                     ascii_text = head is not None and tail is not None and head.isascii() and tail.isascii()
