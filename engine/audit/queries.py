@@ -1,8 +1,6 @@
-"""The auditor's reads: lifecycle lists and stories, CSV exports, report rows, and `verify`.
+"""The auditor's reads: lifecycle lists and stories, CSV exports and report rows.
 
-Everything here only reads. `verify` walks the hash chain (engine/chain.py) and replays every
-lifecycle through the same state machine the engine uses, so a hand edit, a deleted, inserted or
-reordered row, or a `lifecycles` row that disagrees with its history is named.
+Everything here only reads; `verify` (engine/audit/verification.py) checks what they read.
 """
 
 from __future__ import annotations

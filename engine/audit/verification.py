@@ -16,6 +16,7 @@ import os
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from multiprocessing import get_context
@@ -86,17 +87,15 @@ def verify(conn: Connection, anchors: Iterable[ChainHead] = (), *, parallel: boo
         result = Verification(head=_head(conn, "transitions"))
         record_head = _head(conn, "records")
         if parallel is None:
-            size = (result.head.last_id if result.head else 0) + (record_head.last_id if record_head else 0)
-            parallel = size >= PARALLEL_FROM and _can_fork()
+            parallel = in_two_processes((result.head.last_id if result.head else 0)
+                                        + (record_head.last_id if record_head else 0))
         exact_text = conn.dialect.name == "sqlite"  # PostgreSQL's JSONB keeps the value, not the text
         pool = ProcessPoolExecutor(max_workers=1, mp_context=get_context("fork")) if parallel else None
         try:
-            pending: Future[_RecordsHalf] | None = None
-            if pool is not None:
-                url = conn.engine.url.render_as_string(hide_password=False)
-                pending = pool.submit(_records_half_at, url, _exported_snapshot(conn))
+            pending = None if pool is None else _forked(pool, conn)
             chain_problems, stored_form, other = _transitions_half(conn, anchors, result, exact_text)
-            half = pending.result() if pending is not None else _records_half(conn, exact_text, record_head)
+            found = None if pending is None else _waited(pending)
+            half = found if found is not None else _records_half(conn, exact_text, record_head)
         finally:
             if pool is not None:
                 pool.shutdown(wait=True)
@@ -186,10 +185,32 @@ def _records_half_at(url: str, snapshot: str | None) -> _RecordsHalf:
         engine.dispose()
 
 
+def _forked(pool: ProcessPoolExecutor, conn: Connection) -> Future[_RecordsHalf] | None:
+    try:
+        return pool.submit(_records_half_at, conn.engine.url.render_as_string(hide_password=False),
+                           _exported_snapshot(conn))
+    except (BrokenProcessPool, OSError):  # no process to be had: this one walks both chains
+        return None
+
+
+def _waited(pending: Future[_RecordsHalf]) -> _RecordsHalf | None:
+    """The forked half's result; None when the process could not start or died (killed, out of
+    memory): this process then walks the records chain itself. What the half raised is raised."""
+    try:
+        return pending.result()
+    except (BrokenProcessPool, OSError):
+        return None
+
+
 def _exported_snapshot(conn: Connection) -> str | None:
     if conn.dialect.name != "postgresql":
         return None
     return str(conn.exec_driver_sql("SELECT pg_export_snapshot()").scalar_one())
+
+
+def in_two_processes(chained_rows: int) -> bool:
+    """Whether `verify` splits a ledger of this many chained rows in two processes, here."""
+    return chained_rows >= PARALLEL_FROM and _can_fork()
 
 
 def _can_fork() -> bool:

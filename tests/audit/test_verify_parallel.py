@@ -5,6 +5,7 @@ the forked half reads the snapshot this one exported; a process with other threa
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Callable
 from decimal import Decimal as D
@@ -16,6 +17,7 @@ from test_verify import tamper, transition
 from test_verify_records import first_fill, record_of, tamper_table, with_orphan_and_refusal
 
 from engine import audit
+from engine.audit import verification
 from engine.audit.verification import _can_fork, _exported_snapshot, _head, _records_half_at
 from engine.ledger.schema import fills, lifecycles, orders, records, transitions_table
 
@@ -95,6 +97,24 @@ def test_the_forked_half_reads_the_snapshot_the_first_half_exported(sample: Samp
     assert before is not None and shared.head == before and shared.records == before.last_id
     assert not shared.chain and not shared.tables
     assert fresh.head is not None and fresh.head.last_id > before.last_id
+
+
+def _dies(url: str, snapshot: str | None) -> None:
+    os._exit(9)
+
+
+def test_a_second_process_that_dies_leaves_its_half_to_the_first(sample: Sample,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """Prevents a killed (or out-of-memory) second process from failing verify or skipping half of it."""
+    with_orphan_and_refusal(sample)
+    _fill_price(sample)
+    monkeypatch.setattr(verification, "_records_half_at", _dies)
+    walked_here = []
+    walk = verification._records_half
+    monkeypatch.setattr(verification, "_records_half", lambda *args: walked_here.append(1) or walk(*args))
+    one, two = in_one_and_in_two(sample.url)
+    assert one.problems and two == one
+    assert len(walked_here) == 2  # the one-process verify's walk, and the two-process one's fallback
 
 
 def test_a_process_running_other_threads_never_forks() -> None:
