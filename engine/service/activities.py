@@ -23,6 +23,7 @@ from engine.broker.ratelimit import Priority
 from engine.core.errors import ReconcileFailed
 from engine.ledger.records import FoundExecution
 from engine.service.conductor import Conductor
+from engine.service.workers import hold
 
 log = logging.getLogger("smartexec")
 NEW_YORK = ZoneInfo("America/New_York")  # Alpaca's activity dates are New York trading days
@@ -212,6 +213,11 @@ class LostExecutions:
             self.c.workers.spawn(self._recover_soon())
 
     async def _recover_soon(self) -> None:
+        held = hold.get()
+        if held is not None:
+            # Noted by a reconcile's catch-up, whose broker calls wait for that reconcile's reads:
+            # waited for here, not inside `_reading`, which those reads (the activities) need.
+            await held.wait()
         await asyncio.sleep(RECOVER_AFTER)
         pending, self._pending = self._pending, {}
         async with _reading(self.c):

@@ -3,7 +3,12 @@ orphans, and the poller that notices a stream gone quiet.
 
 Recovery of N lifecycles lists the broker's orders in pages of 500 (one call per page instead of
 one per lifecycle, which at Alpaca's rate limit costs minutes per thousand) and falls back to
-single look-ups only for what the listing cannot settle.
+single look-ups only for what the listing cannot settle. The listing is paced by the rate limiter
+(a page every 0.4 s at 150/min), so the catch-up of a lifecycle whose orders a page has settled
+starts while the next page waits for its token: at 50,000 the ledger writes of the catch-up hide
+in the listing's pacing instead of following it (issue 16). Its broker calls wait for the
+reconcile's own reads, as when the catch-up began only after them: a page finds up to 500
+lifecycles' news, an exit placed before it would only make it later.
 """
 
 from __future__ import annotations
@@ -12,14 +17,14 @@ import asyncio
 import contextlib
 import logging
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterable, Iterator
 from datetime import datetime, timedelta
 from typing import Any
 
 from engine.broker.port import BrokerAmbiguous, BrokerOrder
 from engine.broker.ratelimit import Priority
 from engine.core import closing, decisions
-from engine.core.decisions import WAITING
+from engine.core.decisions import WAITING, deadline_due
 from engine.core.domain import CLIENT_ORDER_ID_PREFIX, Leg, ledger_prefix
 from engine.core.errors import ReconcileFailed
 from engine.core.lifecycle import Lifecycle, State
@@ -27,8 +32,10 @@ from engine.core.orders import Kind
 from engine.core.polling import PollPolicy
 from engine.service import activities
 from engine.service.conductor import Conductor
+from engine.service.router import Router
 from engine.service.timers import VERIFY
 from engine.service.translate import held_of, orphan_of, report_of
+from engine.service.workers import hold
 
 log = logging.getLogger("smartexec")
 BULK_PAGE = 500  # Alpaca's largest page
@@ -37,6 +44,48 @@ LISTING_TRIES = 3
 # A reconcile listing starts this long before the oldest instant it must cover (clock skew).
 LISTING_MARGIN = timedelta(minutes=1)
 Snapshot = dict[str, BrokerOrder]
+REGISTER_CHUNK = 1000  # resumed lifecycles registered between two turns of the event loop
+# The states whose catch-up may start before the listing has ended: each waits on orders the
+# listing shows (a working entry, a broker-held exit pair) and, once they are listed, needs nothing
+# else from it. PENDING (an entry perhaps never acknowledged: absent from a page read so far may
+# mean "on a later page") and the flatten and emulated exit (whose catch-up may place an order or
+# arm a re-price at once) wait for the whole listing, as before.
+AHEAD = frozenset({State.LIMIT_SUBMITTED, State.PARTIALLY_FILLED, State.CANCEL_REQUESTED, State.EXITS_PLACED})
+
+
+class Ahead:
+    """Which lifecycles' catch-up can start while the listing still pages: those in an AHEAD state
+    whose every waited-on order a page read so far has settled (no later page can show it again),
+    and whose fill timeout is not already past (re-armed, it fires at once, and its cancel would
+    take a token before the listing's next page). The rest are caught up once the listing ends."""
+
+    def __init__(self, lifecycles: Iterable[Lifecycle], router: Router, now: datetime) -> None:
+        self._of: dict[str, int] = {}  # waited-on client order id -> its lifecycle's id
+        self._missing: dict[int, int] = {}  # lifecycle id -> its orders no page has settled yet
+        for lc in lifecycles:
+            if lc.state not in AHEAD:
+                continue
+            due = deadline_due(lc)
+            coids = [router.coid(lc.id, leg) for leg in WAITING[lc.state]]
+            if (due is not None and due <= now) or None in coids:
+                continue
+            for coid in coids:
+                assert coid is not None
+                self._of[coid] = lc.id
+            self._missing[lc.id] = len(coids)
+
+    def settled(self, coids: Iterable[str]) -> list[int]:
+        """The lifecycles whose last waited-on order is among `coids` (each returned once)."""
+        ready = []
+        for coid in coids:
+            lifecycle_id = self._of.pop(coid, None)
+            if lifecycle_id is None:
+                continue
+            self._missing[lifecycle_id] -= 1
+            if not self._missing[lifecycle_id]:
+                del self._missing[lifecycle_id]
+                ready.append(lifecycle_id)
+        return ready
 
 
 class Reconciler:
@@ -53,6 +102,7 @@ class Reconciler:
         # poller leaves them to it. A second listing while the first is still paced by the rate
         # limiter doubled the resume's REST reads at 50,000 (issue 16).
         self._covered: Counter[int] = Counter()
+        self.ahead = 0  # catch-ups started while their reconcile's listing still paged (for benchmarks, tests)
 
     # --- restart ---------------------------------------------------------------------------------
 
@@ -65,11 +115,17 @@ class Reconciler:
         last = await persist(ledger.last_activity)
         if last is not None:  # orders placed under our prefix while no engine ran are looked for too
             self._scanned_to = min(self._scanned_to, last)
+        if open_lifecycles:
+            log.info("resuming %d open lifecycles", len(open_lifecycles))
         with self._covering(open_lifecycles):  # from the moment they are in the book
-            self._register(open_lifecycles, await persist(ledger.orders_of_open))
-            if open_lifecycles:
-                log.info("resuming %d open lifecycles", len(open_lifecycles))
-            await self.reconcile(open_lifecycles, strict=strict)
+            # Their orders are loaded and registered while the listing's first pages are read: at
+            # 50,000 that takes seconds, for which the rate limiter's full bucket would wait unused.
+            registered = asyncio.ensure_future(self._registered(open_lifecycles))
+            try:
+                await self._reconcile(open_lifecycles, strict=strict, registered=registered)
+            finally:
+                registered.cancel()  # done already, unless the reconcile failed first
+                await asyncio.gather(registered, return_exceptions=True)
         for lc in open_lifecycles:
             if lc.state is State.CANCEL_REQUESTED:
                 # Its verification died with the last process, and a crash right after the commit
@@ -79,17 +135,22 @@ class Reconciler:
             if moves and lc.state is State.EXITS_PLACED and self.c.move_stop is not None:
                 self.c.workers.spawn(self._resume_stop(lc.id))
 
-    def _register(self, open_lifecycles: list[Lifecycle], order_rows: list[dict[str, Any]]) -> None:
+    async def _registered(self, open_lifecycles: list[Lifecycle]) -> None:
+        await self._register(open_lifecycles, await self.c.workers.persist(self.c.ledger.orders_of_open))
+
+    async def _register(self, open_lifecycles: list[Lifecycle], order_rows: list[dict[str, Any]]) -> None:
         """The resumed lifecycles in the book and their orders in the router. The rows are
         dropped here (the caller passes them in, keeping no name for them): the router keeps the
-        few values it needs, not the rows."""
+        few values it needs, not the rows. A thousand at a time: the listing runs meanwhile."""
         rows: defaultdict[int, list[dict[str, Any]]] = defaultdict(list)
         for row in order_rows:
             rows[row["lifecycle_id"]].append(row)
         order_rows.clear()
-        for lc in open_lifecycles:
+        for i, lc in enumerate(open_lifecycles, 1):
             self.c.book.put(lc)
             self.c.router.register(lc, self.c.ledger_id, rows.pop(lc.id, ()))
+            if not i % REGISTER_CHUNK:
+                await asyncio.sleep(0)
 
     @contextlib.contextmanager
     def _covering(self, lifecycles: list[Lifecycle]) -> Iterator[None]:
@@ -129,37 +190,89 @@ class Reconciler:
         with self._covering(lifecycles):
             await self._reconcile(lifecycles, strict=strict)
 
-    async def _reconcile(self, lifecycles: list[Lifecycle], *, strict: bool) -> None:
+    async def _reconcile(self, lifecycles: list[Lifecycle], *, strict: bool,
+                         registered: asyncio.Future[None] | None = None) -> None:
+        """`registered`: the lifecycles' orders are still being registered (a resume); until
+        then the ids the pages settle are kept, and their catch-ups start once it is done."""
         started = self._now()
         since = min([self._scanned_to, *(lc.created_at for lc in lifecycles)]) - LISTING_MARGIN
-        snapshot = await self.listing(since)
-        if strict and snapshot is None:
-            raise ReconcileFailed("the bulk order listing failed")
-        if snapshot is not None:
-            self._scanned_to = started
-            await self.c.workers.guarded(self._flag_orphans(snapshot))
-            heard = self._monotonic()  # the listing is news: the poller need not list them again soon
-            for lc in lifecycles:
-                self.c.book.heard(lc.id, heard)
-        # Executions whose events were lost get their fills rows (engine/service/activities.py).
-        await activities.recover_lost_executions(self.c, since=since, listed=snapshot, margin=LISTING_MARGIN,
-                                                 strict=strict)
+        reads = asyncio.Event()  # set once this reconcile's own reads (listing, activities) are made
+        early: dict[int, asyncio.Future[None]] = {}
+        ahead: Ahead | None = None
+        found: Snapshot = {}
+        kept: list[str] = []  # settled before the orders were registered
+
+        def page_read(listed: Snapshot, settled: list[str]) -> None:
+            nonlocal ahead, found
+            if reads.is_set():  # too late: the reconcile has failed, or moved on without them
+                return
+            found = listed
+            if ahead is None:
+                kept.extend(settled)
+                if registered is not None and not registered.done():
+                    return
+                ahead = Ahead(lifecycles, self.c.router, started)
+                settled = kept
+            for lifecycle_id in ahead.settled(settled):
+                work = self._catch_up_as(lifecycle_id, listed, strict)
+                early[lifecycle_id] = asyncio.ensure_future(self._after(reads, work))
+                self.ahead += 1
+
+        if registered is not None:
+            registered.add_done_callback(lambda done: None if done.cancelled() or done.exception() is not None
+                                         else page_read(found, []))
+        try:
+            snapshot = await self.listing(since, on_page=page_read)
+            if registered is not None:
+                await registered  # before the orphans (the router must know our orders) and the rest
+            if strict and snapshot is None:
+                raise ReconcileFailed("the bulk order listing failed")
+            if snapshot is not None:
+                self._scanned_to = started
+                await self.c.workers.guarded(self._flag_orphans(snapshot))
+                heard = self._monotonic()  # the listing is news: the poller need not list them again soon
+                for lc in lifecycles:
+                    self.c.book.heard(lc.id, heard)
+            # Executions whose events were lost get their fills rows (engine/service/activities.py).
+            await activities.recover_lost_executions(self.c, since=since, listed=snapshot, margin=LISTING_MARGIN,
+                                                     strict=strict)
+        except BaseException:
+            for task in early.values():  # their broker calls would otherwise wait for reads never made
+                task.cancel()
+            await asyncio.gather(*early.values(), return_exceptions=True)
+            raise
+        finally:
+            reads.set()
         # All at once (each under its own lock): a lifecycle waiting for a rate-limit token to place
         # its exits must not hold up the thousands behind it.
-        if not strict:
-            await asyncio.gather(*(self.c.workers.guarded(self._catch_up(lc.id, snapshot)) for lc in lifecycles))
-            return
-        failures = [(lc, outcome) for lc, outcome in zip(lifecycles, await asyncio.gather(
-            *(self._catch_up(lc.id, snapshot) for lc in lifecycles), return_exceptions=True))
-            if isinstance(outcome, BaseException)]
+        outcomes = await asyncio.gather(*(self._catch_up_as(lc.id, snapshot, strict) if lc.id not in early
+                                          else early.pop(lc.id) for lc in lifecycles), return_exceptions=strict)
+        failures = [(lc, outcome) for lc, outcome in zip(lifecycles, outcomes) if isinstance(outcome, BaseException)]
         if failures:
             lc, failure = failures[0]
             raise ReconcileFailed(f"{len(failures)} lifecycle(s) could not be caught up, the first "
                                   f"{lc.id} ({lc.signal_id}): {type(failure).__name__}: {failure}") from failure
 
-    async def listing(self, since: datetime) -> Snapshot | None:
+    async def _catch_up_as(self, lifecycle_id: int, snapshot: Snapshot | None, strict: bool) -> None:
+        """Strict (a takeover): a failure is the caller's to report; else it is logged and the
+        next reconcile tries again."""
+        if strict:
+            await self._catch_up(lifecycle_id, snapshot)
+        else:
+            await self.c.workers.guarded(self._catch_up(lifecycle_id, snapshot))
+
+    @staticmethod
+    async def _after(reads: asyncio.Event, work: Awaitable[None]) -> None:
+        """`work`, whose broker calls (and those of any task it starts) wait for `reads`."""
+        hold.set(reads)  # this task's own context: the listing's calls are not held
+        await work
+
+    async def listing(self, since: datetime, *,
+                      on_page: Callable[[Snapshot, list[str]], None] | None = None) -> Snapshot | None:
         """Every order at the broker submitted after `since`, by client order id. None if the
-        listing failed."""
+        listing failed. `on_page`, after each page, is given the orders found so far and the ids
+        that page settled: no later page shows them again (the orders at a page's last instant are
+        read again by the next, which starts just before it)."""
         found: Snapshot = {}
         after = since
         while True:
@@ -178,9 +291,15 @@ class Reconciler:
                 for one in (order, *order.legs):
                     found[one.client_order_id] = one
             stamps = [o.submitted_at for o in page if o.submitted_at is not None]
-            if len(page) < BULK_PAGE or not stamps or max(stamps) <= after:
+            last = len(page) < BULK_PAGE or not stamps or max(stamps) <= after
+            if not last:
+                after = max(stamps) - timedelta(microseconds=1)  # same-instant orders: re-read, de-duplicated
+            if on_page is not None:
+                on_page(found, [one.client_order_id for order in page
+                                if last or order.submitted_at is None or order.submitted_at <= after
+                                for one in (order, *order.legs)])
+            if last:
                 return found
-            after = max(stamps) - timedelta(microseconds=1)  # same-instant orders: re-read, de-duplicated
 
     async def lookup(self, lc: Lifecycle, leg: Leg, snapshot: Snapshot | None) -> BrokerOrder | None:
         coid = self.c.router.coid(lc.id, leg)

@@ -10,6 +10,7 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
+from contextvars import ContextVar
 from functools import partial
 from typing import Any, Protocol, TypeVar
 
@@ -19,6 +20,10 @@ from engine.service.group_commit import GroupCommit, batchable
 
 log = logging.getLogger("smartexec")
 T = TypeVar("T")
+# Set in a task's context (and so inherited by the tasks it starts): its broker calls wait for
+# this event before they ask for a rate-limit token. A reconcile's catch-ups, started page by page
+# while its listing still pages, wait so for its own reads (engine.service.reconciler).
+hold: ContextVar[asyncio.Event | None] = ContextVar("hold", default=None)
 
 
 class BrokerGuard(Protocol):
@@ -55,6 +60,9 @@ class Workers:
                 delay = min(delay * 2, 5.0)
 
     async def call(self, priority: Priority, fn: Callable[..., T], **kwargs: Any) -> T:
+        held = hold.get()
+        if held is not None:
+            await held.wait()
         await self.limiter.acquire(priority)
         if self.fence is not None:  # after the wait for a token, which can be long: a deposed owner sends nothing
             self.fence.check(f"the broker call {getattr(fn, '__name__', 'call')}")

@@ -12,20 +12,19 @@ from pathlib import Path
 from typing import Any
 
 from harness import FILL_QUOTE, SETTINGS, TARGET_QUOTE, Rig, a_signal, migrated_ledger, quote, run, sqlite_url
-from sqlalchemy import event
 
 from engine.broker.alpaca import AlpacaBroker
 from engine.broker.port import BrokerOrder
 from engine.broker.ratelimit import RateLimiter
-from engine.core.domain import Leg, Mode, Side, Signal, client_order_id
+from engine.core.domain import Side, Signal
 from engine.core.lifecycle import State
-from engine.core.pricing import entry_limit
-from engine.ledger import Ledger, OrderIntent, OrderUpdate, Writes
+from engine.ledger import Ledger
 from engine.service import Executor
 from engine.service.reconciler import BULK_PAGE
 from engine.service.timers import DEADLINE, Due, Timers
 from engine.sim import Venue
-from engine.sim.orders import NewOrder
+
+from .in_flight import in_flight
 
 SYMBOL = "AAPL"
 
@@ -102,36 +101,9 @@ class CountingBroker(AlpacaBroker):
 
 
 def resting(venue: Venue, url: str, n: int) -> None:
-    """n lifecycles LIMIT_SUBMITTED, their entries resting at the venue (placed in one go on the
-    venue's loop, the rows written with commits that need not survive a power cut)."""
-    ledger = Ledger(url)
-    event.listen(ledger.engine, "connect", lambda conn, _: conn.execute("PRAGMA synchronous=OFF"))
-    ledger.engine.dispose()
-    try:
-        ledger_id = ledger.identity()
-        now = venue.clock.now()
-        limit = entry_limit(Decimal("100.00"), Side.BUY, SETTINGS.limit_buffer_regular)
-        signals = [Signal(f"many-{i}", SYMBOL, Side.BUY, Decimal(10), Decimal("100.00"), Decimal("99.00"))
-                   for i in range(n)]
-        coids = [client_order_id(ledger_id, s.signal_id, Leg.ENTRY) for s in signals]
-
-        def place() -> list[str]:
-            venue.exchange.sync()
-            return [str(venue.exchange.placement.place(
-                NewOrder(symbol=SYMBOL, side="buy", type="limit", time_in_force="day", qty=Decimal(10),
-                         limit_price=limit, client_order_id=coid), coid)[0].id) for coid in coids]
-
-        broker_ids = venue._on_loop(place)
-        for signal, coid, broker_id in zip(signals, coids, broker_ids):
-            lc, _ = ledger.open_lifecycle(
-                signal, mode=Mode.SMART, extended_hours=False, at=now, facts={"limit_price": limit},
-                writes=Writes(intents=[OrderIntent(coid, Leg.ENTRY, Side.BUY, "limit", "day", Decimal(10),
-                                                   limit_price=limit)]))
-            ledger.record(lc, "submitted", {"broker_order_id": broker_id, "status": "new",
-                                            "entry_deadline": now + timedelta(hours=1)}, at=now, source="engine",
-                          writes=Writes(updates=[OrderUpdate(coid, "new", broker_order_id=broker_id)]))
-    finally:
-        ledger.close()
+    """n lifecycles LIMIT_SUBMITTED, their entries resting at the venue."""
+    in_flight(venue, url, [Signal(f"many-{i}", SYMBOL, Side.BUY, Decimal(10), Decimal("100.00"), Decimal("99.00"))
+                           for i in range(n)])
 
 
 def test_a_resume_lists_the_orders_once_while_the_poller_runs(venue: Venue, tmp_path: Path) -> None:
