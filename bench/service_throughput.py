@@ -208,9 +208,14 @@ async def engine_run(venue: ProbedVenue, url: str, ids: list[str], one_at_a_time
         start = time.perf_counter()
         batches = [[s] for s in ids] if one_at_a_time else [ids]
         for batch in batches:
-            await asyncio.gather(*(executor.submit(Signal.parse(
+            opened = await asyncio.gather(*(executor.submit(Signal.parse(
                 {"signal_id": s, "symbol": SYMBOL, "side": "buy", "qty": QTY, "price": PRICE, "stop": STOP}))
                 for s in batch))
+            if one_at_a_time:
+                # Told by the engine, as the floor tells itself: a poll of the ledger from a thread
+                # would compete with the engine's next fill for the interpreter, and the floor has none.
+                await executor.wait_for(opened[0].id, {State.EXITS_PLACED}, timeout=120)
+                continue
             placed = ids.index(batch[-1]) + 1
             while (counts := await asyncio.to_thread(states))[State.EXITS_PLACED.value] < placed:
                 if time.perf_counter() - start > 120:

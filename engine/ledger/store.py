@@ -7,8 +7,8 @@ catches anyone who does not.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import replace
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
@@ -18,7 +18,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError, OperationalError
 
 from engine.core.domain import DEFAULT_ACCOUNT, Mode, Signal
-from engine.core.errors import LedgerUnavailable, SignalConflict, StaleLifecycle
+from engine.core.errors import IllegalTransition, LedgerUnavailable, SignalConflict, StaleLifecycle
 from engine.core.lifecycle import PROJECTED, TERMINAL, Lifecycle, Outcome, apply_facts, classify, snapshot, step
 from engine.core.replay import CREATED, replay
 from engine.ledger import reads
@@ -50,6 +50,17 @@ _INSERT_LIFECYCLE = {dialect.__name__.rsplit(".", 1)[-1]: dialect.insert(lifecyc
 _TRANSITIONS = CHAINS["transitions"]
 _ADVANCE_HEAD = ADVANCE_HEAD[_TRANSITIONS]  # the statements a transition issues, for the benchmarks' floors
 _READ_HEAD = READ_HEAD[_TRANSITIONS]
+
+
+@dataclass(frozen=True)
+class Step:
+    """One move of a lifecycle that `record_steps` commits with others: its trigger, the facts,
+    who reported it and the order rows that commit with it."""
+
+    trigger: str
+    facts: Mapping[str, Any]
+    source: str
+    writes: Writes | None = None
 
 
 class _Recorded(Exception):
@@ -191,22 +202,43 @@ class Ledger(InboxStore, OrphanStore, TradingStore, ExecutionStore, AccountStore
             if writes is not None:
                 self.save_orders(lc.id, writes, at=at)
             return lc, Outcome.IGNORED
-        facts = storable(facts)
-        moved, _ = step(lc, trigger, facts, at)
-        params = {name: getattr(moved, name) for name in _MUTABLE}
-        params.update(state=moved.state.value, _id=lc.id, _expected=lc.version)
+        return self._commit_steps(lc, [Step(trigger, facts, source, writes)], at)[-1], Outcome.MOVED
+
+    @batchable
+    def record_steps(self, lc: Lifecycle, steps: Sequence[Step], *, at: datetime) -> list[Lifecycle]:
+        """Move `lc` by each step in turn, all in one transaction; return the lifecycle after each
+        step, as committed. For moves decided together (a fill and its guards' verdict, which
+        depends on nothing but the fill): they share one commit and one move of each chain's
+        head. Every step must move: stale news raises IllegalTransition (`record` takes that)."""
+        return self._commit_steps(lc, steps, at)
+
+    def _commit_steps(self, lc: Lifecycle, steps: Sequence[Step], at: datetime) -> list[Lifecycle]:
+        moved: list[Lifecycle] = []
+        rows: list[dict[str, Any]] = []
+        current = lc
+        for item in steps:
+            facts = storable(item.facts)
+            after, outcome = step(current, item.trigger, facts, at)
+            if outcome is Outcome.IGNORED:
+                raise IllegalTransition(current.state.value, str(item.trigger))
+            rows.append(self._transition_row(after, after.version, item.trigger, current.state.value, item.source, at,
+                                             facts))
+            moved.append(after)
+            current = after
+        params = {name: getattr(current, name) for name in _MUTABLE}
+        params.update(state=current.state.value, _id=lc.id, _expected=lc.version)
         try:
             with self._writing(at) as (conn, journal):
                 if conn.execute(_UPDATE_LIFECYCLE, params).rowcount != 1:
                     raise StaleLifecycle(lc.id, lc.version)
-                head = self._append_transition(
-                    conn, self._transition_row(moved, moved.version, trigger, lc.state.value, source, at, facts))
-                apply_writes(conn, lc.id, at, writes, journal)
+                head = link(conn, _TRANSITIONS, transitions_table, rows, row_hash, self._head)
+                for item in steps:
+                    apply_writes(conn, lc.id, at, item.writes, journal)
         except BaseException:
             self._head = None
             raise
         self._head = head
-        return moved, Outcome.MOVED
+        return moved
 
     @batchable
     def save_orders(self, lifecycle_id: int, writes: Writes, *, at: datetime) -> None:
