@@ -13,7 +13,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Connection, and_, bindparam, func, insert, or_, select, update
+from sqlalchemy import and_, bindparam, func, insert, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError, OperationalError
 
@@ -23,18 +23,18 @@ from engine.core.lifecycle import PROJECTED, TERMINAL, Lifecycle, Outcome, apply
 from engine.core.replay import CREATED, replay
 from engine.ledger import reads
 from engine.ledger.accounts import AccountStore
-from engine.ledger.chain import CHAINS, ChainHead, row_hash
+from engine.ledger.chain import CHAINS
 from engine.ledger.codec import plain, storable
 from engine.ledger.database import ensure_schema, make_engine
 from engine.ledger.executions import ExecutionStore
 from engine.ledger.inbox import InboxStore
-from engine.ledger.journal import ADVANCE_HEAD, READ_HEAD, link
+from engine.ledger.journal import ADVANCE_HEAD, READ_HEAD
 from engine.ledger.leases import Fence, LeaseStore
 from engine.ledger.orders import apply_writes, quantity_key
 from engine.ledger.orphans import OrphanStore
 from engine.ledger.records import TransitionRecord, Writes
 from engine.ledger.schema import fills, ledger_identity, lifecycles, orders, transitions_table
-from engine.ledger.session import Guarded, batchable
+from engine.ledger.session import Guarded, batchable, snapshot_read
 from engine.ledger.trading import TradingStore
 
 _MUTABLE = ("state", "version", "updated_at", *PROJECTED)
@@ -47,6 +47,10 @@ _INSERT_TRANSITION = insert(transitions_table)
 # A new signal's row, or nothing if its signal id is recorded (the unique index decides).
 _INSERT_LIFECYCLE = {dialect.__name__.rsplit(".", 1)[-1]: dialect.insert(lifecycles).on_conflict_do_nothing(
     index_elements=[lifecycles.c.signal_id]).returning(lifecycles.c.id) for dialect in (sqlite, postgresql)}
+# The reads of every signal and order report, built once (building one costs more than its SQL).
+_BY_ID = select(lifecycles).where(lifecycles.c.id == bindparam("_id"))
+_BY_SIGNAL = select(lifecycles).where(lifecycles.c.signal_id == bindparam("_signal_id"))
+_ORDER = select(orders).where(orders.c.client_order_id == bindparam("_coid"))
 _TRANSITIONS = CHAINS["transitions"]
 _ADVANCE_HEAD = ADVANCE_HEAD[_TRANSITIONS]  # the statements a transition issues, for the benchmarks' floors
 _READ_HEAD = READ_HEAD[_TRANSITIONS]
@@ -83,9 +87,6 @@ class Ledger(InboxStore, OrphanStore, TradingStore, ExecutionStore, AccountStore
         self.account = account
         self.fence = fence
         self.engine = make_engine(url, idle_timeout=idle_timeout)
-        # The chain head as of this ledger's last commit: saves a read per transition. Only a
-        # hint: the conditional UPDATE in `_append_transition` catches a stale value.
-        self._head: ChainHead | None = None
         self._identity: str | None = None
         self._schema_checked = False
 
@@ -122,11 +123,9 @@ class Ledger(InboxStore, OrphanStore, TradingStore, ExecutionStore, AccountStore
         return self._identity
 
     def close(self) -> None:
+        if self._reader is not None and self._reader is not self.engine:
+            self._reader.dispose()
         self.engine.dispose()
-
-    def _forget_heads(self) -> None:
-        super()._forget_heads()
-        self._head = None
 
     # --- writes ---------------------------------------------------------------------------
 
@@ -163,21 +162,14 @@ class Ledger(InboxStore, OrphanStore, TradingStore, ExecutionStore, AccountStore
                 if lifecycle_id is None:
                     raise _Recorded  # nothing written: the transaction is rolled back
                 lc = replace(lc, id=lifecycle_id)
-                head = self._append_transition(
-                    conn, self._transition_row(lc, 1, CREATED, None, source, at, payload))
+                journal.transitions.append(self._transition_row(lc, 1, CREATED, None, source, at, payload))
                 apply_writes(conn, lc.id, at, writes, journal)
-        except (_Recorded, IntegrityError) as exc:
-            if isinstance(exc, IntegrityError):  # another unique row of it (an order id) raced
-                self._head = None
+        except (_Recorded, IntegrityError):
             # Recorded before (a repeat, or two intakes raced on one signal id): read that row.
             winner = self.find_by_signal(signal.signal_id)
             if winner is None:
                 raise
             return self._same_or_conflict(winner, signal), False
-        except BaseException:
-            self._head = None
-            raise
-        self._head = head
         return lc, True
 
     @batchable
@@ -227,17 +219,12 @@ class Ledger(InboxStore, OrphanStore, TradingStore, ExecutionStore, AccountStore
             current = after
         params = {name: getattr(current, name) for name in _MUTABLE}
         params.update(state=current.state.value, _id=lc.id, _expected=lc.version)
-        try:
-            with self._writing(at) as (conn, journal):
-                if conn.execute(_UPDATE_LIFECYCLE, params).rowcount != 1:
-                    raise StaleLifecycle(lc.id, lc.version)
-                head = link(conn, _TRANSITIONS, transitions_table, rows, row_hash, self._head)
-                for item in steps:
-                    apply_writes(conn, lc.id, at, item.writes, journal)
-        except BaseException:
-            self._head = None
-            raise
-        self._head = head
+        with self._writing(at) as (conn, journal):
+            if conn.execute(_UPDATE_LIFECYCLE, params).rowcount != 1:
+                raise StaleLifecycle(lc.id, lc.version)
+            journal.transitions.extend(rows)
+            for item in steps:
+                apply_writes(conn, lc.id, at, item.writes, journal)
         return moved
 
     @batchable
@@ -247,15 +234,24 @@ class Ledger(InboxStore, OrphanStore, TradingStore, ExecutionStore, AccountStore
             apply_writes(conn, lifecycle_id, at, writes, journal)
 
     # --- reads ----------------------------------------------------------------------------
+    # Every intake reads these under the desk's lock, one intake at a time: queued behind a
+    # burst's writes on the one writer, each waited a batch's commit (a few ms) for a read of
+    # committed rows. They read a snapshot beside the writer (`snapshot_read`); the reads of order
+    # reports share the writer's batch (`batchable`) rather than take it for one of their own.
 
+    trading_state = snapshot_read(TradingStore.trading_state)
+    realized_since = snapshot_read(TradingStore.realized_since)
+
+    @batchable
     def get(self, lifecycle_id: int) -> Lifecycle | None:
         with self._read() as conn:
-            row = conn.execute(select(lifecycles).where(lifecycles.c.id == lifecycle_id)).mappings().first()
+            row = conn.execute(_BY_ID, {"_id": lifecycle_id}).mappings().first()
         return None if row is None else Lifecycle.from_row(row)
 
+    @snapshot_read
     def find_by_signal(self, signal_id: str) -> Lifecycle | None:
         with self._read() as conn:
-            row = conn.execute(select(lifecycles).where(lifecycles.c.signal_id == signal_id)).mappings().first()
+            row = conn.execute(_BY_SIGNAL, {"_signal_id": signal_id}).mappings().first()
         return None if row is None else Lifecycle.from_row(row)
 
     def load_open(self) -> list[Lifecycle]:
@@ -286,9 +282,10 @@ class Ledger(InboxStore, OrphanStore, TradingStore, ExecutionStore, AccountStore
         with self._read() as conn:
             return [dict(row) for row in conn.execute(query).mappings()]
 
+    @batchable
     def order(self, client_order_id: str) -> dict[str, Any] | None:
         with self._read() as conn:
-            row = conn.execute(select(orders).where(orders.c.client_order_id == client_order_id)).mappings().first()
+            row = conn.execute(_ORDER, {"_coid": client_order_id}).mappings().first()
         return None if row is None else dict(row)
 
     def has_fill(self, execution_id: str, client_order_id: str | None = None, cum_qty: Decimal | None = None) -> bool:
@@ -328,11 +325,6 @@ class Ledger(InboxStore, OrphanStore, TradingStore, ExecutionStore, AccountStore
         if differences:
             raise SignalConflict(signal.signal_id, differences)
         return existing
-
-    def _append_transition(self, conn: Connection, row: dict[str, Any]) -> ChainHead:
-        """Insert `row` as the transitions chain's next link; returns the new head (cached after
-        the commit)."""
-        return link(conn, _TRANSITIONS, transitions_table, [row], row_hash, self._head)
 
     @staticmethod
     def _transition_row(
