@@ -29,7 +29,8 @@ Unloaded (`--unloaded K`, after the burst rounds): K signals handed over one at 
 after the one before is EXITS_PLACED, on each side in the same run: fill -> exit p50/p99 of the
 engine against the bare script's, whose path is the physical floor of that hop on this machine (the
 stream event's hop, the fill's and the guards' commits, one keep-alive REST round trip). Goal:
-engine p99 <= floor p99 + 2 ms.
+engine p99 <= floor p99 + 2 ms. Each side learns that a lifecycle is done from itself (the engine
+through `wait_for`), not from a poll of the ledger on a thread that would compete with the next fill.
 
     python bench/service_throughput.py [--url sqlite:///bench.db | --url postgresql+psycopg://...]
                                        [--n 200] [--rounds 3] [--unloaded 50]

@@ -70,6 +70,7 @@ class _Open(threading.local):
 
 
 _BATCH = _Open()
+_MAKING_READER = threading.Lock()
 
 
 class BatchFailed(RuntimeError):
@@ -204,7 +205,9 @@ class Store:
         BEGIN (a WAL snapshot), which neither takes nor waits for the write lock that every
         connection of `engine` takes at BEGIN; on PostgreSQL another connection of `engine`."""
         if self._reader is None:
-            self._reader = _reader_of(self.engine)
+            with _MAKING_READER:  # snapshot reads run on several threads at once
+                if self._reader is None:
+                    self._reader = _reader_of(self.engine)
         return Guarded(self._reader.connect())
 
     def _read(self) -> Guarded:

@@ -212,7 +212,7 @@ class Conductor:
         return lc
 
     def _announce(self, lc: Lifecycle, decision: Decision) -> None:
-        """Before `decision` is recorded: route its intents, and say what it refuses or fears."""
+        """Route `decision`'s intents (before any act sends one), and say what it refuses or fears."""
         for intent in decision.intents:
             self.router.intend(lc.id, intent)
         if decision.refusal:
