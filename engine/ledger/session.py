@@ -222,8 +222,8 @@ class Store:
 
 
 def _reader_of(engine: Engine) -> Engine:
-    if engine.dialect.name != "sqlite":
-        return engine
+    if engine.dialect.name != "sqlite" or engine.url.database in (None, "", ":memory:"):
+        return engine  # a database in memory is its connection's alone: a second one would see another
     reader = create_engine(engine.url, json_serializer=dumps, json_deserializer=loads)
 
     @event.listens_for(reader, "connect")
