@@ -20,6 +20,7 @@ from engine.broker.ratelimit import RateLimiter
 from engine.core.domain import Leg, Mode, Signal, client_order_id
 from engine.core.errors import Deposed, StaleLifecycle
 from engine.core.lifecycle import Lifecycle, Outcome, State
+from engine.core.risk import ACTIVE_SINCE_EVER, TradingStateChange
 from engine.ledger import Ledger, OrderIntent, OrderUpdate, Writes
 from engine.ledger.schema import lifecycles
 from engine.service.workers import Workers
@@ -150,20 +151,20 @@ def test_reads_alone_commit_nothing_and_intake_reads_do_not_wait_for_the_writer(
     [lc] = opened(ledger, ["reads-0"])
     before = len(commits)
 
-    async def go() -> tuple[Lifecycle | None, bool]:
+    async def go() -> tuple[TradingStateChange, bool]:
         gate = threading.Event()
         held = asyncio.ensure_future(workers.db(gate.wait, 10))
         try:
-            known = await asyncio.wait_for(workers.persist(ledger.find_by_signal, "reads-0"), 5)
+            state = await asyncio.wait_for(workers.persist(ledger.trading_state), 5)
         finally:
             busy = not held.done()
             gate.set()
             await held
-        return known, busy
+        return state, busy
 
     try:
-        known, busy = asyncio.run(go())
-        assert busy and known == lc
+        state, busy = asyncio.run(go())
+        assert busy and state == ACTIVE_SINCE_EVER
         got = together(workers, [lambda: workers.persist(ledger.get, lc.id) for _ in range(N)])
         assert got == [lc] * N and workers.group.batches == 1 and len(commits) == before
     finally:

@@ -234,10 +234,12 @@ class Ledger(InboxStore, OrphanStore, TradingStore, ExecutionStore, AccountStore
             apply_writes(conn, lifecycle_id, at, writes, journal)
 
     # --- reads ----------------------------------------------------------------------------
-    # Every intake reads these under the desk's lock, one intake at a time: queued behind a
-    # burst's writes on the one writer, each waited a batch's commit (a few ms) for a read of
-    # committed rows. They read a snapshot beside the writer (`snapshot_read`); the reads of order
-    # reports share the writer's batch (`batchable`) rather than take it for one of their own.
+    # Every intake reads the first two under the desk's lock, one intake at a time: queued behind
+    # a burst's writes on the one writer, each waited a batch's commit (a few ms) for a read of
+    # committed rows. They read a snapshot beside the writer (`snapshot_read`). The other reads
+    # share the writer's batch (`batchable`) rather than take it for one of their own: the
+    # intake's look-up by signal id among them, as a burst's hundreds at once, outside the lock,
+    # would crowd the threads the lock's reads run on.
 
     trading_state = snapshot_read(TradingStore.trading_state)
     realized_since = snapshot_read(TradingStore.realized_since)
@@ -248,7 +250,7 @@ class Ledger(InboxStore, OrphanStore, TradingStore, ExecutionStore, AccountStore
             row = conn.execute(_BY_ID, {"_id": lifecycle_id}).mappings().first()
         return None if row is None else Lifecycle.from_row(row)
 
-    @snapshot_read
+    @batchable
     def find_by_signal(self, signal_id: str) -> Lifecycle | None:
         with self._read() as conn:
             row = conn.execute(_BY_SIGNAL, {"_signal_id": signal_id}).mappings().first()
