@@ -29,7 +29,8 @@ Unloaded (`--unloaded K`, after the burst rounds): K signals handed over one at 
 after the one before is EXITS_PLACED, on each side in the same run: fill -> exit p50/p99 of the
 engine against the bare script's, whose path is the physical floor of that hop on this machine (the
 stream event's hop, the fill's and the guards' commits, one keep-alive REST round trip). Goal:
-engine p99 <= floor p99 + 2 ms.
+engine p99 <= floor p99 + 2 ms. Each side learns that a lifecycle is done from itself (the engine
+through `wait_for`), not from a poll of the ledger on a thread that would compete with the next fill.
 
     python bench/service_throughput.py [--url sqlite:///bench.db | --url postgresql+psycopg://...]
                                        [--n 200] [--rounds 3] [--unloaded 50]
@@ -208,9 +209,14 @@ async def engine_run(venue: ProbedVenue, url: str, ids: list[str], one_at_a_time
         start = time.perf_counter()
         batches = [[s] for s in ids] if one_at_a_time else [ids]
         for batch in batches:
-            await asyncio.gather(*(executor.submit(Signal.parse(
+            opened = await asyncio.gather(*(executor.submit(Signal.parse(
                 {"signal_id": s, "symbol": SYMBOL, "side": "buy", "qty": QTY, "price": PRICE, "stop": STOP}))
                 for s in batch))
+            if one_at_a_time:
+                # Told by the engine, as the floor tells itself: a poll of the ledger from a thread
+                # would compete with the engine's next fill for the interpreter, and the floor has none.
+                await executor.wait_for(opened[0].id, {State.EXITS_PLACED}, timeout=120)
+                continue
             placed = ids.index(batch[-1]) + 1
             while (counts := await asyncio.to_thread(states))[State.EXITS_PLACED.value] < placed:
                 if time.perf_counter() - start > 120:

@@ -20,6 +20,7 @@ from engine.broker.ratelimit import RateLimiter
 from engine.core.domain import Leg, Mode, Signal, client_order_id
 from engine.core.errors import Deposed, StaleLifecycle
 from engine.core.lifecycle import Lifecycle, Outcome, State
+from engine.core.risk import ACTIVE_SINCE_EVER, TradingStateChange
 from engine.ledger import Ledger, OrderIntent, OrderUpdate, Writes
 from engine.ledger.schema import lifecycles
 from engine.service.workers import Workers
@@ -117,6 +118,57 @@ def test_writes_waiting_together_commit_in_one_transaction(ledger: Ledger, commi
                   at=T0, source="stream")
     result = verified(ledger.url)
     assert result.problems == [] and result.transitions == 2 * N + 1
+
+
+def test_a_batch_moves_each_chain_head_once_for_all_its_writes(ledger: Ledger) -> None:
+    """N writes in one transaction link their transitions and their records with one head move
+    each (not one per write), and the chains verify."""
+    workers = Workers(RateLimiter(), 1)
+    moves: list[str] = []
+
+    def seen(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        if statement.lstrip().upper().startswith("UPDATE CHAIN_HEAD"):
+            moves.append(statement)
+
+    event.listen(ledger.engine, "before_cursor_execute", seen)
+    try:
+        together(workers, [lambda s=s: workers.persist(  # type: ignore[misc]
+            ledger.open_lifecycle, s, mode=Mode.SMART, extended_hours=False, at=T0, writes=Writes(intents=[entry(s)]))
+            for s in (a_signal(f"heads-{i}") for i in range(N))])
+        assert workers.group.batches == 1 and len(moves) == 2
+    finally:
+        event.remove(ledger.engine, "before_cursor_execute", seen)
+        asyncio.run(workers.close(1.0))
+    result = verified(ledger.url)
+    assert result.problems == [] and result.transitions == N
+
+
+def test_reads_alone_commit_nothing_and_intake_reads_do_not_wait_for_the_writer(
+        ledger: Ledger, commits: list[int]) -> None:
+    """A batch of reads ends in a rollback, as a lone read does; a read of committed rows
+    (`snapshot_read`: the intake's) is answered while the writer is still busy."""
+    workers = Workers(RateLimiter(), 1)
+    [lc] = opened(ledger, ["reads-0"])
+    before = len(commits)
+
+    async def go() -> tuple[TradingStateChange, bool]:
+        gate = threading.Event()
+        held = asyncio.ensure_future(workers.db(gate.wait, 10))
+        try:
+            state = await asyncio.wait_for(workers.persist(ledger.trading_state), 5)
+        finally:
+            busy = not held.done()
+            gate.set()
+            await held
+        return state, busy
+
+    try:
+        state, busy = asyncio.run(go())
+        assert busy and state == ACTIVE_SINCE_EVER
+        got = together(workers, [lambda: workers.persist(ledger.get, lc.id) for _ in range(N)])
+        assert got == [lc] * N and workers.group.batches == 1 and len(commits) == before
+    finally:
+        asyncio.run(workers.close(1.0))
 
 
 def test_a_stale_write_in_a_batch_fails_alone_and_the_others_commit(ledger: Ledger, commits: list[int]) -> None:

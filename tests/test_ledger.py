@@ -8,16 +8,18 @@ from datetime import datetime, timedelta, timezone
 from decimal import Decimal as D
 
 import pytest
+from harness import verified
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from sqlalchemy import func, select
+from sqlalchemy import event, func, select
 from sqlalchemy.exc import IntegrityError
 
 from engine.core.domain import Leg, Mode, Signal, client_order_id
-from engine.core.errors import SignalConflict, StaleLifecycle
+from engine.core.errors import IllegalTransition, SignalConflict, StaleLifecycle
 from engine.core.lifecycle import TRANSITIONS, Outcome, State
 from engine.ledger import FillRecord, Ledger, OrderIntent, OrderUpdate, Writes
 from engine.ledger.schema import fills, lifecycles, records, transitions_table
+from engine.ledger.store import Step
 
 LEDGER_ID = "t3stl3dg"  # a ledger identity for orders that never reach a venue
 
@@ -108,6 +110,51 @@ def test_a_stale_version_is_refused(ledger: Ledger) -> None:
     assert other.state is State.LIMIT_SUBMITTED and other.version == 2
     assert ledger.get(lc.id).state is State.FILLED
     assert [r.trigger for r in ledger.history(lc.id)] == ["created", "submitted", "fill"]
+
+
+def test_steps_decided_together_commit_in_one_transaction_as_consecutive_transitions(ledger: Ledger) -> None:
+    """A fill and its guards' verdict share one commit: both transitions, the fill, the exit
+    intent and one version check, and the chain stays whole."""
+    signal = a_signal()
+    lc, _ = ledger.open_lifecycle(signal, mode=Mode.SMART, extended_hours=False, at=T0,
+                                  writes=Writes(intents=[entry_intent(signal)]))
+    lc, _ = ledger.record(lc, "submitted", {}, at=T0, source="engine")
+    coid = client_order_id(LEDGER_ID, signal.signal_id, Leg.ENTRY)
+    exits = OrderIntent(client_order_id(LEDGER_ID, signal.signal_id, Leg.TAKE_PROFIT), Leg.TAKE_PROFIT,
+                        signal.side.opposite, "limit", "gtc", D(10), limit_price=D("545.00"), stop_price=D("529.47"))
+    fill = Writes(updates=[OrderUpdate(coid, "filled", final=True, filled_qty=D(10), filled_avg_price=D("535.00"))],
+                  fills=[FillRecord(coid, "x-1", D(10), D("535.00"), T0, D(10))])
+    commits: list[int] = []
+    event.listen(ledger.engine, "commit", lambda _conn: commits.append(1))
+    filled, judged = ledger.record_steps(lc, [
+        Step("fill", {"filled_qty": "10", "filled_avg_price": "535.00"}, "stream", fill),
+        Step("guards_passed", {"exit_target": "545.00", "exit_stop": "529.47"}, "engine", Writes(intents=[exits]))],
+        at=T0)
+    assert len(commits) == 1
+    assert (filled.state, filled.version, judged.state, judged.version) == (State.FILLED, 3, State.VALIDATED, 4)
+    assert ledger.get(lc.id) == judged == ledger.replay(lc.id)
+    assert [(r.seq, r.trigger, r.source) for r in ledger.history(lc.id)[2:]] == [
+        (3, "fill", "stream"), (4, "guards_passed", "engine")]
+    assert ledger.order(coid)["status"] == "filled" and ledger.order(exits.client_order_id)["status"] == "intended"
+    assert count(ledger, fills) == 1
+    assert verified(ledger.url).ok
+
+
+def test_steps_decided_together_are_refused_together(ledger: Ledger) -> None:
+    """A stale version, or a step that would not move, writes none of them."""
+    lc, _ = ledger.open_lifecycle(a_signal(), mode=Mode.SMART, extended_hours=False, at=T0)
+    lc, _ = ledger.record(lc, "submitted", {}, at=T0, source="engine")
+    other = ledger.get(lc.id)
+    assert other is not None
+    ledger.record(lc, "timeout", {}, at=T0, source="timer")
+    steps = [Step("fill", {"filled_qty": "10", "filled_avg_price": "535.00"}, "stream"),
+             Step("guards_passed", {}, "engine")]
+    with pytest.raises(StaleLifecycle):
+        ledger.record_steps(other, steps, at=T0)
+    with pytest.raises(IllegalTransition):  # the second step is stale news once the first has moved
+        ledger.record_steps(ledger.get(lc.id), [steps[0], Step("fill", {}, "stream")], at=T0)
+    assert [r.trigger for r in ledger.history(lc.id)] == ["created", "submitted", "timeout"]
+    assert verified(ledger.url).ok
 
 
 def test_stale_news_writes_no_transition_but_keeps_order_status(ledger: Ledger) -> None:

@@ -36,10 +36,13 @@ _INSERTS: dict[str, Insert] = {}
 
 @dataclass
 class Journal:
-    """The records one transaction owes the records chain, in the order it wrote the rows."""
+    """The records one transaction owes the records chain, in the order it wrote the rows, and
+    the `transitions` rows it owes the transitions chain (linked with the records, just before
+    the commit: a group commit's batch moves each chain's head once)."""
 
     at: datetime
     rows: list[dict[str, Any]] = field(default_factory=list)
+    transitions: list[dict[str, Any]] = field(default_factory=list)
 
     def inserted(self, table: str, row_id: int, values: Mapping[str, Any]) -> None:
         self._note(table, row_id, "insert", {**values, "id": row_id})

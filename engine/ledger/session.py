@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
@@ -9,23 +10,43 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Protocol, TypeVar
 
-from sqlalchemy import Connection, Engine
+from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.exc import DBAPIError, OperationalError
 
 from engine.core.errors import LedgerUnavailable
-from engine.ledger.chain import CHAINS, ChainHead, record_hash
+from engine.ledger.chain import CHAINS, ChainHead, record_hash, row_hash
+from engine.ledger.codec import dumps, loads
 from engine.ledger.journal import Journal, link
-from engine.ledger.schema import records
+from engine.ledger.schema import records, transitions_table
 
 F = TypeVar("F", bound=Callable[..., Any])
 
 
 def batchable(fn: F) -> F:
-    """Marks a write that may share a transaction with others (`Store.batch`): it writes only
-    through `_writing` and reads only through `_read`, so inside a batch it runs on the batch's
-    connection, and a failure of any kind is one the batch can roll back and repeat alone."""
+    """Marks a write (or a read) that may share a transaction with others (`Store.batch`): it
+    writes only through `_writing` and reads only through `_read`, so inside a batch it runs on
+    the batch's connection, and a failure of any kind is one the batch can roll back and repeat
+    alone. A read so marked that waits behind writes joins their transaction rather than taking
+    the writer for one of its own."""
     fn.__batchable__ = True  # type: ignore[attr-defined]
     return fn
+
+
+def snapshot_read(fn: F) -> F:
+    """Marks a read of committed rows alone: its `_read`s take a snapshot beside the writer
+    (`Store._snapshot`), so the service runs it on a thread of its own rather than queued behind
+    a burst's writes (engine.service.group_commit, which takes every call marked batchable)."""
+
+    @functools.wraps(fn)
+    def reading(*args: Any, **kwargs: Any) -> Any:
+        before, _BATCH.snapshot = _BATCH.snapshot, True
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            _BATCH.snapshot = before
+
+    reading.__snapshot__ = True  # type: ignore[attr-defined]
+    return batchable(reading)  # type: ignore[return-value]
 
 
 @dataclass
@@ -37,6 +58,7 @@ class Batch:
     conn: Connection
     journal: Journal
     failed: bool = False
+    wrote: bool = False  # a batch of reads alone ends in a rollback, as a lone read does
 
 
 class _Open(threading.local):
@@ -44,9 +66,11 @@ class _Open(threading.local):
 
     store: Store | None = None
     batch: Batch | None = None
+    snapshot = False  # inside a `snapshot_read`
 
 
 _BATCH = _Open()
+_MAKING_READER = threading.Lock()
 
 
 class BatchFailed(RuntimeError):
@@ -98,9 +122,12 @@ class Store:
     engine: Engine
     # The lease this ledger writes under (None: no lease, e.g. `smartexec submit`, tests, the API).
     fence: WriteGuard | None = None
-    # The records chain's head as of this writer's last commit: a hint that saves a read per write
-    # (a stale one, after another writer or a rollback, costs one re-read in `link`).
+    # Each chain's head as of this writer's last commit: a hint that saves a read per write (a
+    # stale one, after another writer, costs one re-read in `link`; after a rollback it is
+    # forgotten, as it may name rows never committed).
+    _head: ChainHead | None = None  # the transitions chain
     _record_head: ChainHead | None = None
+    _reader: Engine | None = None  # `_snapshot`'s engine, made on first use
 
     def _begin(self) -> Guarded:
         return Guarded(self.engine.begin())
@@ -112,18 +139,24 @@ class Store:
         journal = Journal(at or datetime.now(timezone.utc))
         batch = _BATCH.batch if _BATCH.store is self else None
         if batch is not None:  # inside `batch`: its transaction, fenced once; records linked at its end
+            batch.wrote = True
             try:
                 yield batch.conn, journal
             except BaseException:
                 batch.failed = True
                 raise
             batch.journal.rows.extend(journal.rows)
+            batch.journal.transitions.extend(journal.transitions)
             return
-        with self._begin() as conn:
-            if self.fence is not None:
-                self.fence.check_in(conn)
-            yield conn, journal
-            self._chain(conn, journal)
+        try:
+            with self._begin() as conn:
+                if self.fence is not None:
+                    self.fence.check_in(conn)
+                yield conn, journal
+                self._chain(conn, journal)
+        except BaseException:
+            self._forget_heads()
+            raise
 
     @contextmanager
     def batch(self) -> Iterator[Batch]:
@@ -145,6 +178,8 @@ class Store:
                     yield batch
                     if batch.failed:
                         raise BatchFailed("a write in the batch failed; repeat each alone")
+                    if not batch.wrote:
+                        conn.rollback()  # reads only: nothing to commit
                     self._chain(conn, batch.journal)
                 finally:
                     _BATCH.store = _BATCH.batch = None
@@ -154,11 +189,26 @@ class Store:
 
     def _forget_heads(self) -> None:
         """After a rollback the cached heads may name rows that were never committed."""
-        self._record_head = None
+        self._head = self._record_head = None
 
     def _chain(self, conn: Connection, journal: Journal) -> None:
+        """Link what the transaction owes each chain, transitions first (as every writer takes
+        the heads, so two never wait on each other's), in one move of each head."""
+        if journal.transitions:
+            self._head = link(conn, CHAINS["transitions"], transitions_table, journal.transitions, row_hash,
+                              self._head)
         if journal.rows:
             self._record_head = link(conn, CHAINS["records"], records, journal.rows, record_hash, self._record_head)
+
+    def _snapshot(self) -> Guarded:
+        """A read of what is committed, on a connection of its own: on SQLite a plain deferred
+        BEGIN (a WAL snapshot), which neither takes nor waits for the write lock that every
+        connection of `engine` takes at BEGIN; on PostgreSQL another connection of `engine`."""
+        if self._reader is None:
+            with _MAKING_READER:  # snapshot reads run on several threads at once
+                if self._reader is None:
+                    self._reader = _reader_of(self.engine)
+        return Guarded(self._reader.connect())
 
     def _read(self) -> Guarded:
         # A read can meet a locked or unreachable database as well as a write can (on SQLite every
@@ -166,4 +216,24 @@ class Store:
         if _BATCH.store is self and _BATCH.batch is not None:
             # Inside `batch`: a second connection would wait for its lock and see none of its writes.
             return Guarded(nullcontext(_BATCH.batch.conn))
+        if _BATCH.snapshot:
+            return self._snapshot()
         return Guarded(self.engine.connect())
+
+
+def _reader_of(engine: Engine) -> Engine:
+    if engine.dialect.name != "sqlite" or engine.url.database in (None, "", ":memory:"):
+        return engine  # a database in memory is its connection's alone: a second one would see another
+    reader = create_engine(engine.url, json_serializer=dumps, json_deserializer=loads)
+
+    @event.listens_for(reader, "connect")
+    def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+        dbapi_conn.isolation_level = None
+        dbapi_conn.execute("PRAGMA busy_timeout=10000")  # a WAL read waits only while the log is reset
+        dbapi_conn.execute("PRAGMA query_only=ON")
+
+    @event.listens_for(reader, "begin")
+    def _on_begin(conn: Any) -> None:
+        conn.exec_driver_sql("BEGIN")
+
+    return reader

@@ -7,34 +7,34 @@ catches anyone who does not.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import replace
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Connection, and_, bindparam, func, insert, or_, select, update
+from sqlalchemy import and_, bindparam, func, insert, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError, OperationalError
 
 from engine.core.domain import DEFAULT_ACCOUNT, Mode, Signal
-from engine.core.errors import LedgerUnavailable, SignalConflict, StaleLifecycle
+from engine.core.errors import IllegalTransition, LedgerUnavailable, SignalConflict, StaleLifecycle
 from engine.core.lifecycle import PROJECTED, TERMINAL, Lifecycle, Outcome, apply_facts, classify, snapshot, step
 from engine.core.replay import CREATED, replay
 from engine.ledger import reads
 from engine.ledger.accounts import AccountStore
-from engine.ledger.chain import CHAINS, ChainHead, row_hash
+from engine.ledger.chain import CHAINS
 from engine.ledger.codec import plain, storable
 from engine.ledger.database import ensure_schema, make_engine
 from engine.ledger.executions import ExecutionStore
 from engine.ledger.inbox import InboxStore
-from engine.ledger.journal import ADVANCE_HEAD, READ_HEAD, link
+from engine.ledger.journal import ADVANCE_HEAD, READ_HEAD
 from engine.ledger.leases import Fence, LeaseStore
 from engine.ledger.orders import apply_writes, quantity_key
 from engine.ledger.orphans import OrphanStore
 from engine.ledger.records import TransitionRecord, Writes
 from engine.ledger.schema import fills, ledger_identity, lifecycles, orders, transitions_table
-from engine.ledger.session import Guarded, batchable
+from engine.ledger.session import Guarded, batchable, snapshot_read
 from engine.ledger.trading import TradingStore
 
 _MUTABLE = ("state", "version", "updated_at", *PROJECTED)
@@ -47,9 +47,24 @@ _INSERT_TRANSITION = insert(transitions_table)
 # A new signal's row, or nothing if its signal id is recorded (the unique index decides).
 _INSERT_LIFECYCLE = {dialect.__name__.rsplit(".", 1)[-1]: dialect.insert(lifecycles).on_conflict_do_nothing(
     index_elements=[lifecycles.c.signal_id]).returning(lifecycles.c.id) for dialect in (sqlite, postgresql)}
+# The reads of every signal and order report, built once (building one costs more than its SQL).
+_BY_ID = select(lifecycles).where(lifecycles.c.id == bindparam("_id"))
+_BY_SIGNAL = select(lifecycles).where(lifecycles.c.signal_id == bindparam("_signal_id"))
+_ORDER = select(orders).where(orders.c.client_order_id == bindparam("_coid"))
 _TRANSITIONS = CHAINS["transitions"]
 _ADVANCE_HEAD = ADVANCE_HEAD[_TRANSITIONS]  # the statements a transition issues, for the benchmarks' floors
 _READ_HEAD = READ_HEAD[_TRANSITIONS]
+
+
+@dataclass(frozen=True)
+class Step:
+    """One move of a lifecycle that `record_steps` commits with others: its trigger, the facts,
+    who reported it and the order rows that commit with it."""
+
+    trigger: str
+    facts: Mapping[str, Any]
+    source: str
+    writes: Writes | None = None
 
 
 class _Recorded(Exception):
@@ -72,9 +87,6 @@ class Ledger(InboxStore, OrphanStore, TradingStore, ExecutionStore, AccountStore
         self.account = account
         self.fence = fence
         self.engine = make_engine(url, idle_timeout=idle_timeout)
-        # The chain head as of this ledger's last commit: saves a read per transition. Only a
-        # hint: the conditional UPDATE in `_append_transition` catches a stale value.
-        self._head: ChainHead | None = None
         self._identity: str | None = None
         self._schema_checked = False
 
@@ -111,11 +123,9 @@ class Ledger(InboxStore, OrphanStore, TradingStore, ExecutionStore, AccountStore
         return self._identity
 
     def close(self) -> None:
+        if self._reader is not None and self._reader is not self.engine:
+            self._reader.dispose()
         self.engine.dispose()
-
-    def _forget_heads(self) -> None:
-        super()._forget_heads()
-        self._head = None
 
     # --- writes ---------------------------------------------------------------------------
 
@@ -152,21 +162,14 @@ class Ledger(InboxStore, OrphanStore, TradingStore, ExecutionStore, AccountStore
                 if lifecycle_id is None:
                     raise _Recorded  # nothing written: the transaction is rolled back
                 lc = replace(lc, id=lifecycle_id)
-                head = self._append_transition(
-                    conn, self._transition_row(lc, 1, CREATED, None, source, at, payload))
+                journal.transitions.append(self._transition_row(lc, 1, CREATED, None, source, at, payload))
                 apply_writes(conn, lc.id, at, writes, journal)
-        except (_Recorded, IntegrityError) as exc:
-            if isinstance(exc, IntegrityError):  # another unique row of it (an order id) raced
-                self._head = None
+        except (_Recorded, IntegrityError):
             # Recorded before (a repeat, or two intakes raced on one signal id): read that row.
             winner = self.find_by_signal(signal.signal_id)
             if winner is None:
                 raise
             return self._same_or_conflict(winner, signal), False
-        except BaseException:
-            self._head = None
-            raise
-        self._head = head
         return lc, True
 
     @batchable
@@ -191,22 +194,38 @@ class Ledger(InboxStore, OrphanStore, TradingStore, ExecutionStore, AccountStore
             if writes is not None:
                 self.save_orders(lc.id, writes, at=at)
             return lc, Outcome.IGNORED
-        facts = storable(facts)
-        moved, _ = step(lc, trigger, facts, at)
-        params = {name: getattr(moved, name) for name in _MUTABLE}
-        params.update(state=moved.state.value, _id=lc.id, _expected=lc.version)
-        try:
-            with self._writing(at) as (conn, journal):
-                if conn.execute(_UPDATE_LIFECYCLE, params).rowcount != 1:
-                    raise StaleLifecycle(lc.id, lc.version)
-                head = self._append_transition(
-                    conn, self._transition_row(moved, moved.version, trigger, lc.state.value, source, at, facts))
-                apply_writes(conn, lc.id, at, writes, journal)
-        except BaseException:
-            self._head = None
-            raise
-        self._head = head
-        return moved, Outcome.MOVED
+        return self._commit_steps(lc, [Step(trigger, facts, source, writes)], at)[-1], Outcome.MOVED
+
+    @batchable
+    def record_steps(self, lc: Lifecycle, steps: Sequence[Step], *, at: datetime) -> list[Lifecycle]:
+        """Move `lc` by each step in turn, all in one transaction; return the lifecycle after each
+        step, as committed. For moves decided together (a fill and its guards' verdict, which
+        depends on nothing but the fill): they share one commit and one move of each chain's
+        head. Every step must move: stale news raises IllegalTransition (`record` takes that)."""
+        return self._commit_steps(lc, steps, at)
+
+    def _commit_steps(self, lc: Lifecycle, steps: Sequence[Step], at: datetime) -> list[Lifecycle]:
+        moved: list[Lifecycle] = []
+        rows: list[dict[str, Any]] = []
+        current = lc
+        for item in steps:
+            facts = storable(item.facts)
+            after, outcome = step(current, item.trigger, facts, at)
+            if outcome is Outcome.IGNORED:
+                raise IllegalTransition(current.state.value, str(item.trigger))
+            rows.append(self._transition_row(after, after.version, item.trigger, current.state.value, item.source, at,
+                                             facts))
+            moved.append(after)
+            current = after
+        params = {name: getattr(current, name) for name in _MUTABLE}
+        params.update(state=current.state.value, _id=lc.id, _expected=lc.version)
+        with self._writing(at) as (conn, journal):
+            if conn.execute(_UPDATE_LIFECYCLE, params).rowcount != 1:
+                raise StaleLifecycle(lc.id, lc.version)
+            journal.transitions.extend(rows)
+            for item in steps:
+                apply_writes(conn, lc.id, at, item.writes, journal)
+        return moved
 
     @batchable
     def save_orders(self, lifecycle_id: int, writes: Writes, *, at: datetime) -> None:
@@ -215,15 +234,26 @@ class Ledger(InboxStore, OrphanStore, TradingStore, ExecutionStore, AccountStore
             apply_writes(conn, lifecycle_id, at, writes, journal)
 
     # --- reads ----------------------------------------------------------------------------
+    # Every intake reads the first two under the desk's lock, one intake at a time: queued behind
+    # a burst's writes on the one writer, each waited a batch's commit (a few ms) for a read of
+    # committed rows. They read a snapshot beside the writer (`snapshot_read`). The other reads
+    # share the writer's batch (`batchable`) rather than take it for one of their own: the
+    # intake's look-up by signal id among them, as a burst's hundreds at once, outside the lock,
+    # would crowd the threads the lock's reads run on.
 
+    trading_state = snapshot_read(TradingStore.trading_state)
+    realized_since = snapshot_read(TradingStore.realized_since)
+
+    @batchable
     def get(self, lifecycle_id: int) -> Lifecycle | None:
         with self._read() as conn:
-            row = conn.execute(select(lifecycles).where(lifecycles.c.id == lifecycle_id)).mappings().first()
+            row = conn.execute(_BY_ID, {"_id": lifecycle_id}).mappings().first()
         return None if row is None else Lifecycle.from_row(row)
 
+    @batchable
     def find_by_signal(self, signal_id: str) -> Lifecycle | None:
         with self._read() as conn:
-            row = conn.execute(select(lifecycles).where(lifecycles.c.signal_id == signal_id)).mappings().first()
+            row = conn.execute(_BY_SIGNAL, {"_signal_id": signal_id}).mappings().first()
         return None if row is None else Lifecycle.from_row(row)
 
     def load_open(self) -> list[Lifecycle]:
@@ -254,9 +284,10 @@ class Ledger(InboxStore, OrphanStore, TradingStore, ExecutionStore, AccountStore
         with self._read() as conn:
             return [dict(row) for row in conn.execute(query).mappings()]
 
+    @batchable
     def order(self, client_order_id: str) -> dict[str, Any] | None:
         with self._read() as conn:
-            row = conn.execute(select(orders).where(orders.c.client_order_id == client_order_id)).mappings().first()
+            row = conn.execute(_ORDER, {"_coid": client_order_id}).mappings().first()
         return None if row is None else dict(row)
 
     def has_fill(self, execution_id: str, client_order_id: str | None = None, cum_qty: Decimal | None = None) -> bool:
@@ -296,11 +327,6 @@ class Ledger(InboxStore, OrphanStore, TradingStore, ExecutionStore, AccountStore
         if differences:
             raise SignalConflict(signal.signal_id, differences)
         return existing
-
-    def _append_transition(self, conn: Connection, row: dict[str, Any]) -> ChainHead:
-        """Insert `row` as the transitions chain's next link; returns the new head (cached after
-        the commit)."""
-        return link(conn, _TRANSITIONS, transitions_table, [row], row_hash, self._head)
 
     @staticmethod
     def _transition_row(

@@ -24,10 +24,12 @@ from engine.core.config import Settings
 from engine.core.decisions import Decision, Then
 from engine.core.domain import Leg
 from engine.core.errors import IllegalTransition, StaleLifecycle
-from engine.core.lifecycle import TERMINAL, Lifecycle, Outcome, State, Trigger, classify
+from engine.core.lifecycle import TERMINAL, Lifecycle, Outcome, State, Trigger, classify, step
 from engine.core.orders import Kind, OrderIntent, OrderReport, Session
 from engine.core.risk import TradingStateChange
 from engine.ledger import FillRecord, Ledger, Writes
+from engine.ledger.codec import storable
+from engine.ledger.store import Step
 from engine.service.book import Book
 from engine.service.crash import AFTER_COMMIT, AFTER_SUBMIT, BEFORE_COMMIT, crash_point
 from engine.service.router import Router
@@ -130,22 +132,21 @@ class Conductor:
     async def carry_out(self, lc: Lifecycle, decision: Decision, *, source: str = "engine",
                         writes: Writes | None = None) -> Lifecycle:
         """Record what `decision` says (with `writes`, the order news behind it), then act on it."""
-        for intent in decision.intents:
-            self.router.intend(lc.id, intent)
+        self._announce(lc, decision)
         writes = Writes(intents=(*decision.intents, *(writes.intents if writes else ())),
                         updates=writes.updates if writes else (), fills=writes.fills if writes else ())
-        if decision.refusal:
-            log.warning("Smart executor rejected %s %s", lc.signal_id, decision.refusal)
-        if decision.problem:
-            log.error("%s", decision.problem)
-        if decision.alarm:
-            log.critical("%s", decision.alarm)
         if decision.trigger is None:
             if writes.intents or writes.updates or writes.fills:
                 await self.workers.persist(self.ledger.save_orders, lc.id, writes, at=self._now())
                 self._written(lc, writes)
         else:
             crash_point(BEFORE_COMMIT.get(decision.trigger))
+            verdict = self._verdict(lc, decision)
+            if verdict is not None:
+                lc, judged = await self._record_judged(lc, decision, writes, source, verdict)
+                if judged:
+                    self._written(lc, writes)
+                    return await self._after_commit(lc, verdict)
             lc, outcome = await self._record(lc, decision, writes, source)
             self._written(lc, writes)
             if outcome is Outcome.IGNORED:
@@ -154,6 +155,72 @@ class Conductor:
         for then in decision.then:
             lc = await self._act(lc, then)
         return lc
+
+    def _verdict(self, lc: Lifecycle, decision: Decision) -> Decision | None:
+        """The guards' verdict on a fill, when `decision` records one (it is followed by
+        AFTER_FILL) and the verdict moves the filled lifecycle: it is judged on the fill as the
+        ledger will commit it (engine.core.lifecycle.step is pure), so both commit together and
+        the exits go out one ledger round trip sooner. None: record `decision` alone."""
+        if decision.then != (Then.AFTER_FILL,) or decision.trigger is None:
+            return None
+        try:
+            filled, outcome = step(lc, decision.trigger, storable(decision.facts), self._now())
+        except IllegalTransition:
+            return None  # the ledger's record() raises it, as before
+        if outcome is not Outcome.MOVED:
+            return None
+        verdict = self._judge(filled)
+        if verdict.trigger is None or classify(filled.state, verdict.trigger) is not Outcome.MOVED:
+            return None
+        return verdict
+
+    def _judge(self, lc: Lifecycle) -> Decision:
+        return decisions.after_fill(lc, self.settings, ledger_id=self.ledger_id, halted=self._flatten_halt(),
+                                    broker_session=not self.emulates())
+
+    async def _record_judged(self, lc: Lifecycle, decision: Decision, writes: Writes, source: str,
+                             verdict: Decision) -> tuple[Lifecycle, bool]:
+        """Commit the fill and the guards' verdict in one transaction: (the lifecycle judged,
+        True); or, when someone else moved it first, (the ledger's word, False), nothing
+        written: the caller records the fill alone from there and judges it after, as always."""
+        assert decision.trigger is not None and verdict.trigger is not None
+        steps = [Step(decision.trigger, decision.facts, source, writes),
+                 Step(verdict.trigger, verdict.facts, "engine", Writes(intents=verdict.intents))]
+        try:
+            filled, judged = await self.workers.persist(self.ledger.record_steps, lc, steps, at=self._now())
+        except StaleLifecycle:
+            fresh = await self.workers.persist(self.ledger.get, lc.id)
+            assert fresh is not None
+            return fresh, False
+        self.book.put(judged)
+        self.moved(filled)
+        log.info("lifecycle %s %s %s: %s -> %s (%s, %s)", lc.id, lc.signal_id, lc.symbol, lc.state.value,
+                 filled.state.value, decision.trigger.value, source)
+        self._announce(lc, verdict)  # routed before any act on it, said after the fill it judges
+        self.moved(judged)
+        log.info("lifecycle %s %s %s: %s -> %s (%s, %s)", lc.id, lc.signal_id, lc.symbol, filled.state.value,
+                 judged.state.value, verdict.trigger.value, "engine")
+        await self.book.notify()
+        return judged, True
+
+    async def _after_commit(self, lc: Lifecycle, decision: Decision) -> Lifecycle:
+        """What follows the commit of `decision`: its crash point, then its acts."""
+        assert decision.trigger is not None
+        crash_point(AFTER_COMMIT.get(decision.trigger))
+        for then in decision.then:
+            lc = await self._act(lc, then)
+        return lc
+
+    def _announce(self, lc: Lifecycle, decision: Decision) -> None:
+        """Route `decision`'s intents (before any act sends one), and say what it refuses or fears."""
+        for intent in decision.intents:
+            self.router.intend(lc.id, intent)
+        if decision.refusal:
+            log.warning("Smart executor rejected %s %s", lc.signal_id, decision.refusal)
+        if decision.problem:
+            log.error("%s", decision.problem)
+        if decision.alarm:
+            log.critical("%s", decision.alarm)
 
     def _written(self, lc: Lifecycle, writes: Writes) -> None:
         """Note the orders whose broker report `writes` committed (see `_ack_only`)."""
@@ -193,9 +260,7 @@ class Conductor:
         elif then is Then.CANCEL_ENTRY:
             await self.cancel_entry(lc)
         elif then is Then.AFTER_FILL:
-            lc = await self.carry_out(lc, decisions.after_fill(lc, self.settings, ledger_id=self.ledger_id,
-                                                                 halted=self._flatten_halt(),
-                                                                 broker_session=not self.emulates()))
+            lc = await self.carry_out(lc, self._judge(lc))
         elif then is Then.PLACE_ENTRY:
             lc = await self.place(lc, Leg.ENTRY)
         elif then is Then.PLACE_EXITS:

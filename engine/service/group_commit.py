@@ -72,6 +72,8 @@ class GroupCommit:
         self.batches = 0  # transactions that held more than one write (for tests and benchmarks)
 
     async def write(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        if getattr(fn, "__snapshot__", False):  # a read of committed rows: beside the writer, not behind it
+            return await asyncio.to_thread(fn, *args, **kwargs)
         item = _Write(partial(fn, *args, **kwargs), fn.__self__)  # type: ignore[attr-defined]
         with self._lock:
             self._waiting.append(item)
