@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
-from typing import Any
+from typing import Any, NamedTuple
 
 from engine.core.orders import OrderIntent, OrderUpdate
 
@@ -32,8 +32,10 @@ class Writes:
     fills: Sequence[FillRecord] = ()
 
 
-@dataclass(frozen=True)
-class TransitionRecord:
+class TransitionRecord(NamedTuple):
+    """One `transitions` row. A named tuple, not a dataclass: verify builds one per row of the
+    ledger, and a tuple is built in a fifth of the time."""
+
     id: int
     lifecycle_id: int
     seq: int
@@ -42,7 +44,7 @@ class TransitionRecord:
     to_state: str
     source: str
     at: datetime
-    payload: dict[str, Any] = field(default_factory=dict)
+    payload: dict[str, Any]
     prev_hash: str | None = None  # the hash chain (engine/chain.py); None only for unsaved rows
     row_hash: str | None = None
 
