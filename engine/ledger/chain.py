@@ -84,10 +84,15 @@ def utc_time(at: Any) -> datetime:
     return when.replace(tzinfo=timezone.utc) if when.tzinfo is None else when.astimezone(timezone.utc)
 
 
+def _at_text(at: datetime | str) -> str:
+    # A verifier may hand over the stored text; a writer's time must be aware (utc_text refuses a naive one).
+    return utc_text(utc_time(at) if isinstance(at, str) else at)
+
+
 def canonical(row: Mapping[str, Any], fields: tuple[str, ...] = HASHED_FIELDS) -> bytes:
     """The bytes a row's hash covers (see the module docstring): a transition's by default."""
     record = {name: row[name] for name in fields}
-    record["at"] = utc_text(utc_time(row["at"]))  # a verifier may hand over the database's text
+    record["at"] = _at_text(row["at"])
     record["payload"] = _stable_numbers(row["payload"])
     return dumps(record).encode("ascii")
 
@@ -139,8 +144,7 @@ def _hashed_bytes(row: Mapping[str, Any], fields: tuple[str, ...]) -> bytes:
     if around is not None:
         return f"{around[0]}{text}{around[1]}".encode("ascii")
     before, after = _AROUND[fields]
-    head = ",".join(f'"{name}":{_scalar(utc_text(utc_time(row[name])) if name == "at" else row[name])}'
-                    for name in before)
+    head = ",".join(f'"{name}":{_scalar(_at_text(row[name]) if name == "at" else row[name])}' for name in before)
     tail = ",".join(f'"{name}":{_scalar(row[name])}' for name in after)
     return f'{{{head},"payload":{text},{tail}}}'.encode("ascii")
 
