@@ -13,7 +13,7 @@ from datetime import date, datetime, time, timedelta, timezone
 from decimal import Decimal
 from typing import IO, Any
 
-from sqlalchemy import Connection, Engine, create_engine, event, exists, func, select, text
+from sqlalchemy import Connection, Engine, create_engine, exists, func, select, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.sql import Select
 
@@ -22,7 +22,7 @@ from engine.audit.outcomes import OutcomeRow
 from engine.audit.refusals import Refusal, refused_signals
 from engine.ledger import reads
 from engine.ledger.codec import plain
-from engine.ledger.database import JSON_CODEC
+from engine.ledger.database import JSON_CODEC, sqlite_snapshot_engine
 from engine.ledger.schema import (
     fills,
     inbox,
@@ -53,18 +53,7 @@ def read_engine(url: str) -> Engine:
     if make_url(url).get_backend_name() != "sqlite":
         return create_engine(url, isolation_level="REPEATABLE READ",
                              execution_options={"postgresql_readonly": True}, **JSON_CODEC)
-    engine = create_engine(url, **JSON_CODEC)
-
-    @event.listens_for(engine, "connect")
-    def _on_connect(dbapi_conn: Any, _record: Any) -> None:
-        dbapi_conn.isolation_level = None
-        dbapi_conn.execute("PRAGMA busy_timeout=10000")
-
-    @event.listens_for(engine, "begin")
-    def _on_begin(conn: Any) -> None:
-        conn.exec_driver_sql("BEGIN")
-
-    return engine
+    return sqlite_snapshot_engine(url)
 
 
 # --- times given on the command line ---------------------------------------------------------

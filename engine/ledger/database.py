@@ -94,6 +94,26 @@ def make_engine(url: str, *, for_migrations: bool = False, idle_timeout: float |
     return create_engine(url, connect_args=connect_args, **JSON_CODEC)
 
 
+def sqlite_snapshot_engine(url: Any, *, query_only: bool = False) -> Engine:
+    """An SQLite engine for reads beside the writers: its BEGIN is a plain deferred one (a WAL
+    snapshot), which neither takes nor waits for the write lock every `make_engine` connection
+    takes at BEGIN. `query_only`: the connection refuses to write at all."""
+    engine = create_engine(url, **JSON_CODEC)
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+        dbapi_conn.isolation_level = None
+        dbapi_conn.execute("PRAGMA busy_timeout=10000")  # a WAL read waits only while the log is reset
+        if query_only:
+            dbapi_conn.execute("PRAGMA query_only=ON")
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: Any) -> None:
+        conn.exec_driver_sql("BEGIN")
+
+    return engine
+
+
 def alembic_config(url: str) -> Config:
     cfg = Config()  # no ini file: env.py then leaves the application's logging alone
     cfg.set_main_option("script_location", str(migrations_dir()))

@@ -10,12 +10,12 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Protocol, TypeVar
 
-from sqlalchemy import Connection, Engine, create_engine, event
+from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import DBAPIError, OperationalError
 
 from engine.core.errors import LedgerUnavailable
 from engine.ledger.chain import CHAINS, ChainHead, record_hash, row_hash
-from engine.ledger.codec import dumps, loads
+from engine.ledger.database import sqlite_snapshot_engine
 from engine.ledger.journal import Journal, link
 from engine.ledger.schema import records, transitions_table
 
@@ -224,16 +224,4 @@ class Store:
 def _reader_of(engine: Engine) -> Engine:
     if engine.dialect.name != "sqlite" or engine.url.database in (None, "", ":memory:"):
         return engine  # a database in memory is its connection's alone: a second one would see another
-    reader = create_engine(engine.url, json_serializer=dumps, json_deserializer=loads)
-
-    @event.listens_for(reader, "connect")
-    def _on_connect(dbapi_conn: Any, _record: Any) -> None:
-        dbapi_conn.isolation_level = None
-        dbapi_conn.execute("PRAGMA busy_timeout=10000")  # a WAL read waits only while the log is reset
-        dbapi_conn.execute("PRAGMA query_only=ON")
-
-    @event.listens_for(reader, "begin")
-    def _on_begin(conn: Any) -> None:
-        conn.exec_driver_sql("BEGIN")
-
-    return reader
+    return sqlite_snapshot_engine(engine.url, query_only=True)
