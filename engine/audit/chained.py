@@ -233,7 +233,7 @@ def _check_table(conn: Connection, name: str, table: Table, images: dict[int, Im
     json_columns = {c.name for c in table.c if isinstance(c.type, JSON)}
     dialect = conn.dialect.name
     columns = [payload_text(c) if c.name in json_columns else _as_record_text(c, dialect) for c in table.c]
-    compared = [(index, c, c.name in json_columns, _comparator(c)) for index, c in enumerate(table.c)]
+    compared = [(index, c, c.name in json_columns, _typed(c)) for index, c in enumerate(table.c)]
     id_index = next(index for index, c in enumerate(table.c) if c.name == "id")
     plain = [(index, c.name) for index, c in enumerate(table.c) if c.name not in json_columns]
     stored_plain = itemgetter(*(index for index, _ in plain))
@@ -254,7 +254,7 @@ def _check_table(conn: Connection, name: str, table: Table, images: dict[int, Im
                     continue
                 differences = []
                 wanted = image.values
-                for index, column, is_json, same in compared:
+                for index, column, is_json, typed in compared:
                     have, want = values[index], wanted.get(column.name)
                     if is_json and have is not None:
                         have, wrong, _ = read_payload(have, exact_text)
@@ -267,11 +267,11 @@ def _check_table(conn: Connection, name: str, table: Table, images: dict[int, Im
                         agree = have is None and want is None
                     else:
                         try:
-                            agree = same(have, want)
+                            agree = bool(typed(have) == typed(want))
                         except (InvalidOperation, ValueError, TypeError):
                             agree = False
                     if not agree:
-                        differences.append(f"{column.name} is {_shown(_read(column, have))}, the records chain says "
+                        differences.append(f"{column.name} is {_shown(_read(typed, have))}, the records chain says "
                                            f"{_shown(want)} (record {image.set_by(column.name)})")
                 if differences:
                     yield Problem(None, None, None, "; ".join(differences) + ": the row was edited after it was "
@@ -305,29 +305,25 @@ def _as_record_text(column: Column[Any], dialect: str) -> Any:
     return column
 
 
-def _comparator(column: Column[Any]) -> Callable[[Any, Any], bool]:
-    """How a stored value, as the driver reads it raw, compares with a record's (decimals and times
-    travel as strings)."""
+def _typed(column: Column[Any]) -> Callable[[Any], Any]:
+    """How a stored value, as the driver reads it raw, or a record's value (decimals and times
+    travel as strings) reads as its column's type, so that the two compare."""
     kind = column.type
     if isinstance(kind, Money):
-        return lambda have, want: bool(Decimal(str(have)) == Decimal(str(want)))
+        return lambda value: Decimal(str(value))
     if isinstance(kind, UTCDateTime):
-        return lambda have, want: bool(utc_time(have) == utc_time(want))
+        return utc_time
     if isinstance(kind, Boolean):
-        return lambda have, want: bool(have) == bool(want)
-    return lambda have, want: bool(have == want)
+        return bool
+    return lambda value: value
 
 
-def _read(column: Column[Any], have: Any) -> Any:
+def _read(typed: Callable[[Any], Any], have: Any) -> Any:
     """A raw stored value as its column type reads it, for a message (the raw value if it cannot be)."""
     try:
-        if isinstance(column.type, Money):
-            return Decimal(str(have))
-        if isinstance(column.type, UTCDateTime):
-            return utc_time(have)
+        return typed(have)
     except (InvalidOperation, ValueError, TypeError):
-        pass
-    return have
+        return have
 
 
 def _shown(value: Any) -> str:
